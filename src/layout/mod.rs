@@ -1,0 +1,539 @@
+//! Layouts: the YAML file that describes a session (SPEC §3), its validation, and the
+//! built-in layouts embedded in the binary.
+//!
+//! `load` turns a file into a [`Layout`] in which every default is resolved: each agent
+//! carries its own complete settings, paths are absolute, and nothing downstream needs to
+//! know which values came from `defaults:` or from orch's built-in defaults. Every error
+//! names the file, the line and the column, and what was expected.
+
+mod builtin;
+mod locate;
+mod schema;
+mod units;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use builtin::{BUILTIN, BuiltinLayout};
+pub use schema::{
+    Acl, AgentName, Arrange, Profile, RestartPolicy, Risk, Role, StopSignal, TmuxName,
+};
+pub use units::{Duration, Percent, Size};
+
+use locate::{Seg, locate};
+use schema::{RawAgent, RawLayout, RawWorktree};
+
+/// A layout with every default applied and every path made absolute.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layout {
+    pub session: TmuxName,
+    pub root: PathBuf,
+    pub window: TmuxName,
+    pub arrange: Arrange,
+    pub agents: Vec<Agent>,
+    pub monitor: Monitor,
+    pub snapshot: SnapshotPolicy,
+    pub quality: Option<Quality>,
+    pub rollback: RollbackPolicy,
+    pub messaging: Messaging,
+}
+
+/// One agent: one pane.
+#[derive(Clone, Debug, Serialize)]
+pub struct Agent {
+    pub name: AgentName,
+    pub role: Role,
+    /// The shell command the pane runs; `None` runs the user's shell.
+    pub command: Option<String>,
+    pub profile: Profile,
+    /// Where the pane starts. For a worktree agent this is decided by `layout up`, which
+    /// places the worktree under the state dir, so it is `None` here.
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub worktree: Option<WorktreeSpec>,
+    pub instructions: Option<PathBuf>,
+    pub restart: Restart,
+    pub stall_after: Duration,
+    pub limits: Limits,
+}
+
+/// The agent works in its own git worktree on branch `orch/<agent>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorktreeSpec {
+    /// Untracked files (relative to the repository) copied into the worktree, e.g. `.env`.
+    pub copy: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Restart {
+    pub policy: RestartPolicy,
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub min_uptime: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Limits {
+    pub memory: Option<Size>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Monitor {
+    pub tick: Duration,
+    pub resources: Duration,
+    pub error_patterns: Vec<String>,
+    pub error_storm_count: u32,
+    pub error_storm_window: Duration,
+    pub leak_window: Duration,
+    pub leak_min_growth: Percent,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotPolicy {
+    pub interval: Duration,
+    pub keep: u32,
+    pub scrollback_lines: u32,
+    pub redact: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Quality {
+    pub repo: PathBuf,
+    pub check: String,
+    pub timeout: Duration,
+    pub branches: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackPolicy {
+    pub auto_max_risk: Risk,
+    pub max_consecutive: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Messaging {
+    pub acl: Acl,
+}
+
+/// Where a layout comes from.
+#[derive(Clone, Debug)]
+pub enum LayoutSource {
+    File(PathBuf),
+    Builtin(&'static BuiltinLayout),
+}
+
+impl fmt::Display for LayoutSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayoutSource::File(path) => write!(f, "{}", path.display()),
+            LayoutSource::Builtin(b) => write!(f, "{} (built-in)", b.name),
+        }
+    }
+}
+
+/// One problem in a layout, positioned in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutError {
+    pub file: String,
+    /// 1-based line and column; absent when the file could not be read at all.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Every problem found in a layout, in file order. Displayed one per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct LayoutErrors(pub Vec<LayoutError>);
+
+impl fmt::Display for LayoutErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Picks the layout the user means. `arg` is `--layout`/`ORCH_LAYOUT`: a file path, the
+/// name of a built-in layout, or the name of `./layouts/NAME.yaml`. Without it,
+/// `./orch.yaml` if present, else the built-in `org9`.
+pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, LayoutErrors> {
+    let Some(arg) = arg else {
+        let local = cwd.join("orch.yaml");
+        if local.is_file() {
+            return Ok(LayoutSource::File(local));
+        }
+        return Ok(LayoutSource::Builtin(builtin::find("org9").ok_or_else(|| {
+            unreadable("org9", "the built-in layout is missing from this build".into())
+        })?));
+    };
+    let as_path = cwd.join(arg);
+    if as_path.is_file() {
+        return Ok(LayoutSource::File(as_path));
+    }
+    let looks_like_path = arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml");
+    if !looks_like_path {
+        if let Some(b) = builtin::find(arg) {
+            return Ok(LayoutSource::Builtin(b));
+        }
+        let local = cwd.join("layouts").join(format!("{arg}.yaml"));
+        if local.is_file() {
+            return Ok(LayoutSource::File(local));
+        }
+        return Err(unreadable(
+            arg,
+            "no such layout: not a file, a built-in layout, or ./layouts/<name>.yaml; \
+             `orch layout list` shows the layouts available"
+                .into(),
+        ));
+    }
+    Err(unreadable(arg, "no such file; check the path given to --layout".into()))
+}
+
+/// Reads and validates a layout.
+pub fn load(source: &LayoutSource) -> Result<Layout, LayoutErrors> {
+    match source {
+        LayoutSource::File(path) => {
+            let display = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| unreadable(&display, format!("cannot read the layout file: {e}")))?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+            parse(&text, &display, &base)
+        }
+        LayoutSource::Builtin(b) => {
+            // Built-in layouts are relative to where the user runs orch.
+            let cwd = std::env::current_dir()
+                .map_err(|e| unreadable(b.name, format!("cannot read the current directory: {e}")))?;
+            parse(b.text, b.name, &cwd)
+        }
+    }
+}
+
+fn unreadable(file: &str, message: String) -> LayoutErrors {
+    LayoutErrors(vec![LayoutError { file: file.to_owned(), position: None, message }])
+}
+
+/// Parses and validates layout text. `file` names it in errors; relative paths in it are
+/// relative to `base_dir`.
+pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Layout, LayoutErrors> {
+    let raw: RawLayout = serde_yaml::from_str(text).map_err(|e| {
+        LayoutErrors(vec![LayoutError {
+            file: file.to_owned(),
+            position: Some(e.location().map_or((1, 1), |l| (l.line(), l.column()))),
+            message: yaml_message(&e),
+        }])
+    })?;
+    Resolver { text, file, errors: Vec::new() }.resolve(raw, base_dir)
+}
+
+/// serde_yaml's message without its trailing " at line L column C", which we print in
+/// front instead.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let full = e.to_string();
+    let Some(loc) = e.location() else { return full };
+    for suffix in [
+        format!(" at line {} column {}", loc.line(), loc.column()),
+        format!(" at line {}, column {}", loc.line(), loc.column()),
+    ] {
+        if let Some(idx) = full.find(&suffix) {
+            let mut msg = full[..idx].to_string();
+            msg.push_str(&full[idx + suffix.len()..]);
+            return msg;
+        }
+    }
+    full
+}
+
+/// Built-in defaults, modelled on the SPEC §3 example (itself after pm2 and systemd: a few
+/// quick retries, then a growing wait, never a restart storm).
+mod default {
+    use super::{Duration, Percent};
+    pub const WINDOW: &str = "agents";
+    pub const MAX_RESTARTS: u32 = 5;
+    pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+    pub const MIN_UPTIME: Duration = Duration::from_secs(5);
+    pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub const STALL_AFTER: Duration = Duration::from_secs(300);
+    pub const TICK: Duration = Duration::from_secs(1);
+    pub const RESOURCES: Duration = Duration::from_secs(5);
+    pub const STORM_COUNT: u32 = 10;
+    pub const STORM_WINDOW: Duration = Duration::from_secs(300);
+    pub const LEAK_WINDOW: Duration = Duration::from_secs(600);
+    pub const LEAK_MIN_GROWTH: Percent = Percent(0.2);
+    pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+    pub const SNAPSHOT_KEEP: u32 = 50;
+    pub const SCROLLBACK_LINES: u32 = 10_000;
+    pub const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const MAX_CONSECUTIVE: u32 = 3;
+}
+
+struct Resolver<'a> {
+    text: &'a str,
+    file: &'a str,
+    errors: Vec<LayoutError>,
+}
+
+impl Resolver<'_> {
+    fn error(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
+        self.errors.push(LayoutError {
+            file: self.file.to_owned(),
+            position: Some(locate(self.text, path)),
+            message: message.into(),
+        });
+    }
+
+    fn resolve(mut self, raw: RawLayout, base_dir: &Path) -> Result<Layout, LayoutErrors> {
+        use Seg::{Index, Key};
+
+        let root = base_dir.join(raw.root.as_deref().unwrap_or("."));
+        let root = normalize(&root);
+        if !root.is_dir() {
+            self.error(&[Key("root")], format!("root {} is not a directory", root.display()));
+        }
+
+        if raw.agents.is_empty() {
+            self.error(&[Key("agents")], "agents: at least one agent is required");
+        }
+        let mut first_seen: HashMap<&str, usize> = HashMap::new();
+        for (i, a) in raw.agents.iter().enumerate() {
+            if let Some(&first) = first_seen.get(a.name.as_str()) {
+                let (line, _) = locate(self.text, &[Key("agents"), Index(first), Key("name")]);
+                self.error(
+                    &[Key("agents"), Index(i), Key("name")],
+                    format!("agents[{i}].name: duplicate agent name {:?} (first used on line {line})", a.name.as_str()),
+                );
+            } else {
+                first_seen.insert(a.name.as_str(), i);
+            }
+        }
+
+        let repo_ok = git2::Repository::discover(&root).is_ok();
+        let d = &raw.defaults;
+        let mut agents = Vec::with_capacity(raw.agents.len());
+        for (i, a) in raw.agents.iter().enumerate() {
+            agents.push(self.resolve_agent(i, a, d, &root, base_dir, repo_ok));
+        }
+
+        let m = &raw.monitor;
+        let error_patterns = m.error_patterns.clone().unwrap_or_default();
+        for (i, p) in error_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(p) {
+                self.error(&[Key("monitor"), Key("error_patterns"), Index(i)], format!("monitor.error_patterns[{i}]: invalid regular expression: {}", one_line(&e.to_string())));
+            }
+        }
+        let redact = raw.snapshot.redact.clone().unwrap_or_default();
+        for (i, p) in redact.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(p) {
+                self.error(&[Key("snapshot"), Key("redact"), Index(i)], format!("snapshot.redact[{i}]: invalid regular expression: {}", one_line(&e.to_string())));
+            }
+        }
+        let keep = raw.snapshot.keep.unwrap_or(default::SNAPSHOT_KEEP);
+        if keep == 0 {
+            self.error(&[Key("snapshot"), Key("keep")], "snapshot.keep: must be at least 1");
+        }
+        if let Some(storm) = &m.error_storm
+            && storm.count == 0
+        {
+            self.error(&[Key("monitor"), Key("error_storm"), Key("count")], "monitor.error_storm.count: must be at least 1");
+        }
+
+        let quality = raw.quality.as_ref().map(|q| {
+            let repo = normalize(&base_dir.join(q.repo.as_deref().unwrap_or(".")));
+            Quality {
+                repo,
+                check: q.check.clone(),
+                timeout: q.timeout.unwrap_or(default::CHECK_TIMEOUT),
+                branches: q.branches.clone().unwrap_or_else(|| vec!["main".to_owned()]),
+            }
+        });
+        if let Some(q) = &quality
+            && q.check.trim().is_empty()
+        {
+            self.error(&[Key("quality"), Key("check")], "quality.check: must be a command, e.g. \"cargo test\"");
+        }
+
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|e| e.position);
+            return Err(LayoutErrors(self.errors));
+        }
+        Ok(Layout {
+            session: raw.session,
+            root,
+            window: raw.window.unwrap_or_else(|| {
+                TmuxName::new(default::WINDOW).unwrap_or_else(|_| unreachable!("valid constant"))
+            }),
+            arrange: raw.arrange.unwrap_or(Arrange::Tiled),
+            agents,
+            monitor: Monitor {
+                tick: m.tick.unwrap_or(default::TICK),
+                resources: m.resources.unwrap_or(default::RESOURCES),
+                error_patterns,
+                error_storm_count: m.error_storm.as_ref().map_or(default::STORM_COUNT, |s| s.count),
+                error_storm_window: m.error_storm.as_ref().map_or(default::STORM_WINDOW, |s| s.window),
+                leak_window: m.leak.as_ref().map_or(default::LEAK_WINDOW, |l| l.window),
+                leak_min_growth: m.leak.as_ref().map_or(default::LEAK_MIN_GROWTH, |l| l.min_growth),
+            },
+            snapshot: SnapshotPolicy {
+                interval: raw.snapshot.interval.unwrap_or(default::SNAPSHOT_INTERVAL),
+                keep,
+                scrollback_lines: raw.snapshot.scrollback_lines.unwrap_or(default::SCROLLBACK_LINES),
+                redact,
+            },
+            quality,
+            rollback: RollbackPolicy {
+                auto_max_risk: raw.rollback.auto_max_risk.unwrap_or(Risk::Medium),
+                max_consecutive: raw.rollback.max_consecutive.unwrap_or(default::MAX_CONSECUTIVE),
+            },
+            messaging: Messaging { acl: raw.messaging.acl.unwrap_or(Acl::Hierarchy) },
+        })
+    }
+
+    fn resolve_agent(
+        &mut self,
+        i: usize,
+        a: &RawAgent,
+        d: &schema::RawDefaults,
+        root: &Path,
+        base_dir: &Path,
+        repo_ok: bool,
+    ) -> Agent {
+        use Seg::{Index, Key};
+        let name = a.name.as_str();
+
+        // Where a merged value came from, so its error points at the line that set it.
+        let from_agent = |key: &'static str| -> Vec<Seg<'static>> { vec![Key("agents"), Index(i), Key(key)] };
+        let from_defaults = |key: &'static str| -> Vec<Seg<'static>> { vec![Key("defaults"), Key(key)] };
+
+        let worktree = match (&a.worktree, &d.worktree) {
+            (Some(w), _) => Some((w, from_agent("worktree"))),
+            (None, Some(w)) => Some((w, from_defaults("worktree"))),
+            (None, None) => None,
+        };
+        let worktree = match worktree {
+            Some((RawWorktree::On { copy }, at)) => {
+                if !repo_ok {
+                    self.error(&at, format!(
+                        "agents[{i}] ({name}): worktree needs root {} to be inside a git repository; run `git init` there or remove worktree",
+                        root.display()
+                    ));
+                }
+                Some(WorktreeSpec { copy: copy.iter().map(PathBuf::from).collect() })
+            }
+            Some((RawWorktree::Off, _)) | None => None,
+        };
+
+        let cwd = match (&a.cwd, &d.cwd) {
+            (Some(c), _) => Some((c, from_agent("cwd"))),
+            (None, Some(c)) => Some((c, from_defaults("cwd"))),
+            (None, None) => None,
+        };
+        let cwd = match (cwd, &worktree) {
+            (Some((_, at)), Some(_)) => {
+                self.error(&at, format!("agents[{i}] ({name}): cwd cannot be combined with worktree, whose agent works at the top of its own worktree"));
+                None
+            }
+            (_, Some(_)) => None,
+            (Some((c, at)), None) => {
+                let dir = normalize(&root.join(c));
+                if !dir.is_dir() {
+                    self.error(&at, format!("agents[{i}] ({name}): cwd {} is not a directory", dir.display()));
+                }
+                Some(dir)
+            }
+            (None, None) => Some(root.to_path_buf()),
+        };
+
+        let instructions = a.instructions.as_ref().map(|p| {
+            let path = normalize(&base_dir.join(p));
+            if !path.is_file() {
+                self.error(&from_agent("instructions"), format!("agents[{i}] ({name}): instructions file {} does not exist", path.display()));
+            }
+            path
+        });
+
+        let profile = a.profile.or(d.profile).unwrap_or(Profile::Shell);
+        let command = a.command.clone().or_else(|| d.command.clone()).or_else(|| profile.default_command().map(str::to_owned));
+        if let Some(c) = &command
+            && c.trim().is_empty()
+        {
+            let at = if a.command.is_some() { from_agent("command") } else { from_defaults("command") };
+            self.error(&at, format!("agents[{i}] ({name}): command is empty; remove it to run the user's shell"));
+        }
+
+        let mut env = d.env.clone().unwrap_or_default().0;
+        env.extend(a.env.clone().unwrap_or_default().0);
+
+        let (ar, dr) = (&a.restart, &d.restart);
+        let restart = Restart {
+            policy: ar.policy.or(dr.policy).unwrap_or(RestartPolicy::OnFailure),
+            max_restarts: ar.max_restarts.or(dr.max_restarts).unwrap_or(default::MAX_RESTARTS),
+            window: ar.window.or(dr.window).unwrap_or(default::RESTART_WINDOW),
+            min_uptime: ar.min_uptime.or(dr.min_uptime).unwrap_or(default::MIN_UPTIME),
+            backoff_initial: ar.backoff.initial.or(dr.backoff.initial).unwrap_or(default::BACKOFF_INITIAL),
+            backoff_max: ar.backoff.max.or(dr.backoff.max).unwrap_or(default::BACKOFF_MAX),
+        };
+        if restart.backoff_initial > restart.backoff_max {
+            let at = if ar.backoff.initial.is_some() { vec![Key("agents"), Index(i), Key("restart"), Key("backoff")] } else { vec![Key("defaults"), Key("restart"), Key("backoff")] };
+            self.error(&at, format!(
+                "agents[{i}] ({name}): restart.backoff.initial ({}) is larger than restart.backoff.max ({})",
+                restart.backoff_initial, restart.backoff_max
+            ));
+        }
+
+        Agent {
+            name: a.name.clone(),
+            role: a.role.clone(),
+            command,
+            profile,
+            cwd,
+            env,
+            worktree,
+            instructions,
+            restart,
+            stall_after: a.stall_after.or(d.stall_after).unwrap_or(default::STALL_AFTER),
+            limits: Limits { memory: a.limits.memory.or(d.limits.memory) },
+        }
+    }
+}
+
+/// Removes `.` and `..` components without touching the file system (the path may not
+/// exist yet, and symlinks are the user's business).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;
