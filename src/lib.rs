@@ -1,1 +1,15 @@
+//! orch: a tmux-native orchestrator for teams of AI coding agents.
+//!
+//! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
+//! `session` (bring a session up and down, report it), `monitor` (resources), `git`
+//! (agent worktrees), `process` (signals), `state` (the state dir), `cli`.
+
+pub mod cli;
+pub mod git;
 pub mod layout;
+pub mod logging;
+pub mod monitor;
+pub mod process;
+pub mod session;
+pub mod state;
+pub mod tmux;

@@ -1,0 +1,138 @@
+//! `orch layout up | down | validate | list`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::{Context, out};
+use crate::layout::{self, BUILTIN, LayoutSource};
+use crate::session;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum LayoutCommand {
+    /// Create the session from the layout; creates only what is missing
+    Up {
+        /// Attach to the session afterwards (switch client when inside tmux)
+        #[arg(long)]
+        attach: bool,
+    },
+    /// Stop every agent (polite signal, grace period, SIGKILL) and kill the session
+    Down {
+        /// How long agents get to exit after the polite signal
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        grace: layout::Duration,
+    },
+    /// Check a layout file: prints `ok`, or FILE:LINE:COL: message lines and exits 2
+    Validate {
+        /// Layout file (or built-in layout name)
+        file: String,
+    },
+    /// Built-in layouts and ./layouts/*.yaml
+    List,
+}
+
+fn parse_duration(s: &str) -> Result<layout::Duration, String> {
+    s.parse()
+}
+
+pub(super) fn run(ctx: &Context, command: LayoutCommand) -> Result<ExitCode> {
+    match command {
+        LayoutCommand::Up { attach } => up(ctx, attach),
+        LayoutCommand::Down { grace } => down(ctx, grace),
+        LayoutCommand::Validate { file } => validate(&file),
+        LayoutCommand::List => list(),
+    }
+}
+
+fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let _log = ctx.log_to(&layout)?;
+    let tmux = ctx.tmux();
+    let report = session::up(&layout, &tmux, &ctx.state()?)?;
+    let name = layout.session.as_str();
+    for note in &report.notes {
+        out!("{note}")?;
+    }
+    if report.created.is_empty() {
+        out!("session {name} already up ({} agents)", report.existing)?;
+    } else if report.existing == 0 {
+        out!("session {name} up: {} agents on tmux socket {}", report.created.len(), tmux.socket_name())?;
+    } else {
+        let names: Vec<&str> = report.created.iter().map(|(a, _)| a.as_str()).collect();
+        out!("session {name}: created {} missing pane(s): {}", names.len(), names.join(", "))?;
+    }
+    if attach {
+        tmux.attach(name)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(ctx: &Context, grace: layout::Duration) -> Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let _log = ctx.log_to(&layout)?;
+    let tmux = ctx.tmux();
+    let report = session::down(&layout, &tmux, grace.0)?;
+    let name = layout.session.as_str();
+    if !report.was_running {
+        out!("session {name} is not running on tmux socket {}; nothing to stop", tmux.socket_name())?;
+    } else if report.killed.is_empty() {
+        out!("session {name} stopped ({} panes)", report.panes)?;
+    } else {
+        out!(
+            "session {name} stopped ({} panes); killed after {grace}: {}",
+            report.panes,
+            report.killed.join(", ")
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(file: &str) -> Result<ExitCode> {
+    let cwd = std::env::current_dir()?;
+    let source = layout::resolve_source(Some(file), &cwd)?;
+    layout::load(&source)?;
+    out!("ok")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list() -> Result<ExitCode> {
+    let cwd = std::env::current_dir()?;
+    let default = layout::resolve_source(None, &cwd)?;
+    let is_default = |name: &str| matches!(&default, LayoutSource::Builtin(b) if b.name == name);
+    out!("built-in:")?;
+    for b in BUILTIN {
+        let mark = if is_default(b.name) { " (default)" } else { "" };
+        out!("  {:<13} {}{mark}", b.name, b.description)?;
+    }
+    let mut local: Vec<_> = std::fs::read_dir(cwd.join("layouts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    local.sort();
+    let orch_yaml = cwd.join("orch.yaml");
+    if orch_yaml.is_file() {
+        local.insert(0, orch_yaml);
+    }
+    if !local.is_empty() {
+        out!("local:")?;
+        for path in &local {
+            let verdict = match layout::load(&LayoutSource::File(path.clone())) {
+                Ok(l) => format!("session {}, {} agents", l.session, l.agents.len()),
+                Err(e) => format!("invalid: {} problem(s); run `orch layout validate {}`", e.0.len(), rel(path, &cwd)),
+            };
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let mark = if matches!(&default, LayoutSource::File(d) if d == path) { " (default)" } else { "" };
+            out!("  {:<13} {}  {verdict}{mark}", name, rel(path, &cwd))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rel(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
+}

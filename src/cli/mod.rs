@@ -1,0 +1,141 @@
+//! The command line (SPEC §4): clap definitions and one function per command group.
+//!
+//! Arguments and the layout are parsed first and cheaply; tmux is only run by commands
+//! that need it, so `--help`, `layout validate` and `layout list` work without tmux.
+
+mod doctor;
+mod layout;
+mod status;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::layout::{Layout, LayoutErrors, TmuxName};
+use crate::state::StateDir;
+use crate::tmux::Tmux;
+
+#[derive(Debug, Parser)]
+#[command(name = "orch", version, about = "A tmux-native orchestrator for teams of AI coding agents")]
+#[command(arg_required_else_help = true)]
+pub struct Cli {
+    /// tmux socket name (`tmux -L NAME`); default: tmux's default server
+    #[arg(long, global = true, env = "ORCH_SOCKET", value_name = "NAME")]
+    socket: Option<String>,
+    /// Where orch keeps its state [default: $XDG_STATE_HOME/orch or ~/.local/state/orch]
+    #[arg(long, global = true, env = "ORCH_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Layout file, built-in layout name, or name of ./layouts/NAME.yaml
+    /// [default: ./orch.yaml if present, else org9]
+    #[arg(long, global = true, env = "ORCH_LAYOUT", value_name = "FILE|NAME")]
+    layout: Option<String>,
+    /// Overrides the layout's session name
+    #[arg(long, global = true, value_name = "NAME")]
+    session: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build, stop, check and list layouts
+    Layout {
+        #[command(subcommand)]
+        command: layout::LayoutCommand,
+    },
+    /// Agents, their states and resources
+    Status {
+        /// Print JSON (SPEC §4 shape)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check tmux, git, the state dir and the socket
+    Doctor,
+}
+
+/// An error that is the user's input, not a failure of the operation: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Context { socket: cli.socket, state_dir: cli.state_dir, layout: cli.layout, session: cli.session };
+    match cli.command {
+        Command::Layout { command } => layout::run(&ctx, command),
+        Command::Status { json } => status::run(&ctx, json),
+        Command::Doctor => doctor::run(&ctx),
+    }
+}
+
+/// The global options, resolved lazily by the commands that need them.
+pub(crate) struct Context {
+    socket: Option<String>,
+    state_dir: Option<PathBuf>,
+    layout: Option<String>,
+    session: Option<String>,
+}
+
+impl Context {
+    fn tmux(&self) -> Tmux {
+        Tmux::new(self.socket.clone())
+    }
+
+    fn state(&self) -> Result<StateDir> {
+        StateDir::resolve(self.state_dir.clone())
+    }
+
+    /// The layout named by `--layout`, with `--session` applied.
+    fn layout(&self) -> Result<Layout> {
+        let cwd = std::env::current_dir()?;
+        let source = crate::layout::resolve_source(self.layout.as_deref(), &cwd)?;
+        let mut layout = crate::layout::load(&source)?;
+        if let Some(name) = &self.session {
+            layout.session = TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
+        }
+        Ok(layout)
+    }
+
+    /// Starts logging into the session's state folder; keep the guard until exit.
+    fn log_to(&self, layout: &Layout) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+        let dir = self.state()?.session_dir(layout.session.as_str())?;
+        Ok(crate::logging::init(&dir))
+    }
+}
+
+/// Prints an error the way SPEC §4 asks (one clear sentence on stderr) and picks the exit
+/// code: 2 for bad input, 1 for a failed operation. A closed stdout is not an error.
+fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(io) = err.downcast_ref::<std::io::Error>()
+        && io.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return ExitCode::SUCCESS;
+    }
+    let mut stderr = std::io::stderr().lock();
+    if let Some(layout_errors) = err.downcast_ref::<LayoutErrors>() {
+        let _ = writeln!(stderr, "{layout_errors}");
+        return ExitCode::from(2);
+    }
+    let _ = writeln!(stderr, "orch: {err:#}");
+    if err.downcast_ref::<BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
+}
+
+/// Writes to stdout without panicking on a closed pipe (`println!` would).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use out;

@@ -1,0 +1,65 @@
+//! `orch status [--json]`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::{Context, out};
+use crate::layout::Size;
+use crate::session::{self, StatusReport};
+
+pub(super) fn run(ctx: &Context, json: bool) -> Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let tmux = ctx.tmux();
+    let report = session::status(&layout, &tmux)?;
+    if json {
+        out!("{}", serde_json::to_string(&report)?)?;
+    } else {
+        print_table(&report, &tmux.socket_name())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(r: &StatusReport, socket: &str) -> std::io::Result<()> {
+    let supervisor = match r.supervisor.pid {
+        Some(pid) if r.supervisor.running => format!("running (pid {pid})"),
+        _ => "not running".to_owned(),
+    };
+    out!("session {} on tmux socket {socket}; supervisor {supervisor}", r.session)?;
+    let header = ["AGENT", "ROLE", "PANE", "PID", "STATE", "EXIT", "RESTARTS", "CPU%", "MEM", "UPTIME", "ACTIVITY"];
+    let dash = || "-".to_owned();
+    let rows: Vec<[String; 11]> = r
+        .agents
+        .iter()
+        .map(|a| {
+            [
+                a.name.clone(),
+                a.role.clone(),
+                a.pane.clone().unwrap_or_else(dash),
+                a.pid.map_or_else(dash, |p| p.to_string()),
+                a.state.as_str().to_owned(),
+                a.exit_status.map_or_else(dash, |s| s.to_string()),
+                a.restarts.to_string(),
+                a.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
+                a.rss_bytes.map_or_else(dash, |b| Size(b).to_string()),
+                a.uptime_secs.map_or_else(dash, |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()),
+                a.activity.to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    out!("{}", line(&header.map(str::to_owned)))?;
+    for row in &rows {
+        out!("{}", line(row))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Watching agents: resource usage of each agent's process tree.
+
+pub mod resources;

@@ -1,0 +1,121 @@
+//! `orch status`: one `list-panes` call and one read of the process table, whatever the
+//! number of agents.
+
+use serde::Serialize;
+
+use crate::layout::Layout;
+use crate::monitor::resources::ProcessTable;
+use crate::tmux::{Pane, Tmux};
+
+use super::{NotRunning, agent_panes};
+
+/// `orch status --json`, exactly SPEC §4's shape.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub session: String,
+    pub supervisor: SupervisorStatus,
+    pub agents: Vec<AgentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SupervisorStatus {
+    pub running: bool,
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub role: String,
+    pub pane: Option<String>,
+    pub pid: Option<u32>,
+    pub state: AgentState,
+    pub restarts: u32,
+    pub exit_status: Option<i32>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    /// Read from the agent's screen by the supervisor; `unknown` without one.
+    pub activity: &'static str,
+    pub uptime_secs: Option<f64>,
+    /// Measured from pane output by the supervisor; `null` without one.
+    pub last_output_secs_ago: Option<f64>,
+}
+
+/// Process state of an agent, as far as it can be seen without a supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Running,
+    /// The pane's process ended; the pane is kept (remain-on-exit) for inspection.
+    Exited,
+    /// The layout names the agent but it has no pane.
+    Stopped,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Running => "running",
+            AgentState::Exited => "exited",
+            AgentState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Reads the state of every agent of the layout's session.
+pub fn status(layout: &Layout, tmux: &Tmux) -> anyhow::Result<StatusReport> {
+    let session = layout.session.as_str();
+    let panes = tmux.list_panes()?;
+    if !panes.iter().any(|p| p.session == session) {
+        return Err(NotRunning { session: session.to_owned(), socket: tmux.socket_name() }.into());
+    }
+    let table = ProcessTable::read()?;
+    Ok(report(layout, &panes, &table))
+}
+
+fn report(layout: &Layout, panes: &[Pane], table: &ProcessTable) -> StatusReport {
+    let session = layout.session.as_str();
+    let ours: Vec<&Pane> = agent_panes(panes, session).collect();
+    let mut agents: Vec<AgentStatus> = layout
+        .agents
+        .iter()
+        .map(|a| {
+            let pane = ours.iter().find(|p| p.agent.as_deref() == Some(a.name.as_str()));
+            agent_status(a.name.as_str(), a.role.as_str(), pane.copied(), table)
+        })
+        .collect();
+    // Panes of agents the layout no longer names are still shown: they still run.
+    for p in &ours {
+        let name = p.agent.as_deref().unwrap_or_default();
+        if !layout.agents.iter().any(|a| a.name.as_str() == name) {
+            agents.push(agent_status(name, p.role.as_deref().unwrap_or(""), Some(p), table));
+        }
+    }
+    StatusReport { session: session.to_owned(), supervisor: SupervisorStatus { running: false, pid: None }, agents }
+}
+
+fn agent_status(name: &str, role: &str, pane: Option<&Pane>, table: &ProcessTable) -> AgentStatus {
+    let (state, exit_status, usage) = match pane {
+        None => (AgentState::Stopped, None, None),
+        Some(p) if p.dead => {
+            // A shell reports death by signal N as status 128+N; do the same.
+            let status = p.dead_status.or(p.dead_signal.map(|s| 128 + s));
+            (AgentState::Exited, status, None)
+        }
+        Some(p) => (AgentState::Running, None, p.pid.and_then(|pid| table.usage(pid))),
+    };
+    AgentStatus {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        pane: pane.map(|p| p.id.clone()),
+        pid: pane.and_then(|p| p.pid),
+        state,
+        restarts: 0,
+        exit_status,
+        cpu_percent: usage.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
+        rss_bytes: usage.map(|u| u.rss_bytes),
+        activity: "unknown",
+        uptime_secs: usage.map(|u| u.uptime_secs as f64),
+        last_output_secs_ago: None,
+    }
+}

@@ -1,0 +1,199 @@
+//! `orch layout up`: create what is missing, touch nothing that exists.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::layout::{Agent, Layout};
+use crate::state::StateDir;
+use crate::tmux::{PaneSpec, PanesTarget, Tmux};
+
+use super::agent_panes;
+
+/// Size of a new detached session's window; a client that attaches resizes it.
+const NEW_SESSION_SIZE: (u16, u16) = (240, 60);
+
+/// What `up` has to do, decided from the layout and the panes tmux reports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UpPlan {
+    pub target: UpTarget,
+    /// Indexes into `layout.agents` of the agents that have no pane.
+    pub missing: Vec<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpTarget {
+    NewSession,
+    NewWindow,
+    /// Add panes to this window (id `@N`).
+    Window(String),
+}
+
+/// Decides what `up` creates. Agents are matched to panes by `@orch_agent`, in any window
+/// of the session; missing agents go to the window that already holds the session's agent
+/// panes, else to the window named in the layout, else to a new one.
+pub fn plan_up(layout: &Layout, panes: &[crate::tmux::Pane]) -> UpPlan {
+    let session = layout.session.as_str();
+    let existing: Vec<&crate::tmux::Pane> = agent_panes(panes, session).collect();
+    let missing = layout
+        .agents
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !existing.iter().any(|p| p.agent.as_deref() == Some(a.name.as_str())))
+        .map(|(i, _)| i)
+        .collect();
+    let target = if !panes.iter().any(|p| p.session == session) {
+        UpTarget::NewSession
+    } else if let Some(p) = existing.first() {
+        UpTarget::Window(p.window_id.clone())
+    } else if let Some(p) = panes.iter().find(|p| p.session == session && p.window_name == layout.window.as_str()) {
+        UpTarget::Window(p.window_id.clone())
+    } else {
+        UpTarget::NewWindow
+    };
+    UpPlan { target, missing }
+}
+
+/// What `up` did.
+#[derive(Debug)]
+pub struct UpReport {
+    /// Agents whose panes were created, with their new pane ids.
+    pub created: Vec<(String, String)>,
+    /// Agents that already had a pane.
+    pub existing: usize,
+    /// Notes for the user (worktrees made, files that could not be copied).
+    pub notes: Vec<String>,
+}
+
+/// Brings the session up: creates the session, window and panes that are missing.
+pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
+    let panes = tmux.list_panes().context("asking tmux which panes exist")?;
+    let plan = plan_up(layout, &panes);
+    let mut notes = Vec::new();
+    if plan.missing.is_empty() {
+        return Ok(UpReport { created: Vec::new(), existing: layout.agents.len(), notes });
+    }
+    let session = layout.session.as_str();
+    state.session_dir(session)?;
+
+    let mut cwds: Vec<PathBuf> = Vec::with_capacity(plan.missing.len());
+    for &i in &plan.missing {
+        let agent = &layout.agents[i];
+        cwds.push(agent_cwd(layout, agent, state, &mut notes)?);
+    }
+
+    let socket = tmux.socket_name();
+    let state_root = state.root().to_string_lossy().into_owned();
+    let specs: Vec<PaneSpec<'_>> = plan
+        .missing
+        .iter()
+        .zip(&cwds)
+        .map(|(&i, cwd)| {
+            let agent = &layout.agents[i];
+            let mut env = vec![
+                ("ORCH_SESSION".to_owned(), session.to_owned()),
+                ("ORCH_AGENT".to_owned(), agent.name.to_string()),
+                ("ORCH_ROLE".to_owned(), agent.role.to_string()),
+                ("ORCH_SOCKET".to_owned(), socket.clone()),
+                ("ORCH_STATE_DIR".to_owned(), state_root.clone()),
+            ];
+            env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            PaneSpec { agent: agent.name.as_str(), role: agent.role.as_str(), cwd, env, command: agent.command.as_deref() }
+        })
+        .collect();
+
+    let history_limit = layout.snapshot.scrollback_lines;
+    let window = layout.window.as_str();
+    let target = match &plan.target {
+        UpTarget::NewSession => PanesTarget::NewSession {
+            session,
+            window,
+            history_limit,
+            width: NEW_SESSION_SIZE.0,
+            height: NEW_SESSION_SIZE.1,
+        },
+        UpTarget::NewWindow => PanesTarget::NewWindow { session, window, history_limit },
+        UpTarget::Window(id) => PanesTarget::Window { id },
+    };
+    let ids = tmux
+        .create_panes(target, layout.arrange.tmux_name(), &specs)
+        .with_context(|| format!("creating the panes of session {session}"))?;
+    let created = specs.iter().zip(ids).map(|(s, id)| (s.agent.to_owned(), id)).collect();
+    tracing::info!(session, created = ?created, "layout up");
+    Ok(UpReport { created, existing: layout.agents.len() - plan.missing.len(), notes })
+}
+
+/// The directory an agent's pane starts in, making its git worktree first if it has one.
+fn agent_cwd(layout: &Layout, agent: &Agent, state: &StateDir, notes: &mut Vec<String>) -> Result<PathBuf> {
+    let Some(spec) = &agent.worktree else {
+        return Ok(agent.cwd.clone().unwrap_or_else(|| layout.root.clone()));
+    };
+    let session = layout.session.as_str();
+    let dest = state.worktrees_dir(session).join(agent.name.as_str());
+    let wt = crate::git::ensure_worktree(&layout.root, session, agent.name.as_str(), &dest, &spec.copy)
+        .with_context(|| format!("preparing the git worktree of agent {}", agent.name))?;
+    if wt.created {
+        notes.push(format!("{}: new git worktree on branch {} at {}", agent.name, wt.branch, dest.display()));
+    }
+    for missing in wt.missing_copies {
+        notes.push(format!("{}: {} does not exist, so it was not copied into the worktree", agent.name, missing.display()));
+    }
+    Ok(wt.cwd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tmux::Pane;
+
+    fn layout() -> Layout {
+        let d = std::env::temp_dir();
+        crate::layout::parse(
+            "session: s\nwindow: w\nagents:\n  - { name: a, role: BOSS }\n  - { name: b, role: WORKER }\n",
+            "t.yaml",
+            &d,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn pane(session: &str, window: &str, agent: Option<&str>) -> Pane {
+        Pane {
+            session: session.into(),
+            window_id: format!("@{window}"),
+            window_name: window.into(),
+            id: "%1".into(),
+            pid: Some(1),
+            dead: false,
+            dead_status: None,
+            dead_signal: None,
+            in_mode: false,
+            agent: agent.map(Into::into),
+            role: None,
+            current_path: "/".into(),
+        }
+    }
+
+    #[test]
+    fn nothing_running_creates_the_session() {
+        let plan = plan_up(&layout(), &[pane("other", "w", Some("a"))]);
+        assert_eq!(plan, UpPlan { target: UpTarget::NewSession, missing: vec![0, 1] });
+    }
+
+    #[test]
+    fn session_without_the_window_gets_a_new_window() {
+        let plan = plan_up(&layout(), &[pane("s", "editor", None)]);
+        assert_eq!(plan, UpPlan { target: UpTarget::NewWindow, missing: vec![0, 1] });
+    }
+
+    #[test]
+    fn missing_agents_join_the_window_of_the_others() {
+        let plan = plan_up(&layout(), &[pane("s", "w", None), pane("s", "renamed", Some("b"))]);
+        assert_eq!(plan, UpPlan { target: UpTarget::Window("@renamed".into()), missing: vec![0] });
+    }
+
+    #[test]
+    fn everything_present_means_nothing_to_do() {
+        let plan = plan_up(&layout(), &[pane("s", "w", Some("a")), pane("s", "w", Some("b"))]);
+        assert!(plan.missing.is_empty());
+    }
+}

@@ -1,0 +1,68 @@
+//! The state directory: `--state-dir`/`ORCH_STATE_DIR`, else `$XDG_STATE_HOME/orch`, else
+//! `~/.local/state/orch`; one folder per session inside it. Everything orch keeps about a
+//! session lives there, so every folder is created mode 0700: transcripts and snapshots
+//! hold whatever the agents printed, secrets included.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Resolves the state dir from the option (or its environment variable) and the XDG
+    /// rules. Creates nothing.
+    pub fn resolve(arg: Option<PathBuf>) -> Result<Self> {
+        let root = match arg {
+            Some(dir) => std::path::absolute(&dir)
+                .with_context(|| format!("resolving the state dir {}", dir.display()))?,
+            None => match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+                Some(xdg) => PathBuf::from(xdg).join("orch"),
+                None => {
+                    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context(
+                        "neither --state-dir, ORCH_STATE_DIR, XDG_STATE_HOME nor HOME is set; pass --state-dir DIR",
+                    )?;
+                    PathBuf::from(home).join(".local/state/orch")
+                }
+            },
+        };
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<state-dir>/<session>/`, created (with the state dir itself) mode 0700.
+    pub fn session_dir(&self, session: &str) -> Result<PathBuf> {
+        let dir = self.root.join(session);
+        create_private_dir(&self.root)?;
+        create_private_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Where the git worktrees of a session's agents live.
+    pub fn worktrees_dir(&self, session: &str) -> PathBuf {
+        self.root.join(session).join("worktrees")
+    }
+}
+
+/// Creates `dir` (and missing parents) mode 0700, and tightens an existing one we own.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let meta = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 0700)", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! The only code that runs tmux.
+//!
+//! Every call goes through [`Tmux`], which honours the socket (`tmux -L NAME`), chains
+//! several tmux commands into one process where it can (one tmux round trip costs
+//! ~2.6 ms; a fork per pane per tick is what makes peers slow), and escapes arguments so
+//! tmux's own command parser cannot reinterpret them (a trailing `;` ends a command).
+//! Commands are built with `tmux_interface`'s typed builders.
+
+mod panes;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use tmux_interface::{
+    KillSession, KillWindow, ListPanes, NewSession, NewWindow, SelectLayout, SelectPane,
+    SetOption, SplitWindow, SwitchClient, TmuxCommand,
+};
+
+pub use panes::{PANE_FORMAT, Pane};
+
+/// Name of the throwaway first window of a new session. tmux creates a session's first
+/// window before any session option can be set, and `history-limit` only applies to panes
+/// created after it is set, so the agents' window is always the second one.
+const BOOT_WINDOW: &str = "orch-boot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    #[error("tmux was not found on PATH; install tmux 3.2 or newer (e.g. `apt-get install tmux`)")]
+    NotInstalled,
+    #[error("no tmux server is running on socket {0}")]
+    NoServer(String),
+    #[error("tmux {command} failed: {message}")]
+    Failed { command: String, message: String },
+    #[error("could not run tmux: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A handle on one tmux server, named by its socket.
+#[derive(Clone, Debug, Default)]
+pub struct Tmux {
+    socket: Option<String>,
+}
+
+/// What a new pane runs and where.
+#[derive(Clone, Debug)]
+pub struct PaneSpec<'a> {
+    pub agent: &'a str,
+    pub role: &'a str,
+    pub cwd: &'a Path,
+    pub env: Vec<(String, String)>,
+    /// `None` runs tmux's default command, i.e. the user's shell.
+    pub command: Option<&'a str>,
+}
+
+/// Where new panes go.
+#[derive(Clone, Copy, Debug)]
+pub enum PanesTarget<'a> {
+    /// Create the session, with the named window for the panes.
+    NewSession { session: &'a str, window: &'a str, history_limit: u32, width: u16, height: u16 },
+    /// Create the named window in an existing session.
+    NewWindow { session: &'a str, window: &'a str, history_limit: u32 },
+    /// Add panes to an existing window, by window id (`@3`).
+    Window { id: &'a str },
+}
+
+/// Facts about a running server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub socket_path: String,
+    pub pid: u32,
+    pub version: String,
+}
+
+impl Tmux {
+    /// `socket` is a tmux socket name (`-L`); `None` lets tmux choose, which is `$TMUX`'s
+    /// server inside tmux and the `default` socket elsewhere.
+    pub fn new(socket: Option<String>) -> Self {
+        Self { socket }
+    }
+
+    /// The socket name as users know it, for messages and for ORCH_SOCKET.
+    pub fn socket_name(&self) -> String {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        // Inside tmux without --socket, tmux talks to $TMUX's server: name that one.
+        std::env::var("TMUX")
+            .ok()
+            .and_then(|t| t.split(',').next().map(str::to_owned))
+            .and_then(|path| Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "default".to_owned())
+    }
+
+    fn base_command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        if let Some(s) = &self.socket {
+            cmd.arg("-L").arg(s);
+        }
+        cmd
+    }
+
+    /// Runs a sequence of tmux commands in ONE tmux process and returns its stdout.
+    fn run(&self, commands: Vec<TmuxCommand<'_>>) -> Result<String, TmuxError> {
+        let mut cmd = self.base_command();
+        let mut what = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            if i > 0 {
+                cmd.arg(";");
+            }
+            let argv = c.to_vec();
+            if let Some(name) = argv.first() {
+                what.push(name.to_string());
+            }
+            cmd.args(argv.iter().map(|a| escape_arg(a)));
+        }
+        let output = cmd.stdin(Stdio::null()).output().map_err(not_installed)?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if is_no_server(&message) {
+            return Err(TmuxError::NoServer(self.socket_name()));
+        }
+        Err(TmuxError::Failed { command: what.join("; "), message })
+    }
+
+    /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
+    /// No server means no panes.
+    pub fn list_panes(&self) -> Result<Vec<Pane>, TmuxError> {
+        match self.run(vec![ListPanes::new().all().format(PANE_FORMAT).build()]) {
+            Ok(out) => Ok(out.lines().filter_map(Pane::parse).collect()),
+            Err(TmuxError::NoServer(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates one pane per spec, named and arranged, in one tmux process. Returns the new
+    /// pane ids in spec order.
+    ///
+    /// Each pane gets `@orch_agent`/`@orch_role` pane options and its title. The window
+    /// gets `remain-on-exit on` in the same command sequence that creates its first pane, so
+    /// even a command that exits at once leaves a dead pane to inspect rather than nothing.
+    pub fn create_panes(
+        &self,
+        target: PanesTarget<'_>,
+        arrange: &str,
+        specs: &[PaneSpec<'_>],
+    ) -> Result<Vec<String>, TmuxError> {
+        let Some((first, rest)) = specs.split_first() else {
+            return Ok(Vec::new());
+        };
+        // After new-window (or split-window) without -d, the new window is its session's
+        // current window and the new pane its active pane, so `=S:` (or `@ID`) names
+        // exactly what was just created. tmux runs one client's command sequence without
+        // interleaving another client's commands, so nothing can move focus in between.
+        let mut cmds = Vec::new();
+        let win = match target {
+            PanesTarget::NewSession { session, window, history_limit, width, height } => {
+                cmds.push(
+                    NewSession::new()
+                        .detached()
+                        .session_name(session)
+                        .window_name(BOOT_WINDOW)
+                        .width(width.into())
+                        .height(height.into())
+                        .shell_command("cat")
+                        .build(),
+                );
+                let win = format!("={session}:");
+                cmds.extend(new_window(session, window, history_limit, first, &win));
+                cmds.push(KillWindow::new().target_window(format!("={session}:{BOOT_WINDOW}")).build());
+                win
+            }
+            PanesTarget::NewWindow { session, window, history_limit } => {
+                let win = format!("={session}:");
+                cmds.extend(new_window(session, window, history_limit, first, &win));
+                win
+            }
+            PanesTarget::Window { id } => {
+                let win = id.to_owned();
+                cmds.extend(split_pane(&win, first, arrange));
+                win
+            }
+        };
+        for spec in rest {
+            cmds.extend(split_pane(&win, spec, arrange));
+        }
+        cmds.push(SelectLayout::new().target_pane(win.clone()).layout_name(arrange.to_owned()).build());
+        let out = self.run(cmds)?;
+        let ids: Vec<String> = out.lines().map(str::trim).filter(|l| l.starts_with('%')).map(str::to_owned).collect();
+        if ids.len() != specs.len() {
+            return Err(TmuxError::Failed {
+                command: "split-window".into(),
+                message: format!("expected {} new pane ids, tmux printed {out:?}", specs.len()),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Kills a session and everything in it.
+    pub fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
+        self.run(vec![KillSession::new().target_session(format!("={session}")).build()]).map(drop)
+    }
+
+    /// Facts about the server, or `None` when none is running on this socket.
+    pub fn server_info(&self) -> Result<Option<ServerInfo>, TmuxError> {
+        let cmd = tmux_interface::DisplayMessage::new()
+            .print()
+            .message("#{socket_path}\t#{pid}\t#{version}")
+            .build();
+        match self.run(vec![cmd]) {
+            Ok(out) => {
+                let mut f = out.trim_end_matches('\n').split('\t');
+                let (Some(path), Some(pid), Some(version)) = (f.next(), f.next(), f.next()) else {
+                    return Err(TmuxError::Failed { command: "display-message".into(), message: format!("unexpected reply {out:?}") });
+                };
+                Ok(Some(ServerInfo {
+                    socket_path: path.to_owned(),
+                    pid: pid.parse().unwrap_or(0),
+                    version: version.to_owned(),
+                }))
+            }
+            Err(TmuxError::NoServer(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Shows the session to the user: `switch-client` when already inside a client of this
+    /// server, otherwise `attach-session`, replacing this process (returns only on error).
+    pub fn attach(&self, session: &str) -> Result<(), TmuxError> {
+        let inside = std::env::var("TMUX").ok().and_then(|t| t.split(',').next().map(str::to_owned));
+        if let Some(client_socket) = inside {
+            let same_server = self.server_info()?.is_some_and(|s| s.socket_path == client_socket);
+            if same_server {
+                return self
+                    .run(vec![SwitchClient::new().target_session(format!("={session}")).build()])
+                    .map(drop);
+            }
+        }
+        let mut cmd = self.base_command();
+        cmd.args(["attach-session", "-t", &format!("={session}")]);
+        // Attaching from inside another server's pane nests one client in another, which
+        // works once tmux is told it is not inside itself.
+        cmd.env_remove("TMUX");
+        use std::os::unix::process::CommandExt;
+        Err(not_installed(cmd.exec()))
+    }
+}
+
+fn new_window<'a>(
+    session: &str,
+    window: &str,
+    history_limit: u32,
+    spec: &PaneSpec<'a>,
+    win: &str,
+) -> Vec<TmuxCommand<'a>> {
+    let mut cmds = vec![
+        SetOption::new()
+            .target_pane(format!("={session}:"))
+            .option("history-limit")
+            .value(history_limit.to_string())
+            .build(),
+    ];
+    let mut nw = NewWindow::new()
+        .target_window(format!("={session}:"))
+        .window_name(window.to_owned())
+        .start_directory(spec.cwd.to_string_lossy().into_owned())
+        .print()
+        .format("#{pane_id}")
+        .build();
+    push_env_and_command(&mut nw, spec);
+    cmds.push(nw);
+    for (option, value) in [
+        ("remain-on-exit", "on"),
+        ("pane-border-status", "top"),
+        ("pane-border-format", " #{@orch_agent} · #{@orch_role} "),
+    ] {
+        cmds.push(SetOption::new().window().target_pane(win.to_owned()).option(option).value(value).build());
+    }
+    cmds.extend(name_pane(win, spec));
+    cmds
+}
+
+fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxCommand<'a>> {
+    let mut split = SplitWindow::new()
+        .target_pane(win.to_owned())
+        .start_directory(spec.cwd.to_string_lossy().into_owned())
+        .print()
+        .format("#{pane_id}")
+        .build();
+    push_env_and_command(&mut split, spec);
+    let mut cmds = vec![split];
+    cmds.extend(name_pane(win, spec));
+    // Re-arrange after every split so the active pane never gets too small to split again.
+    cmds.push(SelectLayout::new().target_pane(win.to_owned()).layout_name(arrange.to_owned()).build());
+    cmds
+}
+
+/// Identity of the pane that was just created (the active pane of `win`).
+fn name_pane<'a>(win: &str, spec: &PaneSpec<'a>) -> Vec<TmuxCommand<'a>> {
+    vec![
+        SetOption::new().pane().target_pane(win.to_owned()).option("@orch_agent").value(spec.agent.to_owned()).build(),
+        SetOption::new().pane().target_pane(win.to_owned()).option("@orch_role").value(spec.role.to_owned()).build(),
+        SelectPane::new().target_pane(win.to_owned()).title(spec.agent.to_owned()).build(),
+    ]
+}
+
+fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
+    // tmux_interface's builders take one -e; tmux takes any number.
+    for (k, v) in &spec.env {
+        cmd.push_option("-e", format!("{k}={v}"));
+    }
+    if let Some(command) = spec.command {
+        cmd.push_param(command);
+    }
+}
+
+/// tmux splits its argument list into commands at any argument ending in `;`; a literal
+/// trailing `;` must be written `\;`.
+fn escape_arg(arg: &str) -> OsString {
+    match arg.strip_suffix(';') {
+        Some(head) => format!("{head}\\;").into(),
+        None => arg.into(),
+    }
+}
+
+fn is_no_server(stderr: &str) -> bool {
+    stderr.contains("no server running on")
+        || (stderr.contains("error connecting to")
+            && (stderr.contains("No such file or directory") || stderr.contains("Connection refused")))
+}
+
+fn not_installed(e: std::io::Error) -> TmuxError {
+    if e.kind() == std::io::ErrorKind::NotFound { TmuxError::NotInstalled } else { TmuxError::Io(e) }
+}
+
+/// The installed tmux version, e.g. `(3, 3)` for "tmux 3.3a".
+pub fn version() -> Result<(String, Option<(u32, u32)>), TmuxError> {
+    let out = Command::new("tmux").arg("-V").stdin(Stdio::null()).output().map_err(not_installed)?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((text.clone(), parse_version(&text)))
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    // "tmux 3.3a", "tmux next-3.4", "tmux 3.2-rc2"
+    let v = text.split_whitespace().nth(1)?;
+    let v = v.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
+    Some((major, minor.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_semicolons_are_escaped() {
+        assert_eq!(escape_arg("echo a;"), OsString::from("echo a\\;"));
+        assert_eq!(escape_arg(";"), OsString::from("\\;"));
+        assert_eq!(escape_arg("a;b"), OsString::from("a;b"));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("tmux 3.3a"), Some((3, 3)));
+        assert_eq!(parse_version("tmux 3.2"), Some((3, 2)));
+        assert_eq!(parse_version("tmux next-3.4"), Some((3, 4)));
+        assert_eq!(parse_version("tmux 3.2-rc2"), Some((3, 2)));
+        assert_eq!(parse_version("tmux master"), None);
+    }
+}
