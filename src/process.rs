@@ -30,7 +30,9 @@ pub fn alive(pid: u32) -> bool {
     };
     // The state follows the command name, which is in parentheses and may contain any
     // character, so look after the last ')'.
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z" | "X" | "x"))
 }
 
@@ -40,7 +42,10 @@ mod tests {
 
     #[test]
     fn a_killed_child_is_not_alive_even_before_it_is_reaped() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
         let pid = child.id();
         assert!(alive(pid));
         signal(pid, Sig::Kill);

@@ -58,10 +58,18 @@ fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
     if report.created.is_empty() {
         out!("session {name} already up ({} agents)", report.existing)?;
     } else if report.existing == 0 {
-        out!("session {name} up: {} agents on tmux socket {}", report.created.len(), tmux.socket_name())?;
+        out!(
+            "session {name} up: {} agents on tmux socket {}",
+            report.created.len(),
+            tmux.socket_name()
+        )?;
     } else {
         let names: Vec<&str> = report.created.iter().map(|(a, _)| a.as_str()).collect();
-        out!("session {name}: created {} missing pane(s): {}", names.len(), names.join(", "))?;
+        out!(
+            "session {name}: created {} missing pane(s): {}",
+            names.len(),
+            names.join(", ")
+        )?;
     }
     if attach {
         tmux.attach(name)?;
@@ -76,7 +84,10 @@ fn down(ctx: &Context, grace: layout::Duration) -> Result<ExitCode> {
     let report = session::down(&layout, &tmux, grace.0)?;
     let name = layout.session.as_str();
     if !report.was_running {
-        out!("session {name} is not running on tmux socket {}; nothing to stop", tmux.socket_name())?;
+        out!(
+            "session {name} is not running on tmux socket {}; nothing to stop",
+            tmux.socket_name()
+        )?;
     } else if report.killed.is_empty() {
         out!("session {name} stopped ({} panes)", report.panes)?;
     } else {
@@ -123,10 +134,21 @@ fn list() -> Result<ExitCode> {
         for path in &local {
             let verdict = match layout::load(&LayoutSource::File(path.clone())) {
                 Ok(l) => format!("session {}, {} agents", l.session, l.agents.len()),
-                Err(e) => format!("invalid: {} problem(s); run `orch layout validate {}`", e.0.len(), rel(path, &cwd)),
+                Err(e) => format!(
+                    "invalid: {} problem(s); run `orch layout validate {}`",
+                    e.0.len(),
+                    rel(path, &cwd)
+                ),
             };
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let mark = if matches!(&default, LayoutSource::File(d) if d == path) { " (default)" } else { "" };
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mark = if matches!(&default, LayoutSource::File(d) if d == path) {
+                " (default)"
+            } else {
+                ""
+            };
             out!("  {:<13} {}  {verdict}{mark}", name, rel(path, &cwd))?;
         }
     }

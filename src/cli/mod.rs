@@ -19,7 +19,11 @@ use crate::state::StateDir;
 use crate::tmux::Tmux;
 
 #[derive(Debug, Parser)]
-#[command(name = "orch", version, about = "A tmux-native orchestrator for teams of AI coding agents")]
+#[command(
+    name = "orch",
+    version,
+    about = "A tmux-native orchestrator for teams of AI coding agents"
+)]
 #[command(arg_required_else_help = true)]
 pub struct Cli {
     /// tmux socket name (`tmux -L NAME`); default: tmux's default server
@@ -71,7 +75,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = Context { socket: cli.socket, state_dir: cli.state_dir, layout: cli.layout, session: cli.session };
+    let ctx = Context {
+        socket: cli.socket,
+        state_dir: cli.state_dir,
+        layout: cli.layout,
+        session: cli.session,
+    };
     match cli.command {
         Command::Layout { command } => layout::run(&ctx, command),
         Command::Status { json } => status::run(&ctx, json),
@@ -102,13 +111,17 @@ impl Context {
         let source = crate::layout::resolve_source(self.layout.as_deref(), &cwd)?;
         let mut layout = crate::layout::load(&source)?;
         if let Some(name) = &self.session {
-            layout.session = TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
+            layout.session =
+                TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
         }
         Ok(layout)
     }
 
     /// Starts logging into the session's state folder; keep the guard until exit.
-    fn log_to(&self, layout: &Layout) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    fn log_to(
+        &self,
+        layout: &Layout,
+    ) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
         let dir = self.state()?.session_dir(layout.session.as_str())?;
         Ok(crate::logging::init(&dir))
     }
@@ -128,7 +141,11 @@ fn report(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(2);
     }
     let _ = writeln!(stderr, "orch: {err:#}");
-    if err.downcast_ref::<BadInput>().is_some() { ExitCode::from(2) } else { ExitCode::from(1) }
+    if err.downcast_ref::<BadInput>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Writes to stdout without panicking on a closed pipe (`println!` would).

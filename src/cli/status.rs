@@ -25,8 +25,14 @@ fn print_table(r: &StatusReport, socket: &str) -> std::io::Result<()> {
         Some(pid) if r.supervisor.running => format!("running (pid {pid})"),
         _ => "not running".to_owned(),
     };
-    out!("session {} on tmux socket {socket}; supervisor {supervisor}", r.session)?;
-    let header = ["AGENT", "ROLE", "PANE", "PID", "STATE", "EXIT", "RESTARTS", "CPU%", "MEM", "UPTIME", "ACTIVITY"];
+    out!(
+        "session {} on tmux socket {socket}; supervisor {supervisor}",
+        r.session
+    )?;
+    let header = [
+        "AGENT", "ROLE", "PANE", "PID", "STATE", "EXIT", "RESTARTS", "CPU%", "MEM", "UPTIME",
+        "ACTIVITY",
+    ];
     let dash = || "-".to_owned();
     let rows: Vec<[String; 11]> = r
         .agents
@@ -42,7 +48,9 @@ fn print_table(r: &StatusReport, socket: &str) -> std::io::Result<()> {
                 a.restarts.to_string(),
                 a.cpu_percent.map_or_else(dash, |c| format!("{c:.1}")),
                 a.rss_bytes.map_or_else(dash, |b| Size(b).to_string()),
-                a.uptime_secs.map_or_else(dash, |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()),
+                a.uptime_secs.map_or_else(dash, |s| {
+                    humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
+                }),
                 a.activity.to_owned(),
             ]
         })
@@ -54,7 +62,11 @@ fn print_table(r: &StatusReport, socket: &str) -> std::io::Result<()> {
         }
     }
     let line = |cells: &[String]| -> String {
-        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         padded.join("  ").trim_end().to_owned()
     };
     out!("{}", line(&header.map(str::to_owned)))?;

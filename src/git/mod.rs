@@ -46,18 +46,26 @@ pub fn ensure_worktree(
             if dest.exists() {
                 bail!(
                     "git worktree {name} of {} is registered at {}, not {}; remove it with `git worktree remove {}`",
-                    workdir.display(), wt.path().display(), dest.display(), wt.path().display()
+                    workdir.display(),
+                    wt.path().display(),
+                    dest.display(),
+                    wt.path().display()
                 );
             }
             // Its folder is gone: forget it so it can be added again.
             let mut opts = git2::WorktreePruneOptions::new();
             opts.valid(true).working_tree(true);
-            wt.prune(Some(&mut opts)).with_context(|| format!("pruning the stale git worktree {name}"))?;
+            wt.prune(Some(&mut opts))
+                .with_context(|| format!("pruning the stale git worktree {name}"))?;
             add_worktree(&repo, &name, &branch, dest)?;
             true
         }
         Err(_) => {
-            if dest.exists() && fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            if dest.exists()
+                && fs::read_dir(dest)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
                 bail!(
                     "{} exists but is not agent {agent}'s git worktree; move it away and run `orch layout up` again",
                     dest.display()
@@ -84,19 +92,24 @@ pub fn ensure_worktree(
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        fs::copy(&from, &to).with_context(|| format!("copying {} into {}", from.display(), to.display()))?;
+        fs::copy(&from, &to)
+            .with_context(|| format!("copying {} into {}", from.display(), to.display()))?;
     }
-    Ok(AgentWorktree { cwd, branch, created, missing_copies })
+    Ok(AgentWorktree {
+        cwd,
+        branch,
+        created,
+        missing_copies,
+    })
 }
 
 fn add_worktree(repo: &Repository, name: &str, branch: &str, dest: &Path) -> Result<()> {
     let reference = match repo.find_branch(branch, BranchType::Local) {
         Ok(b) => b.into_reference(),
         Err(_) => {
-            let head = repo
-                .head()
-                .and_then(|h| h.peel_to_commit())
-                .context("the repository has no commit yet; commit once before giving agents worktrees")?;
+            let head = repo.head().and_then(|h| h.peel_to_commit()).context(
+                "the repository has no commit yet; commit once before giving agents worktrees",
+            )?;
             repo.branch(branch, &head, false)
                 .with_context(|| format!("creating branch {branch}"))?
                 .into_reference()
@@ -108,7 +121,10 @@ fn add_worktree(repo: &Repository, name: &str, branch: &str, dest: &Path) -> Res
     let mut opts = WorktreeAddOptions::new();
     opts.reference(Some(&reference));
     repo.worktree(name, dest, Some(&opts)).with_context(|| {
-        format!("adding a git worktree for branch {branch} at {} (is {branch} checked out elsewhere?)", dest.display())
+        format!(
+            "adding a git worktree for branch {branch} at {} (is {branch} checked out elsewhere?)",
+            dest.display()
+        )
     })?;
     Ok(())
 }
@@ -121,5 +137,8 @@ fn same_path(a: &Path, b: &Path) -> bool {
 /// `root` relative to `workdir` (both may differ by symlinks, so compare canonical forms).
 fn relative_to(root: &Path, workdir: &Path) -> PathBuf {
     let canon = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    canon(root).strip_prefix(canon(workdir)).map(Path::to_path_buf).unwrap_or_default()
+    canon(root)
+        .strip_prefix(canon(workdir))
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }

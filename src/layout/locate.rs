@@ -163,13 +163,25 @@ mod tests {
     #[test]
     fn finds_nodes() {
         assert_eq!(locate(DOC, &[Seg::Key("session")]), (1, 10));
-        assert_eq!(locate(DOC, &[Seg::Key("agents"), Seg::Index(0), Seg::Key("role")]), (4, 11));
-        assert_eq!(locate(DOC, &[Seg::Key("agents"), Seg::Index(1), Seg::Key("name")]), (5, 13));
-        assert_eq!(locate(DOC, &[Seg::Key("snapshot"), Seg::Key("keep")]), (7, 9));
+        assert_eq!(
+            locate(DOC, &[Seg::Key("agents"), Seg::Index(0), Seg::Key("role")]),
+            (4, 11)
+        );
+        assert_eq!(
+            locate(DOC, &[Seg::Key("agents"), Seg::Index(1), Seg::Key("name")]),
+            (5, 13)
+        );
+        assert_eq!(
+            locate(DOC, &[Seg::Key("snapshot"), Seg::Key("keep")]),
+            (7, 9)
+        );
     }
 
     #[test]
     fn missing_key_points_at_parent() {
-        assert_eq!(locate(DOC, &[Seg::Key("snapshot"), Seg::Key("interval")]), (7, 3));
+        assert_eq!(
+            locate(DOC, &[Seg::Key("snapshot"), Seg::Key("interval")]),
+            (7, 3)
+        );
     }
 }

@@ -179,9 +179,14 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
         if local.is_file() {
             return Ok(LayoutSource::File(local));
         }
-        return Ok(LayoutSource::Builtin(builtin::find("org9").ok_or_else(|| {
-            unreadable("org9", "the built-in layout is missing from this build".into())
-        })?));
+        return Ok(LayoutSource::Builtin(builtin::find("org9").ok_or_else(
+            || {
+                unreadable(
+                    "org9",
+                    "the built-in layout is missing from this build".into(),
+                )
+            },
+        )?));
     };
     let as_path = cwd.join(arg);
     if as_path.is_file() {
@@ -203,7 +208,10 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
                 .into(),
         ));
     }
-    Err(unreadable(arg, "no such file; check the path given to --layout".into()))
+    Err(unreadable(
+        arg,
+        "no such file; check the path given to --layout".into(),
+    ))
 }
 
 /// Reads and validates a layout.
@@ -219,15 +227,20 @@ pub fn load(source: &LayoutSource) -> Result<Layout, LayoutErrors> {
         }
         LayoutSource::Builtin(b) => {
             // Built-in layouts are relative to where the user runs orch.
-            let cwd = std::env::current_dir()
-                .map_err(|e| unreadable(b.name, format!("cannot read the current directory: {e}")))?;
+            let cwd = std::env::current_dir().map_err(|e| {
+                unreadable(b.name, format!("cannot read the current directory: {e}"))
+            })?;
             parse(b.text, b.name, &cwd)
         }
     }
 }
 
 fn unreadable(file: &str, message: String) -> LayoutErrors {
-    LayoutErrors(vec![LayoutError { file: file.to_owned(), position: None, message }])
+    LayoutErrors(vec![LayoutError {
+        file: file.to_owned(),
+        position: None,
+        message,
+    }])
 }
 
 /// Parses and validates layout text. `file` names it in errors; relative paths in it are
@@ -240,7 +253,12 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Layout, LayoutEr
             message: yaml_message(&e),
         }])
     })?;
-    Resolver { text, file, errors: Vec::new() }.resolve(raw, base_dir)
+    Resolver {
+        text,
+        file,
+        errors: Vec::new(),
+    }
+    .resolve(raw, base_dir)
 }
 
 /// serde_yaml's message without its trailing " at line L column C", which we print in
@@ -306,7 +324,10 @@ impl Resolver<'_> {
         let root = base_dir.join(raw.root.as_deref().unwrap_or("."));
         let root = normalize(&root);
         if !root.is_dir() {
-            self.error(&[Key("root")], format!("root {} is not a directory", root.display()));
+            self.error(
+                &[Key("root")],
+                format!("root {} is not a directory", root.display()),
+            );
         }
 
         if raw.agents.is_empty() {
@@ -318,7 +339,10 @@ impl Resolver<'_> {
                 let (line, _) = locate(self.text, &[Key("agents"), Index(first), Key("name")]);
                 self.error(
                     &[Key("agents"), Index(i), Key("name")],
-                    format!("agents[{i}].name: duplicate agent name {:?} (first used on line {line})", a.name.as_str()),
+                    format!(
+                        "agents[{i}].name: duplicate agent name {:?} (first used on line {line})",
+                        a.name.as_str()
+                    ),
                 );
             } else {
                 first_seen.insert(a.name.as_str(), i);
@@ -336,23 +360,41 @@ impl Resolver<'_> {
         let error_patterns = m.error_patterns.clone().unwrap_or_default();
         for (i, p) in error_patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(p) {
-                self.error(&[Key("monitor"), Key("error_patterns"), Index(i)], format!("monitor.error_patterns[{i}]: invalid regular expression: {}", one_line(&e.to_string())));
+                self.error(
+                    &[Key("monitor"), Key("error_patterns"), Index(i)],
+                    format!(
+                        "monitor.error_patterns[{i}]: invalid regular expression: {}",
+                        one_line(&e.to_string())
+                    ),
+                );
             }
         }
         let redact = raw.snapshot.redact.clone().unwrap_or_default();
         for (i, p) in redact.iter().enumerate() {
             if let Err(e) = regex::Regex::new(p) {
-                self.error(&[Key("snapshot"), Key("redact"), Index(i)], format!("snapshot.redact[{i}]: invalid regular expression: {}", one_line(&e.to_string())));
+                self.error(
+                    &[Key("snapshot"), Key("redact"), Index(i)],
+                    format!(
+                        "snapshot.redact[{i}]: invalid regular expression: {}",
+                        one_line(&e.to_string())
+                    ),
+                );
             }
         }
         let keep = raw.snapshot.keep.unwrap_or(default::SNAPSHOT_KEEP);
         if keep == 0 {
-            self.error(&[Key("snapshot"), Key("keep")], "snapshot.keep: must be at least 1");
+            self.error(
+                &[Key("snapshot"), Key("keep")],
+                "snapshot.keep: must be at least 1",
+            );
         }
         if let Some(storm) = &m.error_storm
             && storm.count == 0
         {
-            self.error(&[Key("monitor"), Key("error_storm"), Key("count")], "monitor.error_storm.count: must be at least 1");
+            self.error(
+                &[Key("monitor"), Key("error_storm"), Key("count")],
+                "monitor.error_storm.count: must be at least 1",
+            );
         }
 
         let quality = raw.quality.as_ref().map(|q| {
@@ -361,13 +403,19 @@ impl Resolver<'_> {
                 repo,
                 check: q.check.clone(),
                 timeout: q.timeout.unwrap_or(default::CHECK_TIMEOUT),
-                branches: q.branches.clone().unwrap_or_else(|| vec!["main".to_owned()]),
+                branches: q
+                    .branches
+                    .clone()
+                    .unwrap_or_else(|| vec!["main".to_owned()]),
             }
         });
         if let Some(q) = &quality
             && q.check.trim().is_empty()
         {
-            self.error(&[Key("quality"), Key("check")], "quality.check: must be a command, e.g. \"cargo test\"");
+            self.error(
+                &[Key("quality"), Key("check")],
+                "quality.check: must be a command, e.g. \"cargo test\"",
+            );
         }
 
         if !self.errors.is_empty() {
@@ -386,23 +434,40 @@ impl Resolver<'_> {
                 tick: m.tick.unwrap_or(default::TICK),
                 resources: m.resources.unwrap_or(default::RESOURCES),
                 error_patterns,
-                error_storm_count: m.error_storm.as_ref().map_or(default::STORM_COUNT, |s| s.count),
-                error_storm_window: m.error_storm.as_ref().map_or(default::STORM_WINDOW, |s| s.window),
+                error_storm_count: m
+                    .error_storm
+                    .as_ref()
+                    .map_or(default::STORM_COUNT, |s| s.count),
+                error_storm_window: m
+                    .error_storm
+                    .as_ref()
+                    .map_or(default::STORM_WINDOW, |s| s.window),
                 leak_window: m.leak.as_ref().map_or(default::LEAK_WINDOW, |l| l.window),
-                leak_min_growth: m.leak.as_ref().map_or(default::LEAK_MIN_GROWTH, |l| l.min_growth),
+                leak_min_growth: m
+                    .leak
+                    .as_ref()
+                    .map_or(default::LEAK_MIN_GROWTH, |l| l.min_growth),
             },
             snapshot: SnapshotPolicy {
                 interval: raw.snapshot.interval.unwrap_or(default::SNAPSHOT_INTERVAL),
                 keep,
-                scrollback_lines: raw.snapshot.scrollback_lines.unwrap_or(default::SCROLLBACK_LINES),
+                scrollback_lines: raw
+                    .snapshot
+                    .scrollback_lines
+                    .unwrap_or(default::SCROLLBACK_LINES),
                 redact,
             },
             quality,
             rollback: RollbackPolicy {
                 auto_max_risk: raw.rollback.auto_max_risk.unwrap_or(Risk::Medium),
-                max_consecutive: raw.rollback.max_consecutive.unwrap_or(default::MAX_CONSECUTIVE),
+                max_consecutive: raw
+                    .rollback
+                    .max_consecutive
+                    .unwrap_or(default::MAX_CONSECUTIVE),
             },
-            messaging: Messaging { acl: raw.messaging.acl.unwrap_or(Acl::Hierarchy) },
+            messaging: Messaging {
+                acl: raw.messaging.acl.unwrap_or(Acl::Hierarchy),
+            },
         })
     }
 
@@ -419,8 +484,10 @@ impl Resolver<'_> {
         let name = a.name.as_str();
 
         // Where a merged value came from, so its error points at the line that set it.
-        let from_agent = |key: &'static str| -> Vec<Seg<'static>> { vec![Key("agents"), Index(i), Key(key)] };
-        let from_defaults = |key: &'static str| -> Vec<Seg<'static>> { vec![Key("defaults"), Key(key)] };
+        let from_agent =
+            |key: &'static str| -> Vec<Seg<'static>> { vec![Key("agents"), Index(i), Key(key)] };
+        let from_defaults =
+            |key: &'static str| -> Vec<Seg<'static>> { vec![Key("defaults"), Key(key)] };
 
         let worktree = match (&a.worktree, &d.worktree) {
             (Some(w), _) => Some((w, from_agent("worktree"))),
@@ -435,7 +502,9 @@ impl Resolver<'_> {
                         root.display()
                     ));
                 }
-                Some(WorktreeSpec { copy: copy.iter().map(PathBuf::from).collect() })
+                Some(WorktreeSpec {
+                    copy: copy.iter().map(PathBuf::from).collect(),
+                })
             }
             Some((RawWorktree::Off, _)) | None => None,
         };
@@ -454,7 +523,13 @@ impl Resolver<'_> {
             (Some((c, at)), None) => {
                 let dir = normalize(&root.join(c));
                 if !dir.is_dir() {
-                    self.error(&at, format!("agents[{i}] ({name}): cwd {} is not a directory", dir.display()));
+                    self.error(
+                        &at,
+                        format!(
+                            "agents[{i}] ({name}): cwd {} is not a directory",
+                            dir.display()
+                        ),
+                    );
                 }
                 Some(dir)
             }
@@ -464,18 +539,37 @@ impl Resolver<'_> {
         let instructions = a.instructions.as_ref().map(|p| {
             let path = normalize(&base_dir.join(p));
             if !path.is_file() {
-                self.error(&from_agent("instructions"), format!("agents[{i}] ({name}): instructions file {} does not exist", path.display()));
+                self.error(
+                    &from_agent("instructions"),
+                    format!(
+                        "agents[{i}] ({name}): instructions file {} does not exist",
+                        path.display()
+                    ),
+                );
             }
             path
         });
 
         let profile = a.profile.or(d.profile).unwrap_or(Profile::Shell);
-        let command = a.command.clone().or_else(|| d.command.clone()).or_else(|| profile.default_command().map(str::to_owned));
+        let command = a
+            .command
+            .clone()
+            .or_else(|| d.command.clone())
+            .or_else(|| profile.default_command().map(str::to_owned));
         if let Some(c) = &command
             && c.trim().is_empty()
         {
-            let at = if a.command.is_some() { from_agent("command") } else { from_defaults("command") };
-            self.error(&at, format!("agents[{i}] ({name}): command is empty; remove it to run the user's shell"));
+            let at = if a.command.is_some() {
+                from_agent("command")
+            } else {
+                from_defaults("command")
+            };
+            self.error(
+                &at,
+                format!(
+                    "agents[{i}] ({name}): command is empty; remove it to run the user's shell"
+                ),
+            );
         }
 
         let mut env = d.env.clone().unwrap_or_default().0;
@@ -484,14 +578,32 @@ impl Resolver<'_> {
         let (ar, dr) = (&a.restart, &d.restart);
         let restart = Restart {
             policy: ar.policy.or(dr.policy).unwrap_or(RestartPolicy::OnFailure),
-            max_restarts: ar.max_restarts.or(dr.max_restarts).unwrap_or(default::MAX_RESTARTS),
+            max_restarts: ar
+                .max_restarts
+                .or(dr.max_restarts)
+                .unwrap_or(default::MAX_RESTARTS),
             window: ar.window.or(dr.window).unwrap_or(default::RESTART_WINDOW),
-            min_uptime: ar.min_uptime.or(dr.min_uptime).unwrap_or(default::MIN_UPTIME),
-            backoff_initial: ar.backoff.initial.or(dr.backoff.initial).unwrap_or(default::BACKOFF_INITIAL),
-            backoff_max: ar.backoff.max.or(dr.backoff.max).unwrap_or(default::BACKOFF_MAX),
+            min_uptime: ar
+                .min_uptime
+                .or(dr.min_uptime)
+                .unwrap_or(default::MIN_UPTIME),
+            backoff_initial: ar
+                .backoff
+                .initial
+                .or(dr.backoff.initial)
+                .unwrap_or(default::BACKOFF_INITIAL),
+            backoff_max: ar
+                .backoff
+                .max
+                .or(dr.backoff.max)
+                .unwrap_or(default::BACKOFF_MAX),
         };
         if restart.backoff_initial > restart.backoff_max {
-            let at = if ar.backoff.initial.is_some() { vec![Key("agents"), Index(i), Key("restart"), Key("backoff")] } else { vec![Key("defaults"), Key("restart"), Key("backoff")] };
+            let at = if ar.backoff.initial.is_some() {
+                vec![Key("agents"), Index(i), Key("restart"), Key("backoff")]
+            } else {
+                vec![Key("defaults"), Key("restart"), Key("backoff")]
+            };
             self.error(&at, format!(
                 "agents[{i}] ({name}): restart.backoff.initial ({}) is larger than restart.backoff.max ({})",
                 restart.backoff_initial, restart.backoff_max
@@ -508,8 +620,13 @@ impl Resolver<'_> {
             worktree,
             instructions,
             restart,
-            stall_after: a.stall_after.or(d.stall_after).unwrap_or(default::STALL_AFTER),
-            limits: Limits { memory: a.limits.memory.or(d.limits.memory) },
+            stall_after: a
+                .stall_after
+                .or(d.stall_after)
+                .unwrap_or(default::STALL_AFTER),
+            limits: Limits {
+                memory: a.limits.memory.or(d.limits.memory),
+            },
         }
     }
 }

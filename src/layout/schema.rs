@@ -161,7 +161,11 @@ impl<'de> Deserialize<'de> for RawWorktree {
                 f.write_str("true, false, or a mapping such as { copy: [\".env\"] }")
             }
             fn visit_bool<E: de::Error>(self, on: bool) -> Result<RawWorktree, E> {
-                Ok(if on { RawWorktree::On { copy: Vec::new() } } else { RawWorktree::Off })
+                Ok(if on {
+                    RawWorktree::On { copy: Vec::new() }
+                } else {
+                    RawWorktree::Off
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawWorktree, A::Error> {
                 let mut copy = None;
@@ -172,7 +176,9 @@ impl<'de> Deserialize<'de> for RawWorktree {
                         other => return Err(de::Error::unknown_field(other, &["copy"])),
                     }
                 }
-                Ok(RawWorktree::On { copy: copy.unwrap_or_default() })
+                Ok(RawWorktree::On {
+                    copy: copy.unwrap_or_default(),
+                })
             }
         }
         d.deserialize_any(V)
@@ -339,7 +345,10 @@ checked_name!(
 );
 
 fn check_agent_name(v: &str) -> Result<(), String> {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
         Ok(())
     } else {
         Err(format!(
@@ -362,7 +371,9 @@ fn check_role(v: &str) -> Result<(), String> {
 
 fn check_tmux_name(v: &str) -> Result<(), String> {
     // tmux reads ':' and '.' as target separators and a leading digit-only name as an index.
-    let charset = v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let charset = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !v.is_empty() && charset && !v.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
@@ -395,7 +406,9 @@ impl<'de> Deserialize<'de> for EnvKey {
 
 fn check_env_name(key: &str) -> Result<(), String> {
     let mut bytes = key.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(format!(
             "invalid environment variable name {key:?}: use letters, digits and '_', not starting with a digit"

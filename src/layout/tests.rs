@@ -91,8 +91,14 @@ fn paths_are_relative_to_the_layout_file() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(l.root, d.path().join("sub"));
-    assert_eq!(l.agents[0].cwd.as_deref(), Some(d.path().join("sub").as_path()));
-    assert_eq!(l.agents[0].instructions.as_deref(), Some(d.path().join("p.md").as_path()));
+    assert_eq!(
+        l.agents[0].cwd.as_deref(),
+        Some(d.path().join("sub").as_path())
+    );
+    assert_eq!(
+        l.agents[0].instructions.as_deref(),
+        Some(d.path().join("p.md").as_path())
+    );
     assert_eq!(l.agents[1].cwd.as_deref(), Some(d.path()));
 }
 
@@ -100,7 +106,9 @@ fn paths_are_relative_to_the_layout_file() {
 fn unknown_top_level_key() {
     assert_eq!(
         errors("session: s\nagnets: []\n"),
-        ["t.yaml:2:1: unknown field `agnets`, expected one of `session`, `root`, `window`, `arrange`, `defaults`, `agents`, `monitor`, `snapshot`, `quality`, `rollback`, `messaging`"]
+        [
+            "t.yaml:2:1: unknown field `agnets`, expected one of `session`, `root`, `window`, `arrange`, `defaults`, `agents`, `monitor`, `snapshot`, `quality`, `rollback`, `messaging`"
+        ]
     );
 }
 
@@ -108,20 +116,27 @@ fn unknown_top_level_key() {
 fn unknown_agent_key() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: BOSS, comand: x }\n"),
-        ["t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `limits`"]
+        [
+            "t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `limits`"
+        ]
     );
 }
 
 #[test]
 fn missing_required_key() {
-    assert_eq!(errors("agents:\n  - { name: a, role: BOSS }\n"), ["t.yaml:1:1: missing field `session`"]);
+    assert_eq!(
+        errors("agents:\n  - { name: a, role: BOSS }\n"),
+        ["t.yaml:1:1: missing field `session`"]
+    );
 }
 
 #[test]
 fn invalid_agent_name() {
     assert_eq!(
         errors("session: s\nagents:\n  - name: Worker1\n    role: WORKER\n"),
-        ["t.yaml:3:11: agents[0].name: invalid agent name \"Worker1\": use lower-case letters, digits, '_' and '-' (e.g. worker1)"]
+        [
+            "t.yaml:3:11: agents[0].name: invalid agent name \"Worker1\": use lower-case letters, digits, '_' and '-' (e.g. worker1)"
+        ]
     );
 }
 
@@ -129,14 +144,18 @@ fn invalid_agent_name() {
 fn invalid_role() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: boss }\n"),
-        ["t.yaml:3:22: agents[0].role: invalid role \"boss\": use PRESIDENT, BOSS, WORKER or another upper-case word (A-Z, 0-9, _)"]
+        [
+            "t.yaml:3:22: agents[0].role: invalid role \"boss\": use PRESIDENT, BOSS, WORKER or another upper-case word (A-Z, 0-9, _)"
+        ]
     );
 }
 
 #[test]
 fn duplicate_agent_names() {
     assert_eq!(
-        errors("session: s\nagents:\n  - { name: a, role: BOSS }\n  - { name: b, role: BOSS }\n  - { name: a, role: WORKER }\n"),
+        errors(
+            "session: s\nagents:\n  - { name: a, role: BOSS }\n  - { name: b, role: BOSS }\n  - { name: a, role: WORKER }\n"
+        ),
         ["t.yaml:5:13: agents[2].name: duplicate agent name \"a\" (first used on line 3)"]
     );
 }
@@ -153,7 +172,9 @@ fn at_least_one_agent() {
 fn unknown_arrangement() {
     assert_eq!(
         errors("session: s\narrange: grid\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:2:10: arrange: unknown variant `grid`, expected one of `tiled`, `even-horizontal`, `even-vertical`, `main-horizontal`, `main-vertical`"]
+        [
+            "t.yaml:2:10: arrange: unknown variant `grid`, expected one of `tiled`, `even-horizontal`, `even-vertical`, `main-horizontal`, `main-vertical`"
+        ]
     );
 }
 
@@ -161,19 +182,27 @@ fn unknown_arrangement() {
 fn invalid_session_name() {
     assert_eq!(
         errors("session: my.org\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:1:10: session: invalid name \"my.org\": use letters, digits, '_' and '-', not digits only (e.g. org9)"]
+        [
+            "t.yaml:1:10: session: invalid name \"my.org\": use letters, digits, '_' and '-', not digits only (e.g. org9)"
+        ]
     );
 }
 
 #[test]
 fn invalid_duration() {
     assert_eq!(
-        errors("session: s\ndefaults:\n  restart: { window: 5 parsecs }\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:3:22: defaults.restart.window: invalid duration \"5 parsecs\": expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"]
+        errors(
+            "session: s\ndefaults:\n  restart: { window: 5 parsecs }\nagents:\n  - { name: a, role: BOSS }\n"
+        ),
+        [
+            "t.yaml:3:22: defaults.restart.window: invalid duration \"5 parsecs\": expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
+        ]
     );
     assert_eq!(
         errors("session: s\nmonitor: { tick: 30 }\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:2:18: monitor.tick: invalid duration \"30\": expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"]
+        [
+            "t.yaml:2:18: monitor.tick: invalid duration \"30\": expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
+        ]
     );
 }
 
@@ -181,11 +210,17 @@ fn invalid_duration() {
 fn invalid_size_and_percent() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: BOSS, limits: { memory: lots } }\n"),
-        ["t.yaml:3:46: agents[0].limits.memory: invalid size \"lots\": expected a number with a unit, e.g. 512MiB, 4GiB"]
+        [
+            "t.yaml:3:46: agents[0].limits.memory: invalid size \"lots\": expected a number with a unit, e.g. 512MiB, 4GiB"
+        ]
     );
     assert_eq!(
-        errors("session: s\nmonitor: { leak: { window: 10m, min_growth: 20 } }\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:2:45: monitor.leak.min_growth: invalid percentage \"20\": expected a number followed by %, e.g. 20%"]
+        errors(
+            "session: s\nmonitor: { leak: { window: 10m, min_growth: 20 } }\nagents:\n  - { name: a, role: BOSS }\n"
+        ),
+        [
+            "t.yaml:2:45: monitor.leak.min_growth: invalid percentage \"20\": expected a number followed by %, e.g. 20%"
+        ]
     );
 }
 
@@ -212,7 +247,10 @@ fn worktree_needs_a_git_repository() {
     git2::Repository::init(d.path()).expect("git init");
     let l = parse(text, "t.yaml", d.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(l.agents[1].worktree, Some(WorktreeSpec::default()));
-    assert_eq!(l.agents[1].cwd, None, "a worktree agent's cwd is decided by layout up");
+    assert_eq!(
+        l.agents[1].cwd, None,
+        "a worktree agent's cwd is decided by layout up"
+    );
 }
 
 #[test]
@@ -226,7 +264,10 @@ fn worktree_copy_list_and_cwd_conflict() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let copy = &l.agents[0].worktree.as_ref().expect("worktree").copy;
-    assert_eq!(copy, &[PathBuf::from(".env"), PathBuf::from("config/local.toml")]);
+    assert_eq!(
+        copy,
+        &[PathBuf::from(".env"), PathBuf::from("config/local.toml")]
+    );
 
     let err = parse(
         "session: s\nagents:\n  - { name: a, role: BOSS, worktree: true, cwd: . }\n",
@@ -238,9 +279,16 @@ fn worktree_copy_list_and_cwd_conflict() {
         err.to_string(),
         "t.yaml:3:49: agents[0] (a): cwd cannot be combined with worktree, whose agent works at the top of its own worktree"
     );
-    let err = parse("session: s\nagents:\n  - { name: a, role: BOSS, worktree: { cp: [] } }\n", "t.yaml", d.path())
-        .expect_err("unknown key");
-    assert_eq!(err.to_string(), "t.yaml:3:38: agents[0].worktree: unknown field `cp`, expected `copy`");
+    let err = parse(
+        "session: s\nagents:\n  - { name: a, role: BOSS, worktree: { cp: [] } }\n",
+        "t.yaml",
+        d.path(),
+    )
+    .expect_err("unknown key");
+    assert_eq!(
+        err.to_string(),
+        "t.yaml:3:38: agents[0].worktree: unknown field `cp`, expected `copy`"
+    );
 }
 
 #[test]
@@ -251,8 +299,14 @@ fn several_errors_are_all_reported_in_file_order() {
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert!(errs[0].starts_with("t.yaml:2:7: root "), "{errs:?}");
     assert!(errs[0].ends_with("/nowhere is not a directory"), "{errs:?}");
-    assert!(errs[1].starts_with("t.yaml:4:33: agents[0] (a): cwd "), "{errs:?}");
-    assert!(errs[2].starts_with("t.yaml:5:13: agents[1].name: duplicate"), "{errs:?}");
+    assert!(
+        errs[1].starts_with("t.yaml:4:33: agents[0] (a): cwd "),
+        "{errs:?}"
+    );
+    assert!(
+        errs[2].starts_with("t.yaml:5:13: agents[1].name: duplicate"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -265,16 +319,24 @@ fn yaml_syntax_error() {
 #[test]
 fn invalid_regular_expressions() {
     assert_eq!(
-        errors("session: s\nagents:\n  - { name: a, role: BOSS }\nsnapshot: { redact: [\"sk-(\"] }\n"),
-        ["t.yaml:4:22: snapshot.redact[0]: invalid regular expression: regex parse error: sk-( ^ error: unclosed group"]
+        errors(
+            "session: s\nagents:\n  - { name: a, role: BOSS }\nsnapshot: { redact: [\"sk-(\"] }\n"
+        ),
+        [
+            "t.yaml:4:22: snapshot.redact[0]: invalid regular expression: regex parse error: sk-( ^ error: unclosed group"
+        ]
     );
 }
 
 #[test]
 fn backoff_initial_above_max() {
     assert_eq!(
-        errors("session: s\ndefaults:\n  restart: { backoff: { initial: 1m, max: 1s } }\nagents:\n  - { name: a, role: BOSS }\n"),
-        ["t.yaml:3:23: agents[0] (a): restart.backoff.initial (1m) is larger than restart.backoff.max (1s)"]
+        errors(
+            "session: s\ndefaults:\n  restart: { backoff: { initial: 1m, max: 1s } }\nagents:\n  - { name: a, role: BOSS }\n"
+        ),
+        [
+            "t.yaml:3:23: agents[0] (a): restart.backoff.initial (1m) is larger than restart.backoff.max (1s)"
+        ]
     );
 }
 
@@ -315,7 +377,10 @@ messaging: { acl: hierarchy }
     assert_eq!(l.agents.len(), 3);
     assert_eq!(l.monitor.leak_min_growth, Percent(0.2));
     assert_eq!(l.monitor.error_storm_window, Duration::from_secs(300));
-    assert_eq!(l.quality.as_ref().map(|q| q.check.as_str()), Some("cargo test"));
+    assert_eq!(
+        l.quality.as_ref().map(|q| q.check.as_str()),
+        Some("cargo test")
+    );
     assert_eq!(l.rollback.auto_max_risk, Risk::Medium);
     assert_eq!(l.agents[2].command.as_deref(), Some("claude"));
 }
@@ -332,30 +397,63 @@ fn builtin_layouts_validate() {
     let names = |name: &str| -> Vec<String> {
         let b = builtin::find(name).expect("built-in");
         let l = parse(b.text, b.name, d.path()).unwrap_or_else(|e| panic!("{e}"));
-        l.agents.iter().map(|a| format!("{}:{}", a.name, a.role)).collect()
+        l.agents
+            .iter()
+            .map(|a| format!("{}:{}", a.name, a.role))
+            .collect()
     };
     assert_eq!(
         names("org9"),
         [
-            "president:PRESIDENT", "boss1:BOSS", "boss2:BOSS", "worker1:WORKER", "worker2:WORKER",
-            "worker3:WORKER", "worker4:WORKER", "worker5:WORKER", "worker6:WORKER"
+            "president:PRESIDENT",
+            "boss1:BOSS",
+            "boss2:BOSS",
+            "worker1:WORKER",
+            "worker2:WORKER",
+            "worker3:WORKER",
+            "worker4:WORKER",
+            "worker5:WORKER",
+            "worker6:WORKER"
         ]
     );
-    assert_eq!(names("org5"), ["president:PRESIDENT", "boss1:BOSS", "worker1:WORKER", "worker2:WORKER", "worker3:WORKER"]);
+    assert_eq!(
+        names("org5"),
+        [
+            "president:PRESIDENT",
+            "boss1:BOSS",
+            "worker1:WORKER",
+            "worker2:WORKER",
+            "worker3:WORKER"
+        ]
+    );
 }
 
 #[test]
 fn source_resolution() {
     let d = dir();
-    assert!(matches!(resolve_source(None, d.path()), Ok(LayoutSource::Builtin(b)) if b.name == "org9"));
-    assert!(matches!(resolve_source(Some("org5"), d.path()), Ok(LayoutSource::Builtin(b)) if b.name == "org5"));
+    assert!(
+        matches!(resolve_source(None, d.path()), Ok(LayoutSource::Builtin(b)) if b.name == "org9")
+    );
+    assert!(
+        matches!(resolve_source(Some("org5"), d.path()), Ok(LayoutSource::Builtin(b)) if b.name == "org5")
+    );
     std::fs::create_dir(d.path().join("layouts")).expect("mkdir");
     std::fs::write(d.path().join("layouts/team.yaml"), MINIMAL).expect("write");
-    assert!(matches!(resolve_source(Some("team"), d.path()), Ok(LayoutSource::File(p)) if p.ends_with("layouts/team.yaml")));
+    assert!(
+        matches!(resolve_source(Some("team"), d.path()), Ok(LayoutSource::File(p)) if p.ends_with("layouts/team.yaml"))
+    );
     std::fs::write(d.path().join("orch.yaml"), MINIMAL).expect("write");
-    assert!(matches!(resolve_source(None, d.path()), Ok(LayoutSource::File(p)) if p.ends_with("orch.yaml")));
+    assert!(
+        matches!(resolve_source(None, d.path()), Ok(LayoutSource::File(p)) if p.ends_with("orch.yaml"))
+    );
     let err = resolve_source(Some("nosuch"), d.path()).expect_err("unknown");
-    assert_eq!(err.to_string(), "nosuch: no such layout: not a file, a built-in layout, or ./layouts/<name>.yaml; `orch layout list` shows the layouts available");
+    assert_eq!(
+        err.to_string(),
+        "nosuch: no such layout: not a file, a built-in layout, or ./layouts/<name>.yaml; `orch layout list` shows the layouts available"
+    );
     let err = resolve_source(Some("x/none.yaml"), d.path()).expect_err("missing file");
-    assert_eq!(err.to_string(), "x/none.yaml: no such file; check the path given to --layout");
+    assert_eq!(
+        err.to_string(),
+        "x/none.yaml: no such file; check the path given to --layout"
+    );
 }

@@ -43,9 +43,13 @@ impl FromStr for Duration {
                 "invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
             ));
         }
-        humantime::parse_duration(trimmed).map(Duration).map_err(|_| {
-            format!("invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 30s, 5m, 1h")
-        })
+        humantime::parse_duration(trimmed)
+            .map(Duration)
+            .map_err(|_| {
+                format!(
+                    "invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
+                )
+            })
     }
 }
 
@@ -169,7 +173,11 @@ mod tests {
         assert_eq!("30s".parse(), Ok(Duration::from_secs(30)));
         assert_eq!("5m".parse(), Ok(Duration::from_secs(300)));
         assert_eq!("1h 30m".parse(), Ok(Duration::from_secs(5400)));
-        assert!("30".parse::<Duration>().unwrap_err().contains("expected a number with a unit"));
+        assert!(
+            "30".parse::<Duration>()
+                .unwrap_err()
+                .contains("expected a number with a unit")
+        );
         assert!("soon".parse::<Duration>().is_err());
         assert!("".parse::<Duration>().is_err());
     }

@@ -31,7 +31,10 @@ impl ProcessTable {
         sys.refresh_processes_specifics(
             ProcessesToUpdate::All,
             true,
-            ProcessRefreshKind::nothing().with_cpu().with_memory().without_tasks(),
+            ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .without_tasks(),
         );
         let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
         for (pid, p) in sys.processes() {
@@ -81,8 +84,16 @@ impl ProcessTable {
                 rss += p.memory();
             }
         }
-        let cpu_percent = if uptime_secs == 0 { 0.0 } else { cpu_ms as f64 / (uptime_secs as f64 * 10.0) };
-        Some(TreeUsage { cpu_percent, rss_bytes: rss, uptime_secs })
+        let cpu_percent = if uptime_secs == 0 {
+            0.0
+        } else {
+            cpu_ms as f64 / (uptime_secs as f64 * 10.0)
+        };
+        Some(TreeUsage {
+            cpu_percent,
+            rss_bytes: rss,
+            uptime_secs,
+        })
     }
 }
 
@@ -95,8 +106,11 @@ mod tests {
     fn a_tree_includes_grandchildren_and_sums_their_memory() {
         // sh -> sleep (grandchild of this test process)
         use std::os::unix::process::CommandExt;
-        let mut child =
-            Command::new("sh").args(["-c", "sleep 30 & wait"]).process_group(0).spawn().expect("spawn sh");
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
         let root = child.id();
         let mut table = ProcessTable::read().expect("table");
         for _ in 0..100 {

@@ -37,7 +37,10 @@ pub fn down(layout: &Layout, tmux: &Tmux, grace: Duration) -> Result<DownReport>
     let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
     for pane in panes.iter().filter(|p| !p.dead) {
         let Some(pid) = pane.pid else { continue };
-        let agent = pane.agent.as_deref().and_then(|name| layout.agents.iter().find(|a| a.name.as_str() == name));
+        let agent = pane
+            .agent
+            .as_deref()
+            .and_then(|name| layout.agents.iter().find(|a| a.name.as_str() == name));
         // A pane orch did not make is treated like a terminal being closed.
         let stop = agent.map_or(StopSignal::Hangup, |a| a.profile.stop_signal());
         let pids = table.tree(pid);
@@ -49,7 +52,11 @@ pub fn down(layout: &Layout, tmux: &Tmux, grace: Duration) -> Result<DownReport>
     }
 
     let deadline = Instant::now() + grace;
-    while groups.iter().any(|(_, pids)| pids.iter().any(|&p| alive(p))) && Instant::now() < deadline {
+    while groups
+        .iter()
+        .any(|(_, pids)| pids.iter().any(|&p| alive(p)))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(POLL);
     }
     let mut killed = BTreeSet::new();
@@ -60,10 +67,19 @@ pub fn down(layout: &Layout, tmux: &Tmux, grace: Duration) -> Result<DownReport>
         }
     }
     let kill_deadline = Instant::now() + Duration::from_secs(2);
-    while groups.iter().any(|(_, pids)| pids.iter().any(|&p| alive(p))) && Instant::now() < kill_deadline {
+    while groups
+        .iter()
+        .any(|(_, pids)| pids.iter().any(|&p| alive(p)))
+        && Instant::now() < kill_deadline
+    {
         std::thread::sleep(POLL);
     }
-    tmux.kill_session(session).with_context(|| format!("killing tmux session {session}"))?;
+    tmux.kill_session(session)
+        .with_context(|| format!("killing tmux session {session}"))?;
     tracing::info!(session, panes = groups.len(), killed = ?killed, "layout down");
-    Ok(DownReport { was_running: true, panes: groups.len(), killed: killed.into_iter().collect() })
+    Ok(DownReport {
+        was_running: true,
+        panes: groups.len(),
+        killed: killed.into_iter().collect(),
+    })
 }

@@ -15,7 +15,9 @@ use crate::tmux::Pane;
 
 /// The panes of `session` that orch made for agents (`@orch_agent` set).
 fn agent_panes<'a>(panes: &'a [Pane], session: &str) -> impl Iterator<Item = &'a Pane> {
-    panes.iter().filter(move |p| p.session == session && p.agent.is_some())
+    panes
+        .iter()
+        .filter(move |p| p.session == session && p.agent.is_some())
 }
 
 /// A session that should be running but is not.

@@ -67,7 +67,11 @@ pub fn status(layout: &Layout, tmux: &Tmux) -> anyhow::Result<StatusReport> {
     let session = layout.session.as_str();
     let panes = tmux.list_panes()?;
     if !panes.iter().any(|p| p.session == session) {
-        return Err(NotRunning { session: session.to_owned(), socket: tmux.socket_name() }.into());
+        return Err(NotRunning {
+            session: session.to_owned(),
+            socket: tmux.socket_name(),
+        }
+        .into());
     }
     let table = ProcessTable::read()?;
     Ok(report(layout, &panes, &table))
@@ -80,7 +84,9 @@ fn report(layout: &Layout, panes: &[Pane], table: &ProcessTable) -> StatusReport
         .agents
         .iter()
         .map(|a| {
-            let pane = ours.iter().find(|p| p.agent.as_deref() == Some(a.name.as_str()));
+            let pane = ours
+                .iter()
+                .find(|p| p.agent.as_deref() == Some(a.name.as_str()));
             agent_status(a.name.as_str(), a.role.as_str(), pane.copied(), table)
         })
         .collect();
@@ -88,10 +94,22 @@ fn report(layout: &Layout, panes: &[Pane], table: &ProcessTable) -> StatusReport
     for p in &ours {
         let name = p.agent.as_deref().unwrap_or_default();
         if !layout.agents.iter().any(|a| a.name.as_str() == name) {
-            agents.push(agent_status(name, p.role.as_deref().unwrap_or(""), Some(p), table));
+            agents.push(agent_status(
+                name,
+                p.role.as_deref().unwrap_or(""),
+                Some(p),
+                table,
+            ));
         }
     }
-    StatusReport { session: session.to_owned(), supervisor: SupervisorStatus { running: false, pid: None }, agents }
+    StatusReport {
+        session: session.to_owned(),
+        supervisor: SupervisorStatus {
+            running: false,
+            pid: None,
+        },
+        agents,
+    }
 }
 
 fn agent_status(name: &str, role: &str, pane: Option<&Pane>, table: &ProcessTable) -> AgentStatus {
@@ -102,7 +120,11 @@ fn agent_status(name: &str, role: &str, pane: Option<&Pane>, table: &ProcessTabl
             let status = p.dead_status.or(p.dead_signal.map(|s| 128 + s));
             (AgentState::Exited, status, None)
         }
-        Some(p) => (AgentState::Running, None, p.pid.and_then(|pid| table.usage(pid))),
+        Some(p) => (
+            AgentState::Running,
+            None,
+            p.pid.and_then(|pid| table.usage(pid)),
+        ),
     };
     AgentStatus {
         name: name.to_owned(),
@@ -117,5 +139,49 @@ fn agent_status(name: &str, role: &str, pane: Option<&Pane>, table: &ProcessTabl
         activity: "unknown",
         uptime_secs: usage.map(|u| u.uptime_secs as f64),
         last_output_secs_ago: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_pane(status: Option<i32>, signal: Option<i32>) -> Pane {
+        Pane {
+            session: "s".into(),
+            window_id: "@1".into(),
+            window_name: "w".into(),
+            id: "%1".into(),
+            pid: Some(1),
+            dead: true,
+            dead_status: status,
+            dead_signal: signal,
+            in_mode: false,
+            agent: Some("a".into()),
+            role: Some("BOSS".into()),
+            current_path: String::new(),
+        }
+    }
+
+    #[test]
+    fn exit_status_and_signals() {
+        let table = ProcessTable::read().expect("process table");
+        let exited = agent_status("a", "BOSS", Some(&dead_pane(Some(3), None)), &table);
+        assert_eq!(
+            (exited.state, exited.exit_status),
+            (AgentState::Exited, Some(3))
+        );
+        let killed = agent_status("a", "BOSS", Some(&dead_pane(None, Some(9))), &table);
+        assert_eq!(killed.exit_status, Some(137));
+        let unknown = agent_status("a", "BOSS", Some(&dead_pane(None, None)), &table);
+        assert_eq!(
+            (unknown.state, unknown.exit_status),
+            (AgentState::Exited, None)
+        );
+        let missing = agent_status("a", "BOSS", None, &table);
+        assert_eq!(
+            (missing.state, missing.pane, missing.pid),
+            (AgentState::Stopped, None, None)
+        );
     }
 }

@@ -39,14 +39,21 @@ pub fn plan_up(layout: &Layout, panes: &[crate::tmux::Pane]) -> UpPlan {
         .agents
         .iter()
         .enumerate()
-        .filter(|(_, a)| !existing.iter().any(|p| p.agent.as_deref() == Some(a.name.as_str())))
+        .filter(|(_, a)| {
+            !existing
+                .iter()
+                .any(|p| p.agent.as_deref() == Some(a.name.as_str()))
+        })
         .map(|(i, _)| i)
         .collect();
     let target = if !panes.iter().any(|p| p.session == session) {
         UpTarget::NewSession
     } else if let Some(p) = existing.first() {
         UpTarget::Window(p.window_id.clone())
-    } else if let Some(p) = panes.iter().find(|p| p.session == session && p.window_name == layout.window.as_str()) {
+    } else if let Some(p) = panes
+        .iter()
+        .find(|p| p.session == session && p.window_name == layout.window.as_str())
+    {
         UpTarget::Window(p.window_id.clone())
     } else {
         UpTarget::NewWindow
@@ -71,7 +78,11 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
     let plan = plan_up(layout, &panes);
     let mut notes = Vec::new();
     if plan.missing.is_empty() {
-        return Ok(UpReport { created: Vec::new(), existing: layout.agents.len(), notes });
+        return Ok(UpReport {
+            created: Vec::new(),
+            existing: layout.agents.len(),
+            notes,
+        });
     }
     let session = layout.session.as_str();
     state.session_dir(session)?;
@@ -98,7 +109,13 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
                 ("ORCH_STATE_DIR".to_owned(), state_root.clone()),
             ];
             env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            PaneSpec { agent: agent.name.as_str(), role: agent.role.as_str(), cwd, env, command: agent.command.as_deref() }
+            PaneSpec {
+                agent: agent.name.as_str(),
+                role: agent.role.as_str(),
+                cwd,
+                env,
+                command: agent.command.as_deref(),
+            }
         })
         .collect();
 
@@ -112,31 +129,63 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
             width: NEW_SESSION_SIZE.0,
             height: NEW_SESSION_SIZE.1,
         },
-        UpTarget::NewWindow => PanesTarget::NewWindow { session, window, history_limit },
+        UpTarget::NewWindow => PanesTarget::NewWindow {
+            session,
+            window,
+            history_limit,
+        },
         UpTarget::Window(id) => PanesTarget::Window { id },
     };
     let ids = tmux
         .create_panes(target, layout.arrange.tmux_name(), &specs)
         .with_context(|| format!("creating the panes of session {session}"))?;
-    let created = specs.iter().zip(ids).map(|(s, id)| (s.agent.to_owned(), id)).collect();
+    let created = specs
+        .iter()
+        .zip(ids)
+        .map(|(s, id)| (s.agent.to_owned(), id))
+        .collect();
     tracing::info!(session, created = ?created, "layout up");
-    Ok(UpReport { created, existing: layout.agents.len() - plan.missing.len(), notes })
+    Ok(UpReport {
+        created,
+        existing: layout.agents.len() - plan.missing.len(),
+        notes,
+    })
 }
 
 /// The directory an agent's pane starts in, making its git worktree first if it has one.
-fn agent_cwd(layout: &Layout, agent: &Agent, state: &StateDir, notes: &mut Vec<String>) -> Result<PathBuf> {
+fn agent_cwd(
+    layout: &Layout,
+    agent: &Agent,
+    state: &StateDir,
+    notes: &mut Vec<String>,
+) -> Result<PathBuf> {
     let Some(spec) = &agent.worktree else {
         return Ok(agent.cwd.clone().unwrap_or_else(|| layout.root.clone()));
     };
     let session = layout.session.as_str();
     let dest = state.worktrees_dir(session).join(agent.name.as_str());
-    let wt = crate::git::ensure_worktree(&layout.root, session, agent.name.as_str(), &dest, &spec.copy)
-        .with_context(|| format!("preparing the git worktree of agent {}", agent.name))?;
+    let wt = crate::git::ensure_worktree(
+        &layout.root,
+        session,
+        agent.name.as_str(),
+        &dest,
+        &spec.copy,
+    )
+    .with_context(|| format!("preparing the git worktree of agent {}", agent.name))?;
     if wt.created {
-        notes.push(format!("{}: new git worktree on branch {} at {}", agent.name, wt.branch, dest.display()));
+        notes.push(format!(
+            "{}: new git worktree on branch {} at {}",
+            agent.name,
+            wt.branch,
+            dest.display()
+        ));
     }
     for missing in wt.missing_copies {
-        notes.push(format!("{}: {} does not exist, so it was not copied into the worktree", agent.name, missing.display()));
+        notes.push(format!(
+            "{}: {} does not exist, so it was not copied into the worktree",
+            agent.name,
+            missing.display()
+        ));
     }
     Ok(wt.cwd)
 }
@@ -176,24 +225,48 @@ mod tests {
     #[test]
     fn nothing_running_creates_the_session() {
         let plan = plan_up(&layout(), &[pane("other", "w", Some("a"))]);
-        assert_eq!(plan, UpPlan { target: UpTarget::NewSession, missing: vec![0, 1] });
+        assert_eq!(
+            plan,
+            UpPlan {
+                target: UpTarget::NewSession,
+                missing: vec![0, 1]
+            }
+        );
     }
 
     #[test]
     fn session_without_the_window_gets_a_new_window() {
         let plan = plan_up(&layout(), &[pane("s", "editor", None)]);
-        assert_eq!(plan, UpPlan { target: UpTarget::NewWindow, missing: vec![0, 1] });
+        assert_eq!(
+            plan,
+            UpPlan {
+                target: UpTarget::NewWindow,
+                missing: vec![0, 1]
+            }
+        );
     }
 
     #[test]
     fn missing_agents_join_the_window_of_the_others() {
-        let plan = plan_up(&layout(), &[pane("s", "w", None), pane("s", "renamed", Some("b"))]);
-        assert_eq!(plan, UpPlan { target: UpTarget::Window("@renamed".into()), missing: vec![0] });
+        let plan = plan_up(
+            &layout(),
+            &[pane("s", "w", None), pane("s", "renamed", Some("b"))],
+        );
+        assert_eq!(
+            plan,
+            UpPlan {
+                target: UpTarget::Window("@renamed".into()),
+                missing: vec![0]
+            }
+        );
     }
 
     #[test]
     fn everything_present_means_nothing_to_do() {
-        let plan = plan_up(&layout(), &[pane("s", "w", Some("a")), pane("s", "w", Some("b"))]);
+        let plan = plan_up(
+            &layout(),
+            &[pane("s", "w", Some("a")), pane("s", "w", Some("b"))],
+        );
         assert!(plan.missing.is_empty());
     }
 }

@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    KillSession, KillWindow, ListPanes, NewSession, NewWindow, SelectLayout, SelectPane,
-    SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    KillSession, KillWindow, ListPanes, NewSession, NewWindow, SelectLayout, SelectPane, SetOption,
+    SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -23,6 +23,10 @@ pub use panes::{PANE_FORMAT, Pane};
 /// window before any session option can be set, and `history-limit` only applies to panes
 /// created after it is set, so the agents' window is always the second one.
 const BOOT_WINDOW: &str = "orch-boot";
+
+/// tmux refuses a command sequence whose arguments exceed its message size (16 KiB,
+/// "command too long"); stay well below it.
+const MAX_BATCH_BYTES: usize = 12 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmuxError {
@@ -57,9 +61,19 @@ pub struct PaneSpec<'a> {
 #[derive(Clone, Copy, Debug)]
 pub enum PanesTarget<'a> {
     /// Create the session, with the named window for the panes.
-    NewSession { session: &'a str, window: &'a str, history_limit: u32, width: u16, height: u16 },
+    NewSession {
+        session: &'a str,
+        window: &'a str,
+        history_limit: u32,
+        width: u16,
+        height: u16,
+    },
     /// Create the named window in an existing session.
-    NewWindow { session: &'a str, window: &'a str, history_limit: u32 },
+    NewWindow {
+        session: &'a str,
+        window: &'a str,
+        history_limit: u32,
+    },
     /// Add panes to an existing window, by window id (`@3`).
     Window { id: &'a str },
 }
@@ -88,7 +102,11 @@ impl Tmux {
         std::env::var("TMUX")
             .ok()
             .and_then(|t| t.split(',').next().map(str::to_owned))
-            .and_then(|path| Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|path| {
+                Path::new(&path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| "default".to_owned())
     }
 
@@ -122,7 +140,10 @@ impl Tmux {
         if is_no_server(&message) {
             return Err(TmuxError::NoServer(self.socket_name()));
         }
-        Err(TmuxError::Failed { command: what.join("; "), message })
+        Err(TmuxError::Failed {
+            command: what.join("; "),
+            message,
+        })
     }
 
     /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
@@ -135,8 +156,9 @@ impl Tmux {
         }
     }
 
-    /// Creates one pane per spec, named and arranged, in one tmux process. Returns the new
-    /// pane ids in spec order.
+    /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
+    /// message size allows (one for a 9-agent layout). Returns the new pane ids in spec
+    /// order.
     ///
     /// Each pane gets `@orch_agent`/`@orch_role` pane options and its title. The window
     /// gets `remain-on-exit on` in the same command sequence that creates its first pane, so
@@ -154,10 +176,17 @@ impl Tmux {
         // current window and the new pane its active pane, so `=S:` (or `@ID`) names
         // exactly what was just created. tmux runs one client's command sequence without
         // interleaving another client's commands, so nothing can move focus in between.
-        let mut cmds = Vec::new();
-        let win = match target {
-            PanesTarget::NewSession { session, window, history_limit, width, height } => {
-                cmds.push(
+        let mut batch = Vec::new();
+        let mut finish = Vec::new();
+        let (win, new_window_made) = match target {
+            PanesTarget::NewSession {
+                session,
+                window,
+                history_limit,
+                width,
+                height,
+            } => {
+                batch.push(
                     NewSession::new()
                         .detached()
                         .session_name(session)
@@ -168,31 +197,73 @@ impl Tmux {
                         .build(),
                 );
                 let win = format!("={session}:");
-                cmds.extend(new_window(session, window, history_limit, first, &win));
-                cmds.push(KillWindow::new().target_window(format!("={session}:{BOOT_WINDOW}")).build());
-                win
+                batch.extend(new_window(session, window, history_limit, first, &win));
+                finish.push(
+                    KillWindow::new()
+                        .target_window(format!("={session}:{BOOT_WINDOW}"))
+                        .build(),
+                );
+                (win, true)
             }
-            PanesTarget::NewWindow { session, window, history_limit } => {
+            PanesTarget::NewWindow {
+                session,
+                window,
+                history_limit,
+            } => {
                 let win = format!("={session}:");
-                cmds.extend(new_window(session, window, history_limit, first, &win));
-                win
+                batch.extend(new_window(session, window, history_limit, first, &win));
+                (win, true)
             }
             PanesTarget::Window { id } => {
                 let win = id.to_owned();
-                cmds.extend(split_pane(&win, first, arrange));
-                win
+                batch.extend(split_pane(&win, first, arrange));
+                (win, false)
             }
         };
-        for spec in rest {
-            cmds.extend(split_pane(&win, spec, arrange));
+        let mut ids = Vec::with_capacity(specs.len());
+        let mut win = win;
+        let mut window_id_pending = new_window_made;
+        let mut pending = rest;
+        loop {
+            let mut taken = 0;
+            for spec in pending {
+                let group = split_pane(&win, spec, arrange);
+                if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                    break;
+                }
+                batch.extend(group);
+                taken += 1;
+            }
+            batch.append(&mut finish);
+            let out = self.run(std::mem::take(&mut batch))?;
+            let mut lines = out.lines().map(str::trim);
+            if window_id_pending {
+                // new-window printed "@window %pane"; later batches name the window by id.
+                let (window_id, pane_id) = lines
+                    .next()
+                    .and_then(|l| l.split_once(' '))
+                    .ok_or_else(|| TmuxError::Failed {
+                        command: "new-window".into(),
+                        message: format!("unexpected reply {out:?}"),
+                    })?;
+                ids.push(pane_id.to_owned());
+                win = window_id.to_owned();
+                window_id_pending = false;
+            }
+            ids.extend(lines.filter(|l| l.starts_with('%')).map(str::to_owned));
+            pending = &pending[taken..];
+            if pending.is_empty() {
+                break;
+            }
         }
-        cmds.push(SelectLayout::new().target_pane(win.clone()).layout_name(arrange.to_owned()).build());
-        let out = self.run(cmds)?;
-        let ids: Vec<String> = out.lines().map(str::trim).filter(|l| l.starts_with('%')).map(str::to_owned).collect();
         if ids.len() != specs.len() {
             return Err(TmuxError::Failed {
                 command: "split-window".into(),
-                message: format!("expected {} new pane ids, tmux printed {out:?}", specs.len()),
+                message: format!(
+                    "expected {} new pane ids, tmux printed {}",
+                    specs.len(),
+                    ids.len()
+                ),
             });
         }
         Ok(ids)
@@ -200,7 +271,12 @@ impl Tmux {
 
     /// Kills a session and everything in it.
     pub fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
-        self.run(vec![KillSession::new().target_session(format!("={session}")).build()]).map(drop)
+        self.run(vec![
+            KillSession::new()
+                .target_session(format!("={session}"))
+                .build(),
+        ])
+        .map(drop)
     }
 
     /// Facts about the server, or `None` when none is running on this socket.
@@ -213,7 +289,10 @@ impl Tmux {
             Ok(out) => {
                 let mut f = out.trim_end_matches('\n').split('\t');
                 let (Some(path), Some(pid), Some(version)) = (f.next(), f.next(), f.next()) else {
-                    return Err(TmuxError::Failed { command: "display-message".into(), message: format!("unexpected reply {out:?}") });
+                    return Err(TmuxError::Failed {
+                        command: "display-message".into(),
+                        message: format!("unexpected reply {out:?}"),
+                    });
                 };
                 Ok(Some(ServerInfo {
                     socket_path: path.to_owned(),
@@ -229,12 +308,20 @@ impl Tmux {
     /// Shows the session to the user: `switch-client` when already inside a client of this
     /// server, otherwise `attach-session`, replacing this process (returns only on error).
     pub fn attach(&self, session: &str) -> Result<(), TmuxError> {
-        let inside = std::env::var("TMUX").ok().and_then(|t| t.split(',').next().map(str::to_owned));
+        let inside = std::env::var("TMUX")
+            .ok()
+            .and_then(|t| t.split(',').next().map(str::to_owned));
         if let Some(client_socket) = inside {
-            let same_server = self.server_info()?.is_some_and(|s| s.socket_path == client_socket);
+            let same_server = self
+                .server_info()?
+                .is_some_and(|s| s.socket_path == client_socket);
             if same_server {
                 return self
-                    .run(vec![SwitchClient::new().target_session(format!("={session}")).build()])
+                    .run(vec![
+                        SwitchClient::new()
+                            .target_session(format!("={session}"))
+                            .build(),
+                    ])
                     .map(drop);
             }
         }
@@ -267,7 +354,7 @@ fn new_window<'a>(
         .window_name(window.to_owned())
         .start_directory(spec.cwd.to_string_lossy().into_owned())
         .print()
-        .format("#{pane_id}")
+        .format("#{window_id} #{pane_id}")
         .build();
     push_env_and_command(&mut nw, spec);
     cmds.push(nw);
@@ -276,10 +363,24 @@ fn new_window<'a>(
         ("pane-border-status", "top"),
         ("pane-border-format", " #{@orch_agent} · #{@orch_role} "),
     ] {
-        cmds.push(SetOption::new().window().target_pane(win.to_owned()).option(option).value(value).build());
+        cmds.push(
+            SetOption::new()
+                .window()
+                .target_pane(win.to_owned())
+                .option(option)
+                .value(value)
+                .build(),
+        );
     }
     cmds.extend(name_pane(win, spec));
     cmds
+}
+
+/// Bytes tmux receives for these commands (arguments plus separators).
+fn argv_len(cmds: &[TmuxCommand<'_>]) -> usize {
+    cmds.iter()
+        .map(|c| c.to_vec().iter().map(|a| a.len() + 2).sum::<usize>() + 2)
+        .sum()
 }
 
 fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxCommand<'a>> {
@@ -293,16 +394,34 @@ fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxComm
     let mut cmds = vec![split];
     cmds.extend(name_pane(win, spec));
     // Re-arrange after every split so the active pane never gets too small to split again.
-    cmds.push(SelectLayout::new().target_pane(win.to_owned()).layout_name(arrange.to_owned()).build());
+    cmds.push(
+        SelectLayout::new()
+            .target_pane(win.to_owned())
+            .layout_name(arrange.to_owned())
+            .build(),
+    );
     cmds
 }
 
 /// Identity of the pane that was just created (the active pane of `win`).
 fn name_pane<'a>(win: &str, spec: &PaneSpec<'a>) -> Vec<TmuxCommand<'a>> {
     vec![
-        SetOption::new().pane().target_pane(win.to_owned()).option("@orch_agent").value(spec.agent.to_owned()).build(),
-        SetOption::new().pane().target_pane(win.to_owned()).option("@orch_role").value(spec.role.to_owned()).build(),
-        SelectPane::new().target_pane(win.to_owned()).title(spec.agent.to_owned()).build(),
+        SetOption::new()
+            .pane()
+            .target_pane(win.to_owned())
+            .option("@orch_agent")
+            .value(spec.agent.to_owned())
+            .build(),
+        SetOption::new()
+            .pane()
+            .target_pane(win.to_owned())
+            .option("@orch_role")
+            .value(spec.role.to_owned())
+            .build(),
+        SelectPane::new()
+            .target_pane(win.to_owned())
+            .title(spec.agent.to_owned())
+            .build(),
     ]
 }
 
@@ -328,16 +447,25 @@ fn escape_arg(arg: &str) -> OsString {
 fn is_no_server(stderr: &str) -> bool {
     stderr.contains("no server running on")
         || (stderr.contains("error connecting to")
-            && (stderr.contains("No such file or directory") || stderr.contains("Connection refused")))
+            && (stderr.contains("No such file or directory")
+                || stderr.contains("Connection refused")))
 }
 
 fn not_installed(e: std::io::Error) -> TmuxError {
-    if e.kind() == std::io::ErrorKind::NotFound { TmuxError::NotInstalled } else { TmuxError::Io(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        TmuxError::NotInstalled
+    } else {
+        TmuxError::Io(e)
+    }
 }
 
 /// The installed tmux version, e.g. `(3, 3)` for "tmux 3.3a".
 pub fn version() -> Result<(String, Option<(u32, u32)>), TmuxError> {
-    let out = Command::new("tmux").arg("-V").stdin(Stdio::null()).output().map_err(not_installed)?;
+    let out = Command::new("tmux")
+        .arg("-V")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(not_installed)?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok((text.clone(), parse_version(&text)))
 }
@@ -348,7 +476,11 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     let v = v.trim_start_matches(|c: char| !c.is_ascii_digit());
     let mut parts = v.split('.');
     let major = parts.next()?.parse().ok()?;
-    let minor: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     Some((major, minor.parse().ok()?))
 }
 

@@ -40,7 +40,20 @@ impl Pane {
         let agent = Some(next()?.to_owned()).filter(|s| !s.is_empty());
         let role = Some(next()?.to_owned()).filter(|s| !s.is_empty());
         let current_path = next()?.to_owned();
-        Some(Pane { session, window_id, window_name, id, pid, dead, dead_status, dead_signal, in_mode, agent, role, current_path })
+        Some(Pane {
+            session,
+            window_id,
+            window_name,
+            id,
+            pid,
+            dead,
+            dead_status,
+            dead_signal,
+            in_mode,
+            agent,
+            role,
+            current_path,
+        })
     }
 }
 
@@ -50,7 +63,8 @@ mod tests {
 
     #[test]
     fn parses_a_live_and_a_dead_pane() {
-        let live = Pane::parse("org9\t@1\tagents\t%3\t5151\t0\t\t\t0\tworker1\tWORKER\t/tmp/a\tb").expect("row");
+        let live = Pane::parse("org9\t@1\tagents\t%3\t5151\t0\t\t\t0\tworker1\tWORKER\t/tmp/a\tb")
+            .expect("row");
         assert_eq!(live.id, "%3");
         assert_eq!(live.pid, Some(5151));
         assert!(!live.dead);

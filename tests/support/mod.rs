@@ -1,0 +1,243 @@
+//! Test support: a private tmux server per test, the orch binary, throwaway state.
+//!
+//! Every test gets its own socket (`tmux -L orch-test-<pid>-<n>-<nanos>`), state dir and
+//! HOME, and its guard kills only that server (by socket) and removes its socket file.
+//! Nothing here touches the default tmux server or signals processes by name.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct TestEnv {
+    pub socket: String,
+    /// Working directory of orch commands; layouts go here.
+    pub dir: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub home: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let state = tempfile::tempdir().expect("temp state dir");
+        // As orch itself would create it: private.
+        std::fs::set_permissions(
+            state.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod");
+        Self {
+            socket: format!("orch-test-{}-{n}-{nanos}", std::process::id()),
+            dir: tempfile::tempdir().expect("temp dir"),
+            state,
+            home: tempfile::tempdir().expect("temp home"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file under the working directory and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// The orch binary, pointed at this test's socket, state dir and working directory,
+    /// with nothing inherited that could point it elsewhere.
+    pub fn orch_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orch"));
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .current_dir(self.path())
+            .env("ORCH_STATE_DIR", self.state.path())
+            .env("HOME", self.home.path())
+            .env_remove("ORCH_LAYOUT")
+            .env_remove("ORCH_SESSION")
+            .env_remove("ORCH_SOCKET")
+            .env_remove("TMUX")
+            .env_remove("XDG_STATE_HOME")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn orch(&self, args: &[&str]) -> Output {
+        self.orch_command(args).output().expect("run orch")
+    }
+
+    /// Runs orch and insists it succeeded; returns stdout.
+    pub fn orch_ok(&self, args: &[&str]) -> String {
+        let out = self.orch(args);
+        assert!(
+            out.status.success(),
+            "orch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs tmux on this test's socket and returns stdout ("" if it failed).
+    pub fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `(pane id, @orch_agent, pid, dead)` of every pane of `session`.
+    pub fn panes(&self, session: &str) -> Vec<PaneRow> {
+        self.tmux(&[
+            "list-panes",
+            "-s",
+            "-t",
+            &format!("={session}"),
+            "-F",
+            "#{pane_id}\t#{@orch_agent}\t#{pane_pid}\t#{pane_dead}\t#{@orch_role}\t#{pane_title}",
+        ])
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            PaneRow {
+                id: f[0].to_owned(),
+                agent: f[1].to_owned(),
+                pid: f[2].parse().unwrap_or(0),
+                dead: f[3] == "1",
+                role: f[4].to_owned(),
+                title: f[5].to_owned(),
+            }
+        })
+        .collect()
+    }
+
+    pub fn pane_of(&self, session: &str, agent: &str) -> PaneRow {
+        self.panes(session)
+            .into_iter()
+            .find(|p| p.agent == agent)
+            .unwrap_or_else(|| panic!("no pane for agent {agent}"))
+    }
+
+    pub fn session_exists(&self, session: &str) -> bool {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(["has-session", "-t", &format!("={session}")])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaneRow {
+    pub id: String,
+    pub agent: String,
+    pub pid: u32,
+    pub dead: bool,
+    pub role: String,
+    pub title: String,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // tmux leaves its socket file behind; remove ours (and only ours).
+        let uid = rustix::process::getuid().as_raw();
+        let dir =
+            std::env::var_os("TMUX_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `f` until it returns `Some`, or gives up after `timeout`.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process is running (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x"))
+}
+
+/// All descendants of `pid` (and `pid`), from /proc.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+            parents.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
