@@ -205,14 +205,15 @@ fn a_killed_window_is_recreated_in_the_existing_session() {
 }
 
 #[test]
-fn commands_with_shell_metacharacters_reach_the_shell_intact() {
+fn commands_and_env_with_metacharacters_reach_the_agent_intact() {
     let env = TestEnv::new();
     let out = env.path().join("marker");
-    // A trailing ';' is a tmux command separator unless escaped; quotes and $ must survive.
+    // tmux ends a command at any argument ending in ';' unless it is escaped; quotes and $
+    // must reach the shell untouched.
     env.write(
         "orch.yaml",
         &format!(
-            "session: meta\nagents:\n  - name: a\n    role: WORKER\n    command: \"printf '%s|' \\\"it's\\\" '$HOME;x' > {}; exec sleep 600;\"\n",
+            "session: meta\nagents:\n  - name: a\n    role: WORKER\n    env: {{ LIST: 'a;b;', QUOTED: \"it's $HOME\" }}\n    command: \"printf '%s|' \\\"$LIST\\\" \\\"$QUOTED\\\" '$HOME;x' > {}; exec sleep 600;\"\n",
             out.display()
         ),
     );
@@ -220,11 +221,8 @@ fn commands_with_shell_metacharacters_reach_the_shell_intact() {
     let text = wait_for("the marker file", Duration::from_secs(10), || {
         std::fs::read_to_string(&out).ok().filter(|t| !t.is_empty())
     });
-    assert_eq!(text, "it's|$HOME;x|");
-    assert!(
-        !env.pane_of("meta", "a").dead,
-        "the trailing ';' was part of the shell command"
-    );
+    assert_eq!(text, "a;b;|it's $HOME|$HOME;x|");
+    assert!(!env.pane_of("meta", "a").dead);
 }
 
 #[test]
@@ -333,14 +331,18 @@ fn worktree_agents_get_their_own_checkout_and_keep_it() {
 }
 
 #[test]
-fn attach_shows_the_session_to_the_user() {
+fn attach_shows_the_session_and_switches_the_client_from_inside_tmux() {
     // The "user" is a client on another private server, whose pane runs `orch layout up
     // --attach`; orch must leave that client attached to the new session.
     let env = TestEnv::new();
     let outer = TestEnv::new();
     env.write(
         "orch.yaml",
-        "session: shown\nagents:\n  - { name: a, role: BOSS, command: 'exec sleep 600' }\n",
+        "session: shown\nagents:\n  - { name: a, role: BOSS, command: sh }\n",
+    );
+    env.write(
+        "other.yaml",
+        "session: other\nagents:\n  - { name: b, role: BOSS, command: 'exec sleep 600' }\n",
     );
     let orch = env!("CARGO_BIN_EXE_orch");
     let script = format!(
@@ -362,13 +364,36 @@ fn attach_shows_the_session_to_the_user() {
         "40",
         &script,
     ]);
-    let clients = wait_for(
+    let client_session = || {
+        env.tmux(&["list-clients", "-F", "#{client_session}"])
+            .trim()
+            .to_owned()
+    };
+    wait_for(
         "a client attached to the session",
         Duration::from_secs(10),
-        || {
-            Some(env.tmux(&["list-clients", "-F", "#{client_session}"]))
-                .filter(|c| !c.trim().is_empty())
-        },
+        || Some(client_session()).filter(|c| !c.is_empty()),
     );
-    assert_eq!(clients.trim(), "shown");
+    assert_eq!(client_session(), "shown");
+
+    // Inside a pane of that server, with no flags (ORCH_* come from the pane), --attach
+    // switches the client instead of nesting a second one.
+    let pane = env.pane_of("shown", "a").id;
+    env.tmux(&[
+        "send-keys",
+        "-t",
+        &pane,
+        "-l",
+        &format!("'{orch}' --layout other.yaml layout up --attach\n"),
+    ]);
+    wait_for(
+        "the client to switch to the other session",
+        Duration::from_secs(10),
+        || (client_session() == "other").then_some(()),
+    );
+    assert_eq!(
+        env.tmux(&["list-clients"]).lines().count(),
+        1,
+        "switched, not nested"
+    );
 }

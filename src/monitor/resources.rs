@@ -21,6 +21,8 @@ pub struct TreeUsage {
 pub struct ProcessTable {
     sys: System,
     children: HashMap<Pid, Vec<Pid>>,
+    /// Members of each session, by session leader.
+    sessions: HashMap<Pid, Vec<Pid>>,
 }
 
 impl ProcessTable {
@@ -37,6 +39,7 @@ impl ProcessTable {
                 .without_tasks(),
         );
         let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+        let mut sessions: HashMap<Pid, Vec<Pid>> = HashMap::new();
         for (pid, p) in sys.processes() {
             if p.thread_kind().is_some() {
                 continue;
@@ -44,8 +47,15 @@ impl ProcessTable {
             if let Some(parent) = p.parent() {
                 children.entry(parent).or_default().push(*pid);
             }
+            if let Some(sid) = p.session_id() {
+                sessions.entry(sid).or_default().push(*pid);
+            }
         }
-        Ok(Self { sys, children })
+        Ok(Self {
+            sys,
+            children,
+            sessions,
+        })
     }
 
     /// `root` and all its descendants, plus any process still in the session `root` leads
@@ -55,11 +65,7 @@ impl ProcessTable {
         let root = Pid::from_u32(root);
         let mut seen: HashSet<Pid> = HashSet::new();
         let mut stack = vec![root];
-        for (pid, p) in self.sys.processes() {
-            if p.session_id() == Some(root) && p.thread_kind().is_none() {
-                stack.push(*pid);
-            }
-        }
+        stack.extend(self.sessions.get(&root).into_iter().flatten());
         while let Some(pid) = stack.pop() {
             if self.sys.process(pid).is_none() || !seen.insert(pid) {
                 continue;
