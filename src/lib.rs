@@ -12,4 +12,5 @@ pub mod monitor;
 pub mod process;
 pub mod session;
 pub mod state;
+pub mod supervisor;
 pub mod tmux;

@@ -1,0 +1,432 @@
+//! The supervisor's policies against a fake clock.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn agent(yaml_agent: &str) -> Agent {
+    let text = format!("session: s\nagents:\n  - {yaml_agent}\n");
+    let layout = crate::layout::parse(&text, "t.yaml", &std::env::temp_dir())
+        .unwrap_or_else(|e| panic!("{e}"));
+    layout.agents.into_iter().next().expect("one agent")
+}
+
+/// A core with one agent `a`, already running as pid 100 in pane %1 since `t0`.
+fn running(yaml_agent: &str, t0: Instant) -> Core {
+    let mut core = Core::new(vec![agent(yaml_agent)]);
+    core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%1".into(),
+            pid: 100,
+            adopted: false,
+        },
+        t0,
+    );
+    core
+}
+
+fn crash(core: &mut Core, pid: u32, at: Instant) -> Vec<Effect> {
+    core.step(
+        Msg::Exited {
+            agent: "a".into(),
+            pid: Some(pid),
+            status: Some(1),
+            signal: None,
+            screen: None,
+        },
+        at,
+    )
+}
+
+fn kinds(fx: &[Effect]) -> Vec<EventKind> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Emit(ev) => Some(ev.kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn respawns(fx: &[Effect]) -> usize {
+    fx.iter()
+        .filter(|e| matches!(e, Effect::Respawn { .. }))
+        .count()
+}
+
+fn armed_restart(fx: &[Effect]) -> Option<(Duration, Timer)> {
+    fx.iter().find_map(|e| match e {
+        Effect::Arm {
+            timer: t @ Timer::Restart { .. },
+            after,
+        } => Some((*after, t.clone())),
+        _ => None,
+    })
+}
+
+const SPEC: &str = "{ name: a, role: WORKER, restart: { max_restarts: 5, window: 60s, min_uptime: 5s, backoff: { initial: 500ms, max: 4s } } }";
+
+#[test]
+fn backoff_doubles_from_initial_up_to_max_after_an_immediate_first_restart() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let mut now = t0 + Duration::from_secs(10); // a stable run first
+    let mut delays = Vec::new();
+    let mut pid = 100;
+    for _ in 0..5 {
+        let fx = crash(&mut core, pid, now);
+        match armed_restart(&fx) {
+            None => {
+                assert_eq!(respawns(&fx), 1, "{fx:?}");
+                delays.push(Duration::ZERO);
+            }
+            Some((after, timer)) => {
+                assert_eq!(core.agent("a").map(|a| a.state), Some(ProcState::Backoff));
+                assert!(kinds(&fx).contains(&EventKind::AgentBackoff));
+                delays.push(after);
+                now += after;
+                let fx = core.step(Msg::Timer(timer), now);
+                assert_eq!(respawns(&fx), 1);
+            }
+        }
+        pid += 1;
+        let fx = core.step(
+            Msg::Started {
+                agent: "a".into(),
+                pane: "%1".into(),
+                pid,
+                adopted: false,
+            },
+            now,
+        );
+        assert_eq!(kinds(&fx), [EventKind::AgentRestarted]);
+        now += Duration::from_millis(100); // crashes again quickly
+    }
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [0, 500, 1000, 2000, 4000]);
+}
+
+#[test]
+fn fatal_after_exactly_max_restarts_in_the_window_and_nothing_after() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let mut now = t0;
+    let mut pid = 100;
+    let mut restarts = 0;
+    loop {
+        now += Duration::from_millis(100);
+        let fx = crash(&mut core, pid, now);
+        if kinds(&fx).contains(&EventKind::AgentFatal) {
+            assert!(kinds(&fx).contains(&EventKind::Escalated));
+            assert_eq!(respawns(&fx), 0);
+            assert!(armed_restart(&fx).is_none());
+            break;
+        }
+        if let Some((after, timer)) = armed_restart(&fx) {
+            now += after;
+            core.step(Msg::Timer(timer), now);
+        }
+        restarts += 1;
+        pid += 1;
+        core.step(
+            Msg::Started {
+                agent: "a".into(),
+                pane: "%1".into(),
+                pid,
+                adopted: false,
+            },
+            now,
+        );
+        assert!(restarts <= 5, "no restart storm");
+    }
+    assert_eq!(restarts, 5);
+    assert_eq!(core.agent("a").map(|a| a.state), Some(ProcState::Fatal));
+    // Nothing brings it back by itself: timers, ticks, more exit reports.
+    now += Duration::from_secs(3600);
+    assert!(core.step(Msg::Tick, now).is_empty());
+    assert!(crash(&mut core, pid, now).is_empty());
+    // A human can.
+    let fx = core.step(Msg::Command(Command::Start("a".into())), now);
+    assert_eq!(respawns(&fx), 1);
+    assert_eq!(core.agent("a").map(|a| a.recent.len()), Some(0));
+}
+
+#[test]
+fn restarts_spread_wider_than_the_window_never_turn_fatal() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let mut now = t0;
+    for pid in 100..120 {
+        now += Duration::from_secs(20); // 3 per minute, each run longer than min_uptime
+        let fx = crash(&mut core, pid, now);
+        assert!(!kinds(&fx).contains(&EventKind::AgentFatal), "crash {pid}");
+        assert_eq!(respawns(&fx), 1, "stable runs restart at once");
+        core.step(
+            Msg::Started {
+                agent: "a".into(),
+                pane: "%1".into(),
+                pid: pid + 1,
+                adopted: false,
+            },
+            now,
+        );
+    }
+}
+
+#[test]
+fn min_uptime_resets_the_backoff() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let now = t0 + Duration::from_secs(10);
+    assert_eq!(respawns(&crash(&mut core, 100, now)), 1);
+    core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%1".into(),
+            pid: 101,
+            adopted: false,
+        },
+        now,
+    );
+    let (after, _) =
+        armed_restart(&crash(&mut core, 101, now + Duration::from_secs(1))).expect("backoff");
+    assert_eq!(after, Duration::from_millis(500));
+    // The next run lasts: the Stable timer fires and the sequence starts over.
+    let t = now + Duration::from_secs(2);
+    let fx = core.step(
+        Msg::Timer(Timer::Restart {
+            agent: "a".into(),
+            generation: 1,
+        }),
+        t,
+    );
+    let _ = fx;
+    let gen_before = core.agent("a").map(|a| a.consecutive);
+    assert_eq!(gen_before, Some(2));
+    let fx = core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%1".into(),
+            pid: 102,
+            adopted: false,
+        },
+        t,
+    );
+    let stable = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Arm {
+                timer: t @ Timer::Stable { .. },
+                after,
+            } => Some((t.clone(), *after)),
+            _ => None,
+        })
+        .expect("stable timer");
+    assert_eq!(stable.1, Duration::from_secs(5));
+    assert_eq!(
+        core.step(Msg::Timer(stable.0), t + Duration::from_secs(5)),
+        [Effect::Persist]
+    );
+    assert_eq!(core.agent("a").map(|a| a.consecutive), Some(0));
+    assert_eq!(
+        respawns(&crash(&mut core, 102, t + Duration::from_secs(6))),
+        1,
+        "immediate again"
+    );
+}
+
+#[test]
+fn policies_on_failure_always_never() {
+    let t0 = Instant::now();
+    let clean = |core: &mut Core| {
+        core.step(
+            Msg::Exited {
+                agent: "a".into(),
+                pid: Some(100),
+                status: Some(0),
+                signal: None,
+                screen: None,
+            },
+            t0 + Duration::from_secs(9),
+        )
+    };
+    let mut c = running(
+        "{ name: a, role: WORKER, restart: { policy: on-failure } }",
+        t0,
+    );
+    assert_eq!(respawns(&clean(&mut c)), 0);
+    assert_eq!(c.agent("a").map(|a| a.state), Some(ProcState::Exited));
+    let mut c = running("{ name: a, role: WORKER, restart: { policy: always } }", t0);
+    assert_eq!(respawns(&clean(&mut c)), 1);
+    let mut c = running("{ name: a, role: WORKER, restart: { policy: never } }", t0);
+    assert_eq!(respawns(&crash(&mut c, 100, t0)), 0);
+    // A signal is a failure.
+    let mut c = running(
+        "{ name: a, role: WORKER, restart: { policy: on-failure } }",
+        t0,
+    );
+    let fx = c.step(
+        Msg::Exited {
+            agent: "a".into(),
+            pid: Some(100),
+            status: None,
+            signal: Some(9),
+            screen: Some("bye".into()),
+        },
+        t0,
+    );
+    assert_eq!(respawns(&fx), 1);
+    let Some(Effect::Emit(ev)) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.kind, EventKind::AgentExited);
+    assert_eq!(ev.fields.get("exit_status"), Some(&serde_json::json!(137)));
+    assert_eq!(
+        ev.fields.get("last_screen"),
+        Some(&serde_json::json!("bye"))
+    );
+}
+
+#[test]
+fn one_death_reported_three_times_is_handled_once() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let t = t0 + Duration::from_secs(10);
+    assert_eq!(respawns(&crash(&mut core, 100, t)), 1);
+    assert!(crash(&mut core, 100, t).is_empty(), "hook after pidfd");
+    assert!(
+        core.step(Msg::PaneMissing { agent: "a".into() }, t)
+            .is_empty(),
+        "reconciliation while respawning"
+    );
+    core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%1".into(),
+            pid: 101,
+            adopted: false,
+        },
+        t,
+    );
+    assert!(
+        crash(&mut core, 100, t).is_empty(),
+        "a late report about the old pid"
+    );
+}
+
+#[test]
+fn stall_and_recovery() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, stall_after: 30s }", t0);
+    assert!(
+        core.step(Msg::Tick, t0 + Duration::from_secs(29))
+            .is_empty()
+    );
+    let fx = core.step(Msg::Tick, t0 + Duration::from_secs(30));
+    assert_eq!(kinds(&fx), [EventKind::AgentStalled]);
+    assert!(
+        core.step(Msg::Tick, t0 + Duration::from_secs(31))
+            .is_empty(),
+        "reported once"
+    );
+    let fx = core.step(
+        Msg::Output { agent: "a".into() },
+        t0 + Duration::from_secs(40),
+    );
+    assert_eq!(kinds(&fx), [EventKind::AgentRecovered]);
+    assert_eq!(core.agent("a").map(|a| a.state), Some(ProcState::Running));
+    // Waiting for a human is not a stall.
+    core.step(
+        Msg::Waiting {
+            agent: "a".into(),
+            waiting: true,
+        },
+        t0 + Duration::from_secs(41),
+    );
+    assert!(
+        core.step(Msg::Tick, t0 + Duration::from_secs(500))
+            .is_empty()
+    );
+}
+
+#[test]
+fn stop_is_final_until_start_and_restart_is_not_a_crash() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, restart: { policy: always } }", t0);
+    let fx = core.step(Msg::Command(Command::Stop("a".into())), t0);
+    assert_eq!(
+        fx[0],
+        Effect::Signal {
+            agent: "a".into(),
+            kill: false
+        }
+    );
+    let Effect::Arm {
+        timer: grace @ Timer::Grace { .. },
+        after,
+    } = fx[1].clone()
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(after, STOP_GRACE);
+    // Still alive after the grace period: kill it.
+    assert_eq!(
+        core.step(Msg::Timer(grace), t0 + STOP_GRACE),
+        [Effect::Signal {
+            agent: "a".into(),
+            kill: true
+        }]
+    );
+    let fx = core.step(
+        Msg::Exited {
+            agent: "a".into(),
+            pid: Some(100),
+            status: None,
+            signal: Some(15),
+            screen: None,
+        },
+        t0,
+    );
+    assert_eq!(
+        kinds(&fx),
+        [EventKind::AgentExited, EventKind::AgentStopped]
+    );
+    assert_eq!(
+        respawns(&fx),
+        0,
+        "policy always does not override a human's stop"
+    );
+    let fx = core.step(Msg::Command(Command::Start("a".into())), t0);
+    assert_eq!(respawns(&fx), 1);
+
+    let mut core = running(SPEC, t0);
+    core.step(Msg::Command(Command::Restart("a".into())), t0);
+    let fx = crash(&mut core, 100, t0);
+    assert_eq!(respawns(&fx), 1);
+    assert_eq!(
+        core.agent("a").map(|a| (a.restarts, a.recent.len())),
+        Some((0, 0)),
+        "not counted as a crash"
+    );
+}
+
+#[test]
+fn adoption_restarts_nothing() {
+    let t0 = Instant::now();
+    let mut core = Core::new(vec![agent(SPEC)]);
+    let fx = core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%4".into(),
+            pid: 44,
+            adopted: true,
+        },
+        t0,
+    );
+    assert_eq!(kinds(&fx), [EventKind::AgentStarted]);
+    assert_eq!(respawns(&fx), 0);
+    let Some(Effect::Emit(ev)) = fx.first() else {
+        panic!()
+    };
+    assert_eq!(ev.fields.get("adopted"), Some(&serde_json::json!(true)));
+}
