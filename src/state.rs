@@ -66,3 +66,35 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Replaces `path` with `bytes` atomically: a temp file in the same folder, fsync, rename,
+/// fsync of the folder. A crash at any moment leaves the old file or the new one, never a
+/// torn or empty one. The file is mode 0600.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .context("a file to write has a parent folder")?;
+    let name = path
+        .file_name()
+        .context("a file to write has a name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}

@@ -3,9 +3,11 @@
 //! Arguments and the layout are parsed first and cheaply; tmux is only run by commands
 //! that need it, so `--help`, `layout validate` and `layout list` work without tmux.
 
+mod agent;
 mod doctor;
 mod layout;
 mod status;
+mod supervise;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,6 +60,38 @@ enum Command {
     },
     /// Check tmux, git, the state dir and the socket
     Doctor,
+    /// Run the supervisor headless: events as JSON lines on stdout until SIGINT/SIGTERM
+    Supervise,
+    /// Restart an agent (a human's restart: no backoff, not counted as a crash)
+    Restart { agent: String },
+    /// Stop an agent; it stays stopped until `orch start`
+    Stop { agent: String },
+    /// Start a stopped, exited or fatal agent
+    Start { agent: String },
+    /// The event journal
+    Events {
+        /// Keep printing new events as they come
+        #[arg(long, short)]
+        follow: bool,
+        /// Print the JSON lines as stored
+        #[arg(long)]
+        json: bool,
+    },
+    /// Called by tmux hooks to reach the supervisor
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hook {
+    PaneDied {
+        #[arg(long)]
+        session: String,
+        pane: String,
+    },
 }
 
 /// An error that is the user's input, not a failure of the operation: exit code 2.
@@ -85,6 +119,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Layout { command } => layout::run(&ctx, command),
         Command::Status { json } => status::run(&ctx, json),
         Command::Doctor => doctor::run(&ctx),
+        Command::Supervise => supervise::run_supervise(&ctx),
+        Command::Restart { agent } => agent::run(&ctx, agent::Action::Restart, &agent),
+        Command::Stop { agent } => agent::run(&ctx, agent::Action::Stop, &agent),
+        Command::Start { agent } => agent::run(&ctx, agent::Action::Start, &agent),
+        Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
+        Command::Hook {
+            hook: Hook::PaneDied { session, pane },
+        } => supervise::run_hook(&ctx, &session, &pane),
     }
 }
 

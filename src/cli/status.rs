@@ -7,11 +7,21 @@ use anyhow::Result;
 use super::{Context, out};
 use crate::layout::Size;
 use crate::session::{self, StatusReport};
+use crate::supervisor::control::{Request, request};
+use crate::supervisor::store::supervisor_pid;
 
 pub(super) fn run(ctx: &Context, json: bool) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let tmux = ctx.tmux();
-    let report = session::status(&layout, &tmux)?;
+    let dir = ctx.state()?.root().join(layout.session.as_str());
+    let supervisor = match supervisor_pid(&dir) {
+        Some(pid) => request(&dir, &Request::Status)
+            .ok()
+            .flatten()
+            .map(|r| (pid, r.agents)),
+        None => None,
+    };
+    let report = session::status(&layout, &tmux, supervisor)?;
     if json {
         out!("{}", serde_json::to_string(&report)?)?;
     } else {

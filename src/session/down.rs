@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::layout::{Layout, StopSignal};
 use crate::monitor::resources::ProcessTable;
 use crate::process::{Sig, alive, signal};
-use crate::tmux::Tmux;
+use crate::tmux::{Pane, Tmux};
 
 /// How often to look whether the stopped processes are gone.
 const POLL: Duration = Duration::from_millis(25);
@@ -32,31 +32,45 @@ pub fn down(layout: &Layout, tmux: &Tmux, grace: Duration) -> Result<DownReport>
     if panes.is_empty() {
         return Ok(DownReport::default());
     }
+    let live: Vec<&Pane> = panes.iter().filter(|p| !p.dead).collect();
+    let killed = stop_panes(layout, &live, grace)?;
+    tmux.kill_session(session)
+        .with_context(|| format!("killing tmux session {session}"))?;
+    tracing::info!(session, panes = live.len(), killed = ?killed, "layout down");
+    Ok(DownReport {
+        was_running: true,
+        panes: live.len(),
+        killed,
+    })
+}
+
+/// Stops the process trees of `panes`: the polite signal (the agent profile's; SIGHUP,
+/// like a closing terminal, for panes orch did not make), up to `grace` for them to end,
+/// then SIGKILL. Returns the agents (or pane ids) that had to be killed.
+pub(crate) fn stop_panes(layout: &Layout, panes: &[&Pane], grace: Duration) -> Result<Vec<String>> {
     let table = ProcessTable::read()?;
-    // (label, pids) per live pane.
+    // (label, pids) per pane.
     let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
-    for pane in panes.iter().filter(|p| !p.dead) {
+    for pane in panes {
         let Some(pid) = pane.pid else { continue };
         let agent = pane
             .agent
             .as_deref()
             .and_then(|name| layout.agents.iter().find(|a| a.name.as_str() == name));
-        // A pane orch did not make is treated like a terminal being closed.
         let stop = agent.map_or(StopSignal::Hangup, |a| a.profile.stop_signal());
         let pids = table.tree(pid);
         for &p in &pids {
             signal(p, Sig::Stop(stop));
         }
-        let label = pane.agent.clone().unwrap_or_else(|| pane.id.clone());
-        groups.push((label, pids));
+        groups.push((pane.agent.clone().unwrap_or_else(|| pane.id.clone()), pids));
     }
-
+    let any_alive = |groups: &[(String, Vec<u32>)]| {
+        groups
+            .iter()
+            .any(|(_, pids)| pids.iter().any(|&p| alive(p)))
+    };
     let deadline = Instant::now() + grace;
-    while groups
-        .iter()
-        .any(|(_, pids)| pids.iter().any(|&p| alive(p)))
-        && Instant::now() < deadline
-    {
+    while any_alive(&groups) && Instant::now() < deadline {
         std::thread::sleep(POLL);
     }
     let mut killed = BTreeSet::new();
@@ -67,19 +81,8 @@ pub fn down(layout: &Layout, tmux: &Tmux, grace: Duration) -> Result<DownReport>
         }
     }
     let kill_deadline = Instant::now() + Duration::from_secs(2);
-    while groups
-        .iter()
-        .any(|(_, pids)| pids.iter().any(|&p| alive(p)))
-        && Instant::now() < kill_deadline
-    {
+    while any_alive(&groups) && Instant::now() < kill_deadline {
         std::thread::sleep(POLL);
     }
-    tmux.kill_session(session)
-        .with_context(|| format!("killing tmux session {session}"))?;
-    tracing::info!(session, panes = groups.len(), killed = ?killed, "layout down");
-    Ok(DownReport {
-        was_running: true,
-        panes: groups.len(),
-        killed: killed.into_iter().collect(),
-    })
+    Ok(killed.into_iter().collect())
 }

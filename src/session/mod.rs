@@ -3,13 +3,16 @@
 //! The decisions are pure functions of the layout and of what tmux reports (`plan_up`,
 //! `agent_state`); the functions around them do the I/O through the `tmux` module.
 
+pub mod agent;
 mod down;
 mod status;
 mod up;
 
+pub(crate) use down::stop_panes;
 pub use down::{DownReport, down};
 pub use status::{AgentStatus, StatusReport, SupervisorStatus, status};
 pub use up::{UpReport, plan_up, up};
+pub(crate) use up::{agent_cwd, pane_spec};
 
 use crate::tmux::Pane;
 

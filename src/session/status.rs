@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::layout::Layout;
 use crate::monitor::resources::ProcessTable;
+use crate::supervisor::control::AgentReport;
 use crate::tmux::{Pane, Tmux};
 
 use super::{NotRunning, agent_panes};
@@ -41,29 +42,20 @@ pub struct AgentStatus {
     pub last_output_secs_ago: Option<f64>,
 }
 
-/// Process state of an agent, as far as it can be seen without a supervisor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentState {
-    Running,
-    /// The pane's process ended; the pane is kept (remain-on-exit) for inspection.
-    Exited,
-    /// The layout names the agent but it has no pane.
-    Stopped,
-}
+/// Process states (SPEC §2). Without a supervisor only running, exited (the pane is kept
+/// for inspection) and stopped (no pane) can be seen.
+pub use crate::supervisor::core::ProcState as AgentState;
 
-impl AgentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentState::Running => "running",
-            AgentState::Exited => "exited",
-            AgentState::Stopped => "stopped",
-        }
-    }
-}
+/// What a running supervisor knows beyond tmux: its pid and, per agent, the supervised
+/// state, restart count and output times.
+pub type SupervisorView = (u32, Vec<AgentReport>);
 
 /// Reads the state of every agent of the layout's session.
-pub fn status(layout: &Layout, tmux: &Tmux) -> anyhow::Result<StatusReport> {
+pub fn status(
+    layout: &Layout,
+    tmux: &Tmux,
+    supervisor: Option<SupervisorView>,
+) -> anyhow::Result<StatusReport> {
     let session = layout.session.as_str();
     let panes = tmux.list_panes()?;
     if !panes.iter().any(|p| p.session == session) {
@@ -74,7 +66,27 @@ pub fn status(layout: &Layout, tmux: &Tmux) -> anyhow::Result<StatusReport> {
         .into());
     }
     let table = ProcessTable::read()?;
-    Ok(report(layout, &panes, &table))
+    let mut report = report(layout, &panes, &table);
+    if let Some((pid, agents)) = supervisor {
+        report.supervisor = SupervisorStatus {
+            running: true,
+            pid: Some(pid),
+        };
+        for a in &mut report.agents {
+            if let Some(view) = agents.iter().find(|v| v.name == a.name) {
+                a.restarts = view.restarts;
+                a.last_output_secs_ago =
+                    view.last_output_secs_ago.map(|s| (s * 10.0).round() / 10.0);
+                // The supervisor knows states tmux cannot show: backoff, fatal, stalled...
+                if let Ok(state) =
+                    serde_json::from_value(serde_json::Value::String(view.state.clone()))
+                {
+                    a.state = state;
+                }
+            }
+        }
+    }
+    Ok(report)
 }
 
 fn report(layout: &Layout, panes: &[Pane], table: &ProcessTable) -> StatusReport {

@@ -93,30 +93,11 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
         cwds.push(agent_cwd(layout, agent, state, &mut notes)?);
     }
 
-    let socket = tmux.socket_name();
-    let state_root = state.root().to_string_lossy().into_owned();
     let specs: Vec<PaneSpec<'_>> = plan
         .missing
         .iter()
         .zip(&cwds)
-        .map(|(&i, cwd)| {
-            let agent = &layout.agents[i];
-            let mut env = vec![
-                ("ORCH_SESSION".to_owned(), session.to_owned()),
-                ("ORCH_AGENT".to_owned(), agent.name.to_string()),
-                ("ORCH_ROLE".to_owned(), agent.role.to_string()),
-                ("ORCH_SOCKET".to_owned(), socket.clone()),
-                ("ORCH_STATE_DIR".to_owned(), state_root.clone()),
-            ];
-            env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-            PaneSpec {
-                agent: agent.name.as_str(),
-                role: agent.role.as_str(),
-                cwd,
-                env,
-                command: agent.command.as_deref(),
-            }
-        })
+        .map(|(&i, cwd)| pane_spec(layout, &layout.agents[i], cwd, tmux, state))
         .collect();
 
     let history_limit = layout.snapshot.scrollback_lines;
@@ -152,8 +133,37 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
     })
 }
 
+/// How an agent's pane is started: its cwd, command, and the ORCH_* variables of SPEC §4
+/// plus the agent's own `env`.
+pub(crate) fn pane_spec<'a>(
+    layout: &'a Layout,
+    agent: &'a Agent,
+    cwd: &'a std::path::Path,
+    tmux: &Tmux,
+    state: &StateDir,
+) -> PaneSpec<'a> {
+    let mut env = vec![
+        ("ORCH_SESSION".to_owned(), layout.session.to_string()),
+        ("ORCH_AGENT".to_owned(), agent.name.to_string()),
+        ("ORCH_ROLE".to_owned(), agent.role.to_string()),
+        ("ORCH_SOCKET".to_owned(), tmux.socket_name()),
+        (
+            "ORCH_STATE_DIR".to_owned(),
+            state.root().to_string_lossy().into_owned(),
+        ),
+    ];
+    env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    PaneSpec {
+        agent: agent.name.as_str(),
+        role: agent.role.as_str(),
+        cwd,
+        env,
+        command: agent.command.as_deref(),
+    }
+}
+
 /// The directory an agent's pane starts in, making its git worktree first if it has one.
-fn agent_cwd(
+pub(crate) fn agent_cwd(
     layout: &Layout,
     agent: &Agent,
     state: &StateDir,

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    SessionUp,
     SupervisorStarted,
     SupervisorStopped,
     AgentStarted,

@@ -1,5 +1,12 @@
 //! The supervisor: one per session, it watches every agent and applies the layout's
-//! policies. `core` decides (pure); the shell around it observes and acts.
+//! policies. `core` decides (pure); `run` observes tmux and the processes, feeds `core`,
+//! and carries out its effects.
 
+pub mod control;
 pub mod core;
+mod deaths;
 pub mod event;
+mod run;
+pub mod store;
+
+pub use run::{SuperviseOptions, supervise};

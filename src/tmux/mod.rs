@@ -13,8 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    KillSession, KillWindow, ListPanes, NewSession, NewWindow, SelectLayout, SelectPane, SetOption,
-    SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, NewSession, NewWindow,
+    RespawnPane, SelectLayout, SelectPane, SetHook, SetOption, SplitWindow, SwitchClient,
+    TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -269,6 +270,56 @@ impl Tmux {
         Ok(ids)
     }
 
+    /// Starts a pane's command again (`respawn-pane -k`, which also works while tmux has
+    /// not yet noticed the old process died) and returns the new process id. Pane options
+    /// (`@orch_agent`) and history survive a respawn.
+    pub fn respawn_pane(&self, pane: &str, spec: &PaneSpec<'_>) -> Result<u32, TmuxError> {
+        let mut respawn = RespawnPane::new()
+            .kill()
+            .target_pane(pane.to_owned())
+            .start_directory(spec.cwd.to_string_lossy().into_owned())
+            .build();
+        push_env_and_command(&mut respawn, spec);
+        let pid = DisplayMessage::new()
+            .print()
+            .target_pane(pane.to_owned())
+            .message("#{pane_pid}")
+            .build();
+        let out = self.run(vec![respawn, pid])?;
+        out.trim().parse().map_err(|_| TmuxError::Failed {
+            command: "respawn-pane".into(),
+            message: format!("expected the new pane pid, tmux printed {out:?}"),
+        })
+    }
+
+    /// The visible screen of a pane as text (what a person sees in it now).
+    pub fn capture_screen(&self, pane: &str) -> Result<String, TmuxError> {
+        self.run(vec![
+            CapturePane::new()
+                .stdout()
+                .join()
+                .target_pane(pane.to_owned())
+                .build(),
+        ])
+    }
+
+    /// Runs `command` (a tmux command, format-expanded) whenever a pane of `session` dies.
+    pub fn set_pane_died_hook(&self, session: &str, command: &str) -> Result<(), TmuxError> {
+        let hook = SetHook::new()
+            .target_session(format!("={session}:"))
+            .hook_name("pane-died")
+            .command(command.to_owned());
+        self.run(vec![hook.build()]).map(drop)
+    }
+
+    pub fn unset_pane_died_hook(&self, session: &str) -> Result<(), TmuxError> {
+        let hook = SetHook::new()
+            .unset()
+            .target_session(format!("={session}:"))
+            .hook_name("pane-died");
+        self.run(vec![hook.build()]).map(drop)
+    }
+
     /// Kills a session and everything in it.
     pub fn kill_session(&self, session: &str) -> Result<(), TmuxError> {
         self.run(vec![
@@ -281,7 +332,7 @@ impl Tmux {
 
     /// Facts about the server, or `None` when none is running on this socket.
     pub fn server_info(&self) -> Result<Option<ServerInfo>, TmuxError> {
-        let cmd = tmux_interface::DisplayMessage::new()
+        let cmd = DisplayMessage::new()
             .print()
             .message("#{socket_path}\t#{pid}\t#{version}")
             .build();

@@ -31,6 +31,18 @@ pub enum ProcState {
 }
 
 impl ProcState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Starting => "starting",
+            ProcState::Running => "running",
+            ProcState::Stalled => "stalled",
+            ProcState::Exited => "exited",
+            ProcState::Backoff => "backoff",
+            ProcState::Fatal => "fatal",
+            ProcState::Stopped => "stopped",
+        }
+    }
+
     fn is_live(self) -> bool {
         matches!(
             self,

@@ -72,8 +72,7 @@ fn backoff_doubles_from_initial_up_to_max_after_an_immediate_first_restart() {
     let mut core = running(SPEC, t0);
     let mut now = t0 + Duration::from_secs(10); // a stable run first
     let mut delays = Vec::new();
-    let mut pid = 100;
-    for _ in 0..5 {
+    for pid in 100..105 {
         let fx = crash(&mut core, pid, now);
         match armed_restart(&fx) {
             None => {
@@ -89,18 +88,17 @@ fn backoff_doubles_from_initial_up_to_max_after_an_immediate_first_restart() {
                 assert_eq!(respawns(&fx), 1);
             }
         }
-        pid += 1;
         let fx = core.step(
             Msg::Started {
                 agent: "a".into(),
                 pane: "%1".into(),
-                pid,
+                pid: pid + 1,
                 adopted: false,
             },
             now,
         );
         assert_eq!(kinds(&fx), [EventKind::AgentRestarted]);
-        now += Duration::from_millis(100); // crashes again quickly
+        now += Duration::from_millis(100); // crashes again quickly (the next pid is pid + 1)
     }
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
     assert_eq!(ms, [0, 500, 1000, 2000, 4000]);

@@ -1,0 +1,128 @@
+//! `orch supervise`, `orch events`, and the hidden `orch hook` the tmux hook runs.
+
+use std::io::{Read, Seek};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use super::{Context, out};
+use crate::supervisor::control::{Request, request};
+use crate::supervisor::store::JOURNAL_FILE;
+use crate::supervisor::{SuperviseOptions, supervise};
+
+pub(super) fn run_supervise(ctx: &Context) -> Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let _log = ctx.log_to(&layout)?;
+    let exe = std::env::current_exe().context("finding the orch binary for the tmux hook")?;
+    supervise(
+        layout,
+        ctx.tmux(),
+        ctx.state()?,
+        SuperviseOptions { exe },
+        Box::new(std::io::stdout()),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run_hook(ctx: &Context, session: &str, pane: &str) -> Result<ExitCode> {
+    // Runs inside tmux's run-shell: never fail loudly, the reconciliation tick is the
+    // safety net anyway.
+    let dir = ctx.state()?.root().join(session);
+    let _ = request(
+        &dir,
+        &Request::PaneDied {
+            pane: pane.to_owned(),
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<ExitCode> {
+    let layout = ctx.layout()?;
+    let path = ctx
+        .state()?
+        .root()
+        .join(layout.session.as_str())
+        .join(JOURNAL_FILE);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && follow => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out!(
+                "no events yet for session {} (they appear once `orch supervise` runs)",
+                layout.session
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut pending = String::new();
+    let mut offset = 0u64;
+    loop {
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        if let Some(f) = file.as_mut() {
+            // A rotated journal starts over.
+            if f.metadata().map(|m| m.len()).unwrap_or(0) < offset {
+                offset = 0;
+            }
+            f.seek(std::io::SeekFrom::Start(offset))?;
+            let mut chunk = String::new();
+            offset += f.read_to_string(&mut chunk)? as u64;
+            pending.push_str(&chunk);
+            while let Some(i) = pending.find('\n') {
+                let line: String = pending.drain(..=i).collect();
+                print_event(line.trim_end(), json)?;
+            }
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if let (Some(_), Ok(meta)) = (file.as_ref(), std::fs::metadata(&path))
+            && meta.len() < offset
+        {
+            file = std::fs::File::open(&path).ok();
+            offset = 0;
+        }
+    }
+}
+
+fn print_event(line: &str, json: bool) -> std::io::Result<()> {
+    if json {
+        return out!("{line}");
+    }
+    let Ok(serde_json::Value::Object(mut ev)) = serde_json::from_str::<serde_json::Value>(line)
+    else {
+        return out!("{line}");
+    };
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let ts = text(ev.remove("ts"));
+    let kind = text(ev.remove("kind"));
+    let agent = text(ev.remove("agent"));
+    let screen = ev.remove("last_screen");
+    let rest: Vec<String> = ev
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", text(Some(v))))
+        .collect();
+    out!("{ts}  {kind:<18} {agent:<12} {}", rest.join(" "))?;
+    if let Some(serde_json::Value::String(screen)) = screen {
+        for l in screen
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            out!("    | {l}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,578 @@
+//! The imperative shell around the supervisor core: observes tmux and the agents'
+//! processes, turns what it sees into `Msg`s, and carries out the core's `Effect`s.
+//!
+//! Three paths notice a death, fastest first: a pidfd per agent process (readable ~0.25 ms
+//! after the process dies), tmux's `pane-died` hook reaching the control socket through
+//! `run-shell -b`, and a reconciliation of all panes with ONE `list-panes -a` per
+//! `monitor.tick`. The core counts each death once, whichever path reports it first.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::control::{AgentReport, Reply, Request};
+use super::core::{Command, Core, Effect, Msg, Timer};
+use super::deaths::DeathWatch;
+use super::event::{Event, EventKind};
+use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
+use crate::layout::Layout;
+use crate::monitor::resources::ProcessTable;
+use crate::process::{Sig, signal};
+use crate::session;
+use crate::state::StateDir;
+use crate::tmux::{Pane, Tmux};
+
+/// How often old journal lines are rotated away.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30 * 60);
+const JOURNAL_MAX_BYTES: u64 = 16 << 20;
+
+pub struct SuperviseOptions {
+    /// The orch binary, which the tmux `pane-died` hook runs to reach the control socket.
+    pub exe: PathBuf,
+}
+
+/// Runs the supervisor until SIGINT or SIGTERM, printing events as JSON lines to `out`.
+/// Agents keep running when it stops.
+pub fn supervise(
+    layout: Layout,
+    tmux: Tmux,
+    state: StateDir,
+    opts: SuperviseOptions,
+    out: Box<dyn Write>,
+) -> Result<()> {
+    let session = layout.session.to_string();
+    let dir = state.session_dir(&session)?;
+    let lock = Lock::acquire(&dir, &session)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let result = runtime.block_on(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let journal = Journal::open(&dir)?;
+        let core = Core::new(layout.agents.clone());
+        let gone = tx.clone();
+        let deaths = DeathWatch::start(move |agent, pid| {
+            let _ = gone.send(Input::Gone { agent, pid });
+        })
+        .context("starting the death watch")?;
+        let mut shell = Shell {
+            core,
+            layout,
+            tmux,
+            state,
+            dir,
+            journal,
+            out,
+            timers: Vec::new(),
+            tx,
+            deaths,
+            just_created: Vec::new(),
+        };
+        shell.run(rx, &opts).await
+    });
+    drop(lock);
+    result
+}
+
+enum Input {
+    /// A watched process ended (its pidfd became readable).
+    Gone { agent: String, pid: u32 },
+    Control {
+        req: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+}
+
+struct Shell {
+    core: Core,
+    layout: Layout,
+    tmux: Tmux,
+    state: StateDir,
+    dir: PathBuf,
+    journal: Journal,
+    out: Box<dyn Write>,
+    timers: Vec<(Instant, Timer)>,
+    tx: mpsc::UnboundedSender<Input>,
+    deaths: DeathWatch,
+    just_created: Vec<String>,
+}
+
+impl Shell {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        opts: &SuperviseOptions,
+    ) -> Result<()> {
+        let session = self.layout.session.to_string();
+        self.emit(
+            Event::new(EventKind::SupervisorStarted, None)
+                .with("pid", std::process::id())
+                .with("session", session.as_str()),
+        )?;
+
+        let report = session::up(&self.layout, &self.tmux, &self.state)?;
+        self.just_created = report.created.iter().map(|(a, _)| a.clone()).collect();
+        if !report.created.is_empty() {
+            let names: Vec<&str> = report.created.iter().map(|(a, _)| a.as_str()).collect();
+            self.emit(Event::new(EventKind::SessionUp, None).with("created", names))?;
+        }
+        // Listen and hook in before adopting anything, so no death goes unreported; what
+        // arrives meanwhile waits in the channel.
+        let listener = bind_control_socket(&self.dir.join(CONTROL_SOCKET))?;
+        tokio::spawn(serve_control(listener, self.tx.clone()));
+        let hook = hook_command(&opts.exe, &self.tmux, self.state.root(), &session);
+        if let Err(e) = self.tmux.set_pane_died_hook(&session, &hook) {
+            tracing::warn!("could not set the pane-died hook: {e}");
+        }
+        Counters::load(&self.dir).restore(&mut self.core, Instant::now());
+        self.reconcile(true).await?;
+        self.just_created.clear();
+
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            let next_timer = self.timers.iter().map(|(at, _)| *at).min();
+            let timer_sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                Some(input) = rx.recv() => self.input(input).await?,
+                _ = timer_sleep => {
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
+                    self.timers = later;
+                    for (_, timer) in due {
+                        self.feed(Msg::Timer(timer)).await?;
+                    }
+                }
+                _ = tick.tick() => self.reconcile(false).await?,
+                _ = maintenance.tick() => {
+                    if self.journal.rotate_if_larger(JOURNAL_MAX_BYTES)? {
+                        tracing::info!("rotated the event journal");
+                    }
+                }
+            }
+        }
+
+        let _ = self.tmux.unset_pane_died_hook(&session);
+        let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
+        Counters::capture(&self.core, Instant::now()).save(&self.dir)?;
+        self.emit(
+            Event::new(EventKind::SupervisorStopped, None).with("agents_left_running", true),
+        )?;
+        Ok(())
+    }
+
+    async fn input(&mut self, input: Input) -> Result<()> {
+        match input {
+            Input::Gone { agent, pid } => {
+                let (status, signal, screen) = self.death_details(&agent, pid).await;
+                self.feed(Msg::Exited {
+                    agent,
+                    pid: Some(pid),
+                    status,
+                    signal,
+                    screen,
+                })
+                .await
+            }
+            Input::Control { req, reply } => {
+                let answer = self.control(req).await;
+                let _ = reply.send(answer);
+                Ok(())
+            }
+        }
+    }
+
+    async fn control(&mut self, req: Request) -> Reply {
+        let command = match req {
+            Request::PaneDied { .. } => {
+                return match self.reconcile(false).await {
+                    Ok(()) => Reply {
+                        ok: true,
+                        ..Reply::default()
+                    },
+                    Err(e) => Reply {
+                        ok: false,
+                        error: Some(format!("{e:#}")),
+                        ..Reply::default()
+                    },
+                };
+            }
+            Request::Status => {
+                return Reply {
+                    ok: true,
+                    agents: self.report(),
+                    ..Reply::default()
+                };
+            }
+            Request::Restart { agent } => Command::Restart(agent),
+            Request::Stop { agent } => Command::Stop(agent),
+            Request::Start { agent } => Command::Start(agent),
+        };
+        let name = match &command {
+            Command::Restart(a) | Command::Stop(a) | Command::Start(a) => a.clone(),
+        };
+        if self.core.agent(&name).is_none() {
+            return Reply {
+                ok: false,
+                error: Some(unknown_agent(&name, &self.layout)),
+                ..Reply::default()
+            };
+        }
+        match self.feed(Msg::Command(command)).await {
+            Ok(()) => Reply {
+                ok: true,
+                ..Reply::default()
+            },
+            Err(e) => Reply {
+                ok: false,
+                error: Some(format!("{e:#}")),
+                ..Reply::default()
+            },
+        }
+    }
+
+    fn report(&self) -> Vec<AgentReport> {
+        let now = Instant::now();
+        self.core
+            .agents
+            .iter()
+            .map(|a| AgentReport {
+                name: a.name().to_owned(),
+                state: a.state.as_str().to_owned(),
+                restarts: a.restarts,
+                last_output_secs_ago: a
+                    .last_output
+                    .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                activity: "unknown".to_owned(),
+            })
+            .collect()
+    }
+
+    /// Exit status, signal and last screen of a dead agent. The status comes from the
+    /// zombie's /proc entry if tmux has not reaped it yet, else from tmux, which learns it
+    /// a moment after the pidfd fires (and, on tmux 3.3a, sometimes never).
+    async fn death_details(
+        &mut self,
+        agent: &str,
+        pid: u32,
+    ) -> (Option<i32>, Option<i32>, Option<String>) {
+        let mut from_proc = zombie_exit(pid);
+        let pane_id = self.core.agent(agent).and_then(|a| a.pane.clone());
+        let mut found: Option<Pane> = None;
+        if from_proc.is_none() {
+            for _ in 0..8 {
+                let panes = self.tmux.list_panes().unwrap_or_default();
+                found = panes.into_iter().find(|p| Some(&p.id) == pane_id.as_ref());
+                if found
+                    .as_ref()
+                    .is_none_or(|p| p.dead && (p.dead_status.is_some() || p.dead_signal.is_some()))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            from_proc = found
+                .as_ref()
+                .filter(|p| p.dead)
+                .map(|p| (p.dead_status, p.dead_signal));
+        }
+        let screen = pane_id
+            .as_deref()
+            .and_then(|p| self.tmux.capture_screen(p).ok())
+            .map(|s| tidy_screen(&s));
+        let (status, signal) = from_proc.unwrap_or((None, None));
+        (status, signal, screen)
+    }
+
+    /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
+    async fn reconcile(&mut self, startup: bool) -> Result<()> {
+        let panes = self.tmux.list_panes().context("listing panes")?;
+        let session = self.layout.session.to_string();
+        let names: Vec<String> = self
+            .core
+            .agents
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect();
+        for name in names {
+            let pane = panes
+                .iter()
+                .find(|p| p.session == session && p.agent.as_deref() == Some(name.as_str()));
+            let known_pid = self.core.agent(&name).and_then(|a| a.pid);
+            match pane {
+                None => self.feed(Msg::PaneMissing { agent: name }).await?,
+                Some(p) if p.dead => {
+                    if startup && let Some(pid) = p.pid {
+                        // Found dead when the supervisor starts: its death is news to us.
+                        self.feed(Msg::Started {
+                            agent: name.clone(),
+                            pane: p.id.clone(),
+                            pid,
+                            adopted: true,
+                        })
+                        .await?;
+                    }
+                    let screen = self
+                        .tmux
+                        .capture_screen(&p.id)
+                        .ok()
+                        .map(|s| tidy_screen(&s));
+                    let msg = Msg::Exited {
+                        agent: name,
+                        pid: p.pid,
+                        status: p.dead_status,
+                        signal: p.dead_signal,
+                        screen,
+                    };
+                    self.feed(msg).await?;
+                }
+                Some(p) => {
+                    if let Some(pid) = p.pid
+                        && known_pid != Some(pid)
+                    {
+                        self.watch(&name, pid);
+                        // Panes this supervisor just made are started, not adopted.
+                        let adopted = !self.just_created.contains(&name);
+                        self.feed(Msg::Started {
+                            agent: name,
+                            pane: p.id.clone(),
+                            pid,
+                            adopted,
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
+        self.feed(Msg::Tick).await
+    }
+
+    /// Runs the core on `msg` and carries out its effects, and those of the messages the
+    /// effects produce (a respawn reports the new process).
+    async fn feed(&mut self, msg: Msg) -> Result<()> {
+        let mut msgs = VecDeque::from([msg]);
+        while let Some(msg) = msgs.pop_front() {
+            let now = Instant::now();
+            for effect in self.core.step(msg, now) {
+                match effect {
+                    Effect::Emit(ev) => self.emit(ev)?,
+                    Effect::Arm { timer, after } => self.timers.push((now + after, timer)),
+                    Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
+                    Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
+                    Effect::Respawn { agent } => match self.respawn(&agent) {
+                        Ok((pane, pid)) => msgs.push_back(Msg::Started {
+                            agent,
+                            pane,
+                            pid,
+                            adopted: false,
+                        }),
+                        Err(e) => self.emit(
+                            Event::new(EventKind::Escalated, Some(&agent))
+                                .with("reason", format!("could not restart {agent}: {e:#}")),
+                        )?,
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn respawn(&mut self, agent: &str) -> Result<(String, u32)> {
+        let spec = self
+            .layout
+            .agents
+            .iter()
+            .find(|a| a.name.as_str() == agent)
+            .with_context(|| format!("agent {agent} is not in the layout"))?;
+        let pane = self.core.agent(agent).and_then(|a| a.pane.clone());
+        let (pane, pid) = match pane {
+            Some(pane) => {
+                let mut notes = Vec::new();
+                let cwd = session::agent_cwd(&self.layout, spec, &self.state, &mut notes)?;
+                let pane_spec =
+                    session::pane_spec(&self.layout, spec, &cwd, &self.tmux, &self.state);
+                let pid = self.tmux.respawn_pane(&pane, &pane_spec)?;
+                (pane, pid)
+            }
+            None => {
+                // Its pane is gone: `layout up` makes the missing panes.
+                session::up(&self.layout, &self.tmux, &self.state)?;
+                let panes = self.tmux.list_panes()?;
+                let p = panes
+                    .into_iter()
+                    .find(|p| {
+                        p.session == self.layout.session.as_str()
+                            && p.agent.as_deref() == Some(agent)
+                    })
+                    .with_context(|| format!("layout up made no pane for {agent}"))?;
+                let pid = p.pid.context("tmux reported no pid for the new pane")?;
+                (p.id, pid)
+            }
+        };
+        self.watch(agent, pid);
+        Ok((pane, pid))
+    }
+
+    fn signal(&mut self, agent: &str, kill: bool) -> Result<()> {
+        let Some(a) = self.core.agent(agent) else {
+            return Ok(());
+        };
+        let Some(pid) = a.pid else { return Ok(()) };
+        let sig = if kill {
+            Sig::Kill
+        } else {
+            Sig::Stop(a.spec.profile.stop_signal())
+        };
+        let table = ProcessTable::read()?;
+        for p in table.tree(pid) {
+            signal(p, sig);
+        }
+        Ok(())
+    }
+
+    /// Watches `pid`: its death becomes an `Input::Gone` at once.
+    fn watch(&self, agent: &str, pid: u32) {
+        self.deaths.watch(agent, pid);
+    }
+
+    fn emit(&mut self, event: Event) -> Result<()> {
+        let line = self.journal.append(&event, SystemTime::now())?;
+        // stdout may be closed (a pipe whose reader left): the journal still has it.
+        let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        Ok(())
+    }
+}
+
+/// Exit status and signal of a zombie, read from /proc (field 52, exit_code, in wait(2)
+/// encoding), while its parent has not collected it yet.
+fn zombie_exit(pid: u32) -> Option<(Option<i32>, Option<i32>)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    let code: i32 = fields.get(49)?.parse().ok()?;
+    let signal = code & 0x7f;
+    Some(if signal == 0 {
+        (Some((code >> 8) & 0xff), None)
+    } else {
+        (None, Some(signal))
+    })
+}
+
+/// The last screen without the blank rows around it.
+fn tidy_screen(screen: &str) -> String {
+    screen.trim_matches('\n').trim_end().to_owned()
+}
+
+fn unknown_agent(name: &str, layout: &Layout) -> String {
+    let names: Vec<&str> = layout.agents.iter().map(|a| a.name.as_str()).collect();
+    format!(
+        "unknown agent {name}; session {} has {}",
+        layout.session,
+        names.join(", ")
+    )
+}
+
+fn bind_control_socket(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    // We hold the session lock, so a socket file left here is a dead supervisor's.
+    let _ = std::fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Input>) {
+    let uid = rustix::process::getuid().as_raw();
+    while let Ok((stream, _)) = listener.accept().await {
+        // Only our own user may steer our agents.
+        if stream.peer_cred().map(|c| c.uid()).ok() != Some(uid) {
+            continue;
+        }
+        tokio::spawn(serve_one(stream, tx.clone()));
+    }
+}
+
+async fn serve_one(stream: UnixStream, tx: mpsc::UnboundedSender<Input>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if tx
+                .send(Input::Control {
+                    req,
+                    reply: reply_tx,
+                })
+                .is_err()
+            {
+                return;
+            }
+            reply_rx.await.unwrap_or_default()
+        }
+        Err(e) => Reply {
+            ok: false,
+            error: Some(format!("bad request: {e}")),
+            ..Reply::default()
+        },
+    };
+    if let Ok(text) = serde_json::to_string(&reply) {
+        let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+    }
+}
+
+/// The tmux command the `pane-died` hook runs. `run-shell -b` because a hook's own
+/// commands are not format-expanded, and without `-b` output would put the pane in view
+/// mode (TMUX_NOTES).
+fn hook_command(exe: &Path, tmux: &Tmux, state_root: &Path, session: &str) -> String {
+    let args = [
+        exe.to_string_lossy().into_owned(),
+        "--socket".into(),
+        tmux.socket_name(),
+        "--state-dir".into(),
+        state_root.to_string_lossy().into_owned(),
+        "hook".into(),
+        "pane-died".into(),
+        "--session".into(),
+        session.to_owned(),
+    ];
+    let shell: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let shell = format!("{} '#{{hook_pane}}'", shell.join(" "));
+    // Inside tmux double quotes, \ " and $ are special.
+    let escaped = shell
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$");
+    format!("run-shell -b \"{escaped}\"")
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}

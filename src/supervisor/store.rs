@@ -1,0 +1,201 @@
+//! What the supervisor keeps in `<state-dir>/<session>/`: the lock that makes it the only
+//! one, the event journal, and the restart counters a new supervisor takes over.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use rustix::fs::{FlockOperation, flock};
+use serde::{Deserialize, Serialize};
+
+use super::core::{Core, ProcState};
+use super::event::Event;
+
+pub const LOCK_FILE: &str = "supervisor.lock";
+pub const JOURNAL_FILE: &str = "events.jsonl";
+pub const COUNTERS_FILE: &str = "supervisor.json";
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// Held while this process supervises the session; released when dropped or killed.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another supervisor (pid {pid}) is already supervising session {session}; stop it first, or use it"
+)]
+pub struct LockHeld {
+    pub pid: u32,
+    pub session: String,
+}
+
+impl Lock {
+    /// Takes the session's supervisor lock (an flock, so a killed supervisor never leaves
+    /// a stale lock behind) and writes our pid into it.
+    pub fn acquire(dir: &Path, session: &str) -> Result<Lock> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            let pid = read_pid(&mut file).unwrap_or(0);
+            return Err(LockHeld {
+                pid,
+                session: session.to_owned(),
+            }
+            .into());
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// The pid of the running supervisor of the session in `dir`, if there is one.
+pub fn supervisor_pid(dir: &Path) -> Option<u32> {
+    let mut file = File::open(dir.join(LOCK_FILE)).ok()?;
+    if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None; // nobody holds it
+    }
+    read_pid(&mut file)
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// The append-only event journal.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> Result<Journal> {
+        let path = dir.join(JOURNAL_FILE);
+        let file = open_append(&path)?;
+        Ok(Journal { path, file })
+    }
+
+    /// Appends the event as one line (one write, so lines never interleave) and returns it.
+    pub fn append(&mut self, event: &Event, at: SystemTime) -> Result<String> {
+        let line = event.to_line(at);
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .with_context(|| format!("appending to {}", self.path.display()))?;
+        Ok(line)
+    }
+
+    /// Moves a journal larger than `max_bytes` to `events.jsonl.1` (replacing an older one)
+    /// and starts a new one.
+    pub fn rotate_if_larger(&mut self, max_bytes: u64) -> Result<bool> {
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len <= max_bytes {
+            return Ok(false);
+        }
+        let old = self.path.with_extension("jsonl.1");
+        std::fs::rename(&self.path, &old)
+            .with_context(|| format!("rotating {}", self.path.display()))?;
+        self.file = open_append(&self.path)?;
+        Ok(true)
+    }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Restart counters and decisions that must outlive the supervisor process.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub agents: BTreeMap<String, AgentCounters>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AgentCounters {
+    pub restarts: u32,
+    pub consecutive: u32,
+    /// Ages of the restarts still inside the crash-loop window, in seconds, when saved.
+    pub recent_secs_ago: Vec<f64>,
+    /// The agent is fatal or was stopped by a human: a new supervisor must not restart it.
+    pub state: Option<ProcState>,
+}
+
+impl Counters {
+    pub fn load(dir: &Path) -> Counters {
+        std::fs::read(dir.join(COUNTERS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn capture(core: &Core, now: Instant) -> Counters {
+        let agents = core
+            .agents
+            .iter()
+            .map(|a| {
+                let held =
+                    matches!(a.state, ProcState::Fatal | ProcState::Stopped).then_some(a.state);
+                let recent = a
+                    .recent
+                    .iter()
+                    .map(|&t| now.saturating_duration_since(t).as_secs_f64())
+                    .collect();
+                (
+                    a.name().to_owned(),
+                    AgentCounters {
+                        restarts: a.restarts,
+                        consecutive: a.consecutive,
+                        recent_secs_ago: recent,
+                        state: held,
+                    },
+                )
+            })
+            .collect();
+        Counters { agents }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::state::atomic_write(&dir.join(COUNTERS_FILE), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// Puts saved counters back into a fresh core.
+    pub fn restore(&self, core: &mut Core, now: Instant) {
+        for a in &mut core.agents {
+            let Some(c) = self.agents.get(a.name()) else {
+                continue;
+            };
+            a.restarts = c.restarts;
+            a.consecutive = c.consecutive;
+            a.recent = c
+                .recent_secs_ago
+                .iter()
+                .filter_map(|&s| now.checked_sub(Duration::from_secs_f64(s.max(0.0))))
+                .collect();
+            if let Some(state) = c.state {
+                a.state = state;
+            }
+        }
+    }
+}

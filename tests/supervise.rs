@@ -1,0 +1,353 @@
+//! `orch supervise` end to end: real tmux, real processes, real signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{TestEnv, alive, wait_for};
+
+/// A running `orch supervise` and the events it prints.
+struct Supervisor {
+    child: Child,
+    events: mpsc::Receiver<serde_json::Value>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Supervisor {
+    fn start(env: &TestEnv) -> Supervisor {
+        let mut child = env
+            .orch_command(&["supervise"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn supervise");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("bad event line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Supervisor {
+            child,
+            events: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next event of `kind` for `agent` (any agent if `None`).
+    fn expect(&mut self, kind: &str, agent: Option<&str>, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(ev) => {
+                    self.seen.push(ev.clone());
+                    if ev["kind"] == kind && agent.is_none_or(|a| ev["agent"] == a) {
+                        return ev;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {kind} event for {agent:?} within {timeout:?}; saw {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every event that arrives within `d`.
+    fn drain_for(&mut self, d: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(ev) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(ev.clone());
+            got.push(ev);
+        }
+        got
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, sig).expect("signal supervisor");
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const LAYOUT: &str = "session: sup
+defaults:
+  restart: { max_restarts: 3, window: 60s, min_uptime: 2s, backoff: { initial: 100ms, max: 400ms } }
+agents:
+  - { name: steady, role: BOSS, profile: claude, command: 'exec sleep 600' }
+  - { name: other, role: WORKER, profile: claude, command: 'exec sleep 600' }
+";
+
+fn kill9(pid: u32) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+}
+
+#[test]
+fn a_killed_agent_is_noticed_and_restarted() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
+    let started = sup.expect("agent_started", Some("steady"), Duration::from_secs(10));
+    let old = started["pid"].as_u64().expect("pid") as u32;
+    assert_eq!(env.pane_of("sup", "steady").pid, old);
+    let other_pid = env.pane_of("sup", "other").pid;
+
+    kill9(old);
+    let exited = sup.expect("agent_exited", Some("steady"), Duration::from_secs(5));
+    // tmux 3.3a sometimes never learns a pane's exit status; then orch says null, never a guess.
+    assert!(
+        exited["signal"] == 9 || exited["signal"].is_null(),
+        "{exited}"
+    );
+    let restarted = sup.expect("agent_restarted", Some("steady"), Duration::from_secs(5));
+    let new = restarted["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(new, old);
+    assert!(alive(new));
+    assert_eq!(
+        env.pane_of("sup", "steady").pid,
+        new,
+        "same pane, new process"
+    );
+    assert_eq!(
+        env.pane_of("sup", "other").pid,
+        other_pid,
+        "the other agent was left alone"
+    );
+
+    // The journal has the same lines.
+    let journal =
+        std::fs::read_to_string(env.state.path().join("sup/events.jsonl")).expect("journal");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains("\"kind\":\"agent_restarted\""))
+    );
+    let human = env.orch_ok(&["events"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.contains("agent_exited") && l.contains("steady")),
+        "{human}"
+    );
+}
+
+#[test]
+fn a_crash_loop_turns_fatal_after_exactly_max_restarts() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        &LAYOUT.replace("command: 'exec sleep 600' }\n  - { name: other", "command: 'exec sleep 600' }\n  - { name: crashy, role: WORKER, command: 'echo boom; sleep 0.2; exit 3' }\n  - { name: other"),
+    );
+    let mut sup = Supervisor::start(&env);
+    let fatal = sup.expect("agent_fatal", Some("crashy"), Duration::from_secs(20));
+    assert_eq!(fatal["restarts_in_window"], 3);
+    sup.expect("escalated", Some("crashy"), Duration::from_secs(1));
+    let restarts = sup
+        .seen
+        .iter()
+        .filter(|e| e["kind"] == "agent_restarted" && e["agent"] == "crashy")
+        .count();
+    assert_eq!(restarts, 3, "exactly max_restarts restarts");
+    let exits: Vec<_> = sup
+        .seen
+        .iter()
+        .filter(|e| e["kind"] == "agent_exited" && e["agent"] == "crashy")
+        .collect();
+    assert_eq!(exits.len(), 4);
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["exit_status"] == 3 || e["exit_status"].is_null())
+    );
+    // The dead pane's screen is captured before the respawn wipes it. When the pidfd beats
+    // tmux, it still shows the agent's last words; once tmux has marked the pane dead, tmux
+    // 3.3a shows only its own "Pane is dead" line there.
+    let screen_ok = |s: &str| s.contains("boom") || s.contains("Pane is dead");
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["last_screen"].as_str().is_some_and(screen_ok)),
+        "{exits:?}"
+    );
+    let later = sup.drain_for(Duration::from_millis(1500));
+    assert!(
+        !later.iter().any(|e| e["agent"] == "crashy"),
+        "nothing after fatal: {later:?}"
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&env.orch_ok(&["status", "--json"])).expect("json");
+    let crashy = status["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "crashy"))
+        .expect("crashy")
+        .clone();
+    assert_eq!(crashy["state"], "fatal");
+    assert_eq!(crashy["restarts"], 3);
+    assert_eq!(status["supervisor"]["running"], true);
+    assert_eq!(status["supervisor"]["pid"], sup.child.id());
+
+    // A human brings it back.
+    let out = env.orch_ok(&["start", "crashy"]);
+    assert_eq!(out.trim(), "crashy: start handed to the supervisor");
+    sup.expect("agent_restarted", Some("crashy"), Duration::from_secs(5));
+}
+
+#[test]
+fn a_restarted_supervisor_adopts_running_agents_and_keeps_counters() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    let steady = env.pane_of("sup", "steady").pid;
+    kill9(steady);
+    sup.expect("agent_restarted", Some("steady"), Duration::from_secs(5));
+    let pids: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
+
+    // A second supervisor is refused, naming the first.
+    let second = env.orch(&["supervise"]);
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("another supervisor (pid {})", sup.child.id())),
+        "{stderr}"
+    );
+
+    sup.signal(rustix::process::Signal::KILL);
+    let _ = sup.child.wait();
+    drop(sup);
+    let mut sup = Supervisor::start(&env);
+    for agent in ["steady", "other"] {
+        let ev = sup.expect("agent_started", Some(agent), Duration::from_secs(10));
+        assert_eq!(ev["adopted"], true);
+    }
+    let later = sup.drain_for(Duration::from_millis(1500));
+    assert!(
+        !later
+            .iter()
+            .any(|e| e["kind"] == "agent_restarted" || e["kind"] == "agent_exited"),
+        "{later:?}"
+    );
+    let now: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
+    assert_eq!(now, pids, "no agent was restarted");
+    let status: serde_json::Value =
+        serde_json::from_str(&env.orch_ok(&["status", "--json"])).expect("json");
+    let restarts: Vec<u64> = status["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| a["restarts"].as_u64().unwrap_or(99))
+        .collect();
+    assert_eq!(
+        restarts,
+        [1, 0],
+        "the restart counter survived the supervisor"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_supervisor_and_leaves_agents_running() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    let hooks = env.tmux(&["show-hooks", "-t", "=sup:", "pane-died"]);
+    assert!(
+        hooks.contains("run-shell -b") && hooks.contains("'hook' 'pane-died'"),
+        "{hooks}"
+    );
+    let pids: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
+    sup.signal(rustix::process::Signal::TERM);
+    sup.expect("supervisor_stopped", None, Duration::from_secs(5));
+    let status = sup.child.wait().expect("wait");
+    assert!(status.success());
+    assert!(pids.iter().all(|&p| alive(p)));
+    assert!(
+        !env.tmux(&["show-hooks", "-t", "=sup:", "pane-died"])
+            .contains("run-shell"),
+        "hook removed"
+    );
+    assert!(!env.state.path().join("sup/control.sock").exists());
+}
+
+#[test]
+fn stop_start_restart_through_the_supervisor() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        &LAYOUT.replace("max_restarts: 3", "max_restarts: 1"),
+    );
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+
+    assert_eq!(
+        env.orch_ok(&["stop", "steady"]).trim(),
+        "steady: stop handed to the supervisor"
+    );
+    sup.expect("agent_stopped", Some("steady"), Duration::from_secs(5));
+    let later = sup.drain_for(Duration::from_millis(800));
+    assert!(
+        !later.iter().any(|e| e["agent"] == "steady"),
+        "a stopped agent stays stopped: {later:?}"
+    );
+    assert!(env.pane_of("sup", "steady").dead);
+
+    env.orch_ok(&["start", "steady"]);
+    sup.expect("agent_restarted", Some("steady"), Duration::from_secs(5));
+    // Restarts by hand are not crashes: more of them than max_restarts never turn fatal.
+    for _ in 0..3 {
+        env.orch_ok(&["restart", "steady"]);
+        sup.expect("agent_restarted", Some("steady"), Duration::from_secs(10));
+    }
+    assert!(!sup.seen.iter().any(|e| e["kind"] == "agent_fatal"));
+
+    let out = env.orch(&["restart", "nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "orch: unknown agent nobody; session sup has steady, other"
+    );
+}
+
+#[test]
+fn stop_and_start_without_a_supervisor() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    env.orch_ok(&["layout", "up"]);
+    let old = env.pane_of("sup", "steady").pid;
+    assert_eq!(env.orch_ok(&["stop", "steady"]).trim(), "steady: stopped");
+    assert!(!alive(old));
+    wait_for("the pane to be dead", Duration::from_secs(5), || {
+        env.pane_of("sup", "steady").dead.then_some(())
+    });
+    let out = env.orch_ok(&["start", "steady"]);
+    let p = env.pane_of("sup", "steady");
+    assert!(!p.dead);
+    assert_eq!(out.trim(), format!("steady: running (pid {})", p.pid));
+    let out = env.orch_ok(&["restart", "steady"]);
+    assert_ne!(env.pane_of("sup", "steady").pid, p.pid);
+    assert!(out.starts_with("steady: running"));
+}
