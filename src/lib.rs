@@ -1,8 +1,9 @@
 //! orch: a tmux-native orchestrator for teams of AI coding agents.
 //!
 //! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
-//! `session` (bring a session up and down, report it), `monitor` (resources), `git`
-//! (agent worktrees), `process` (signals), `state` (the state dir), `cli`.
+//! `session` (bring a session up and down, report it), `monitor` (resources, memory trend,
+//! output lines and error storms), `git` (agent worktrees), `process` (signals), `state`
+//! (the state dir), `cli`.
 
 pub mod cli;
 pub mod git;
