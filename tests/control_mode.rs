@@ -208,3 +208,69 @@ async fn missing_session_or_server_is_an_error() {
         other => panic!("expected Attach, got {other}"),
     }
 }
+
+/// A consumer that stops reading during an output flood: tmux must not drop the client
+/// (`%exit too far behind`), what was dropped is reported with its last time, and output
+/// after the consumer caught up arrives as usual.
+#[tokio::test]
+async fn flood_with_a_stalled_consumer_keeps_the_client() {
+    let env = TestEnv::new();
+    let go = session_printing_hello(&env);
+    let (client, mut rx) = ControlClient::start(Some(&env.socket), SESSION)
+        .await
+        .expect("control client starts");
+    let done = env.path().join("flood-done");
+    env.tmux(&[
+        "new-window",
+        "-d",
+        "-t",
+        &format!("={SESSION}"),
+        &format!("seq 1 300000; touch '{}'; sleep 600", done.display()),
+    ]);
+    // Not reading events while the flood goes on; the runtime still runs the reader, so
+    // no blocking sleep here.
+    let flood_start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("flood done within 20 s");
+    let flood_time = flood_start.elapsed();
+
+    // Catch up until the stream is quiet.
+    let mut outputs = 0usize;
+    let mut lost_events = 0usize;
+    let mut last_flood: Option<Instant> = None;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        match event {
+            ControlEvent::Output { at, .. } => {
+                outputs += 1;
+                last_flood = Some(at);
+            }
+            ControlEvent::OutputLost { at, .. } => {
+                lost_events += 1;
+                last_flood = last_flood.max(Some(at));
+            }
+            ControlEvent::Exit { reason } => panic!("client dropped: {reason:?}"),
+            _ => {}
+        }
+    }
+    println!(
+        "flood of {flood_time:?}: {outputs} output events delivered, {} dropped, \
+         reported in {lost_events} OutputLost",
+        client.lost_outputs()
+    );
+    assert!(
+        last_flood.is_some_and(|t| t >= flood_start),
+        "the flood's output times were lost"
+    );
+    if client.lost_outputs() > 0 {
+        assert!(lost_events > 0, "drops were not reported");
+    }
+
+    std::fs::write(&go, "").expect("go file");
+    let (at, _) = wait_output(&mut rx, b"hello").await;
+    assert!(last_flood.is_some_and(|t| t <= at));
+}
