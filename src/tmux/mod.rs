@@ -6,6 +6,7 @@
 //! tmux's own command parser cannot reinterpret them (a trailing `;` ends a command).
 //! Commands are built with `tmux_interface`'s typed builders.
 
+pub mod control;
 mod panes;
 
 use std::ffi::OsString;
