@@ -1,3 +1,5 @@
-//! Watching agents: resource usage of each agent's process tree.
+//! Watching agents: resource usage of each agent's process tree, and what each agent is
+//! doing as its screen shows it.
 
+pub mod activity;
 pub mod resources;
