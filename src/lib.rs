@@ -2,8 +2,10 @@
 //!
 //! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
 //! `session` (bring a session up and down, report it), `monitor` (resources), `git`
-//! (agent worktrees), `process` (signals), `state` (the state dir), `cli`.
+//! (agent worktrees), `process` (signals), `state` (the state dir), `cli`, and `agent_sim`
+//! (the simulated agent of the demo and tests).
 
+pub mod agent_sim;
 pub mod cli;
 pub mod git;
 pub mod layout;

@@ -58,6 +58,8 @@ enum Command {
     },
     /// Check tmux, git, the state dir and the socket
     Doctor,
+    /// The simulated agent used by the demo and tests
+    AgentSim(crate::agent_sim::AgentSimArgs),
 }
 
 /// An error that is the user's input, not a failure of the operation: exit code 2.
@@ -85,6 +87,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Layout { command } => layout::run(&ctx, command),
         Command::Status { json } => status::run(&ctx, json),
         Command::Doctor => doctor::run(&ctx),
+        Command::AgentSim(args) => crate::agent_sim::run(args),
     }
 }
 

@@ -28,8 +28,8 @@
 //!   permissions?", `› 1. Yes, proceed (y)`, "Press enter to confirm or esc to cancel"
 //!   (screens quoted by AgentWorkforce/relay and muxcode tests). Idle: the composer footer
 //!   `⏎ send` and `NN% context left`.
-//! - Aider: the `Waiting for <model>` spinner (aider/waiting.py, started in
-//!   aider/coders/base_coder.py). Approvals: `io.confirm_ask`, e.g. "Create new file?
+//! - Aider: the `Waiting for <model>` spinner on the last line (aider/waiting.py, started
+//!   in aider/coders/base_coder.py). Approvals: `io.confirm_ask`, e.g. "Create new file?
 //!   (Y)es/(N)o [Yes]:" and "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]:" — only
 //!   while on the last line. Idle: the input prompt `> `, or `diff> `, `architect> `,
 //!   `ask> `, `multi> ` by mode, on the last line.
@@ -107,7 +107,9 @@ const CODEX_WAITING: &[&str] = &[
 ];
 const CODEX_IDLE: &[&str] = &[r"⏎ send", r"\d+% context left"];
 
-const AIDER_WORKING: &[&str] = &[r"Waiting for \S+"];
+// The spinner is redrawn in place and erased when the reply starts, so it counts only on
+// the bottom line.
+const AIDER_WORKING: &[&str] = &[r"Waiting for \S+\z"];
 const AIDER_WAITING: &[&str] = &[r"\(Y\)es/\(N\)o[^\n]*\z"];
 const AIDER_IDLE: &[&str] = &[r"(?m)^[a-z-]*>\z"];
 
