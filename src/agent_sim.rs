@@ -183,14 +183,14 @@ pub fn run(args: AgentSimArgs) -> Result<ExitCode> {
                 if hung {
                     continue;
                 }
+                if mode == Mode::Prompting && screens::redraws(profile) {
+                    // A TUI takes its dialog down once answered; without this the
+                    // answered dialog would stay in the screen tail and still read as
+                    // waiting. Cleared before the echo, so the echo stays visible.
+                    out.say(CLEAR_SCREEN);
+                }
                 out.say(&format!("received: {line}"));
                 if mode != Mode::Working {
-                    if mode == Mode::Prompting && screens::redraws(profile) {
-                        // A TUI takes its dialog down once answered; without this the
-                        // answered dialog would stay in the screen tail and still read
-                        // as waiting.
-                        out.say(CLEAR_SCREEN);
-                    }
                     mode = Mode::Working;
                     next_work = start.elapsed();
                 }
