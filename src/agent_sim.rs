@@ -164,7 +164,7 @@ pub fn run(args: AgentSimArgs) -> Result<ExitCode> {
             deadlines.extend(args.hang_after.map(|d| d.0));
             if mode == Mode::Working {
                 deadlines.push(next_work);
-                deadlines.extend(next_error.filter(|_| error_every.is_some()));
+                deadlines.extend(next_error);
                 deadlines.extend(prompt_at);
                 deadlines.extend(idle_at);
             }
