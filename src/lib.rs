@@ -1,10 +1,12 @@
 //! orch: a tmux-native orchestrator for teams of AI coding agents.
 //!
 //! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
-//! `session` (bring a session up and down, report it), `monitor` (resources, memory trend,
-//! output lines and error storms), `git` (agent worktrees), `process` (signals), `state`
-//! (the state dir), `cli`.
+//! `session` (bring a session up and down, report it), `supervisor` (one per session:
+//! restarts, stalls, events), `monitor` (resources, activity, memory trend, output lines and
+//! error storms), `git` (agent worktrees), `process` (signals), `state` (the state dir),
+//! `cli`, and `agent_sim` (the simulated agent of the demo and tests).
 
+pub mod agent_sim;
 pub mod cli;
 pub mod git;
 pub mod layout;

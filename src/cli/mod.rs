@@ -60,6 +60,8 @@ enum Command {
     },
     /// Check tmux, git, the state dir and the socket
     Doctor,
+    /// The simulated agent used by the demo and tests
+    AgentSim(crate::agent_sim::AgentSimArgs),
     /// Run the supervisor headless: events as JSON lines on stdout until SIGINT/SIGTERM
     Supervise,
     /// Restart an agent (a human's restart: no backoff, not counted as a crash)
@@ -127,6 +129,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hook {
             hook: Hook::PaneDied { session, pane },
         } => supervise::run_hook(&ctx, &session, &pane),
+        Command::AgentSim(args) => crate::agent_sim::run(args),
     }
 }
 
