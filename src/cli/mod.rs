@@ -150,16 +150,27 @@ impl Context {
         StateDir::resolve(self.state_dir.clone())
     }
 
+    fn layout_source(&self) -> Result<crate::layout::LayoutSource> {
+        let cwd = std::env::current_dir()?;
+        Ok(crate::layout::resolve_source(self.layout.as_deref(), &cwd)?)
+    }
+
     /// The layout named by `--layout`, with `--session` applied.
     fn layout(&self) -> Result<Layout> {
-        let cwd = std::env::current_dir()?;
-        let source = crate::layout::resolve_source(self.layout.as_deref(), &cwd)?;
+        let source = self.layout_source()?;
         let mut layout = crate::layout::load(&source)?;
-        if let Some(name) = &self.session {
-            layout.session =
-                TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
+        if let Some(name) = self.session_override()? {
+            layout.session = name;
         }
         Ok(layout)
+    }
+
+    fn session_override(&self) -> Result<Option<TmuxName>> {
+        let Some(name) = &self.session else {
+            return Ok(None);
+        };
+        let name = TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
+        Ok(Some(name))
     }
 
     /// Starts logging into the session's state folder; keep the guard until exit.

@@ -61,7 +61,7 @@ fn print_table(r: &StatusReport, socket: &str) -> std::io::Result<()> {
                 a.uptime_secs.map_or_else(dash, |s| {
                     humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
                 }),
-                a.activity.to_owned(),
+                a.activity.clone(),
             ]
         })
         .collect();

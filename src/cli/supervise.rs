@@ -15,11 +15,21 @@ pub(super) fn run_supervise(ctx: &Context) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let _log = ctx.log_to(&layout)?;
     let exe = std::env::current_exe().context("finding the orch binary for the tmux hook")?;
+    let layout_file = match ctx.layout_source()? {
+        crate::layout::LayoutSource::File(path) => Some(path),
+        crate::layout::LayoutSource::Builtin(_) => None,
+    };
+    let session_override = ctx.session_override()?;
+    let opts = SuperviseOptions {
+        exe,
+        layout_file,
+        session_override,
+    };
     supervise(
         layout,
         ctx.tmux(),
         ctx.state()?,
-        SuperviseOptions { exe },
+        opts,
         Box::new(std::io::stdout()),
     )?;
     Ok(ExitCode::SUCCESS)

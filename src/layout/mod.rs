@@ -19,7 +19,8 @@ use serde::Serialize;
 
 pub use builtin::{BUILTIN, BuiltinLayout};
 pub use schema::{
-    Acl, AgentName, Arrange, Profile, RestartPolicy, Risk, Role, StopSignal, TmuxName,
+    Acl, AgentName, Arrange, OnLimit, OnStall, Profile, RestartPolicy, Risk, Role, StopSignal,
+    TmuxName,
 };
 pub use units::{Duration, Percent, Size};
 
@@ -57,7 +58,18 @@ pub struct Agent {
     pub instructions: Option<PathBuf>,
     pub restart: Restart,
     pub stall_after: Duration,
+    pub on_stall: OnStall,
     pub limits: Limits,
+    pub on_limit: OnLimit,
+    pub activity: ActivityOverrides,
+}
+
+/// Screen patterns that replace the profile's built-in ones, per kind of activity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ActivityOverrides {
+    pub working: Option<Vec<String>>,
+    pub waiting: Option<Vec<String>>,
+    pub idle: Option<Vec<String>>,
 }
 
 /// The agent works in its own git worktree on branch `orch/<agent>`.
@@ -572,6 +584,45 @@ impl Resolver<'_> {
             );
         }
 
+        let activity = ActivityOverrides {
+            working: a
+                .activity
+                .working
+                .clone()
+                .or_else(|| d.activity.working.clone()),
+            waiting: a
+                .activity
+                .waiting
+                .clone()
+                .or_else(|| d.activity.waiting.clone()),
+            idle: a.activity.idle.clone().or_else(|| d.activity.idle.clone()),
+        };
+        for (kind, patterns) in [
+            ("working", &activity.working),
+            ("waiting", &activity.waiting),
+            ("idle", &activity.idle),
+        ] {
+            for (k, p) in patterns.iter().flatten().enumerate() {
+                if let Err(e) = regex::Regex::new(p) {
+                    let from = if a.activity.working.is_some()
+                        || a.activity.waiting.is_some()
+                        || a.activity.idle.is_some()
+                    {
+                        vec![
+                            Key("agents"),
+                            Index(i),
+                            Key("activity"),
+                            Key(kind),
+                            Index(k),
+                        ]
+                    } else {
+                        vec![Key("defaults"), Key("activity"), Key(kind), Index(k)]
+                    };
+                    self.error(&from, format!("agents[{i}] ({name}): activity.{kind}[{k}]: invalid regular expression: {}", one_line(&e.to_string())));
+                }
+            }
+        }
+
         let mut env = d.env.clone().unwrap_or_default().0;
         env.extend(a.env.clone().unwrap_or_default().0);
 
@@ -624,9 +675,13 @@ impl Resolver<'_> {
                 .stall_after
                 .or(d.stall_after)
                 .unwrap_or(default::STALL_AFTER),
+            on_stall: a.on_stall.or(d.on_stall).unwrap_or(OnStall::Alert),
             limits: Limits {
                 memory: a.limits.memory.or(d.limits.memory),
             },
+            // SPEC §5.2: a memory limit means "alert, then restart".
+            on_limit: a.on_limit.or(d.on_limit).unwrap_or(OnLimit::Restart),
+            activity,
         }
     }
 }

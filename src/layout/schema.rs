@@ -44,6 +44,10 @@ pub(super) struct RawDefaults {
     #[serde(default)]
     pub restart: RawRestart,
     pub stall_after: Option<Duration>,
+    pub on_stall: Option<OnStall>,
+    pub on_limit: Option<OnLimit>,
+    #[serde(default)]
+    pub activity: RawActivity,
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -62,6 +66,10 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub restart: RawRestart,
     pub stall_after: Option<Duration>,
+    pub on_stall: Option<OnStall>,
+    pub on_limit: Option<OnLimit>,
+    #[serde(default)]
+    pub activity: RawActivity,
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -82,6 +90,31 @@ pub(super) struct RawRestart {
 pub(super) struct RawBackoff {
     pub initial: Option<Duration>,
     pub max: Option<Duration>,
+}
+
+/// Screen patterns (regular expressions) that replace a profile's built-in ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawActivity {
+    pub working: Option<Vec<String>>,
+    pub waiting: Option<Vec<String>>,
+    pub idle: Option<Vec<String>>,
+}
+
+/// What to do when an agent has been silent for `stall_after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStall {
+    Alert,
+    Restart,
+}
+
+/// What to do when an agent's memory exceeds `limits.memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLimit {
+    Alert,
+    Restart,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -117,7 +117,7 @@ fn unknown_agent_key() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: BOSS, comand: x }\n"),
         [
-            "t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `limits`"
+            "t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `on_stall`, `on_limit`, `activity`, `limits`"
         ]
     );
 }
@@ -455,5 +455,33 @@ fn source_resolution() {
     assert_eq!(
         err.to_string(),
         "x/none.yaml: no such file; check the path given to --layout"
+    );
+}
+
+#[test]
+fn supervision_keys() {
+    let l = ok(
+        "session: s\ndefaults:\n  on_stall: restart\n  activity: { waiting: ['Approve\\?'] }\nagents:\n  - { name: a, role: BOSS, on_limit: alert }\n  - { name: b, role: BOSS }\n",
+    );
+    assert_eq!(l.agents[0].on_stall, OnStall::Restart);
+    assert_eq!(l.agents[0].on_limit, OnLimit::Alert);
+    assert_eq!(
+        l.agents[1].on_limit,
+        OnLimit::Restart,
+        "SPEC: alert, then restart"
+    );
+    assert_eq!(
+        l.agents[1].activity.waiting,
+        Some(vec!["Approve\\?".to_owned()])
+    );
+    assert_eq!(
+        errors("session: s\nagents:\n  - { name: a, role: BOSS, activity: { idle: ['('] } }\n"),
+        [
+            "t.yaml:3:47: agents[0] (a): activity.idle[0]: invalid regular expression: regex parse error: ( ^ error: unclosed group"
+        ]
+    );
+    assert_eq!(
+        errors("session: s\nagents:\n  - { name: a, role: BOSS, on_stall: panic }\n"),
+        ["t.yaml:3:38: agents[0].on_stall: unknown variant `panic`, expected `alert` or `restart`"]
     );
 }

@@ -36,7 +36,7 @@ pub struct AgentStatus {
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     /// Read from the agent's screen by the supervisor; `unknown` without one.
-    pub activity: &'static str,
+    pub activity: String,
     pub uptime_secs: Option<f64>,
     /// Measured from pane output by the supervisor; `null` without one.
     pub last_output_secs_ago: Option<f64>,
@@ -75,6 +75,7 @@ pub fn status(
         for a in &mut report.agents {
             if let Some(view) = agents.iter().find(|v| v.name == a.name) {
                 a.restarts = view.restarts;
+                a.activity = view.activity.clone();
                 a.last_output_secs_ago =
                     view.last_output_secs_ago.map(|s| (s * 10.0).round() / 10.0);
                 // The supervisor knows states tmux cannot show: backoff, fatal, stalled...
@@ -148,7 +149,7 @@ fn agent_status(name: &str, role: &str, pane: Option<&Pane>, table: &ProcessTabl
         exit_status,
         cpu_percent: usage.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
         rss_bytes: usage.map(|u| u.rss_bytes),
-        activity: "unknown",
+        activity: "unknown".to_owned(),
         uptime_secs: usage.map(|u| u.uptime_secs as f64),
         last_output_secs_ago: None,
     }

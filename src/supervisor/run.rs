@@ -6,7 +6,7 @@
 //! `run-shell -b`, and a reconciliation of all panes with ONE `list-panes -a` per
 //! `monitor.tick`. The core counts each death once, whichever path reports it first.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,10 +22,12 @@ use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
+use crate::monitor::activity::{Activity, ActivityProfile};
 use crate::monitor::resources::ProcessTable;
 use crate::process::{Sig, signal};
 use crate::session;
 use crate::state::StateDir;
+use crate::tmux::control::{ControlClient, ControlEvent};
 use crate::tmux::{Pane, Tmux};
 
 /// How often old journal lines are rotated away.
@@ -35,6 +37,10 @@ const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 pub struct SuperviseOptions {
     /// The orch binary, which the tmux `pane-died` hook runs to reach the control socket.
     pub exe: PathBuf,
+    /// The layout file, watched for changes (hot reload); `None` for a built-in layout.
+    pub layout_file: Option<PathBuf>,
+    /// `--session`, which also applies to a reloaded layout.
+    pub session_override: Option<crate::layout::TmuxName>,
 }
 
 /// Runs the supervisor until SIGINT or SIGTERM, printing events as JSON lines to `out`.
@@ -56,7 +62,7 @@ pub fn supervise(
     let result = runtime.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         let journal = Journal::open(&dir)?;
-        let core = Core::new(layout.agents.clone());
+        let core = Core::new(layout.agents.clone(), &layout.monitor);
         let gone = tx.clone();
         let deaths = DeathWatch::start(move |agent, pid| {
             let _ = gone.send(Input::Gone { agent, pid });
@@ -74,6 +80,12 @@ pub fn supervise(
             tx,
             deaths,
             just_created: Vec::new(),
+            control: None,
+            dirty: HashSet::new(),
+            activity: HashMap::new(),
+            layout_file: opts.layout_file.clone(),
+            session_override: opts.session_override.clone(),
+            layout_text: None,
         };
         shell.run(rx, &opts).await
     });
@@ -84,6 +96,10 @@ pub fn supervise(
 enum Input {
     /// A watched process ended (its pidfd became readable).
     Gone { agent: String, pid: u32 },
+    /// What the control-mode client saw.
+    Tmux(ControlEvent),
+    /// Something happened to the layout file (or its folder).
+    LayoutTouched,
     Control {
         req: Request,
         reply: oneshot::Sender<Reply>,
@@ -102,6 +118,17 @@ struct Shell {
     tx: mpsc::UnboundedSender<Input>,
     deaths: DeathWatch,
     just_created: Vec<String>,
+    /// The control-mode client: per-pane output as it happens. `None` while it is down;
+    /// the pidfd, hook and reconciliation paths do not need it.
+    control: Option<ControlClient>,
+    /// Agents whose screen may have changed since it was last classified.
+    dirty: HashSet<String>,
+    activity: HashMap<String, ActivityProfile>,
+    layout_file: Option<PathBuf>,
+    session_override: Option<crate::layout::TmuxName>,
+    /// The layout text last applied (or rejected), so touching the file without changing
+    /// it does nothing.
+    layout_text: Option<String>,
 }
 
 impl Shell {
@@ -131,15 +158,20 @@ impl Shell {
         if let Err(e) = self.tmux.set_pane_died_hook(&session, &hook) {
             tracing::warn!("could not set the pane-died hook: {e}");
         }
+        self.activity = activity_profiles(&self.layout);
+        let _watcher = self.watch_layout();
         Counters::load(&self.dir).restore(&mut self.core, Instant::now());
         self.reconcile(true).await?;
         self.just_created.clear();
+        self.connect_control().await;
 
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resources = tokio::time::interval(self.layout.monitor.resources.0);
+        resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -155,7 +187,6 @@ impl Shell {
                 biased;
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
-                Some(input) = rx.recv() => self.input(input).await?,
                 _ = timer_sleep => {
                     let now = Instant::now();
                     let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
@@ -164,12 +195,21 @@ impl Shell {
                         self.feed(Msg::Timer(timer)).await?;
                     }
                 }
-                _ = tick.tick() => self.reconcile(false).await?,
+                _ = tick.tick() => {
+                    self.reconcile(false).await?;
+                    self.classify_activity().await?;
+                    if self.control.is_none() {
+                        self.connect_control().await;
+                    }
+                }
+                _ = resources.tick() => self.sample_resources().await?,
                 _ = maintenance.tick() => {
                     if self.journal.rotate_if_larger(JOURNAL_MAX_BYTES)? {
                         tracing::info!("rotated the event journal");
                     }
                 }
+                // Last, so a flood of pane output can never starve the tiers above.
+                Some(input) = rx.recv() => self.input(input).await?,
             }
         }
 
@@ -195,6 +235,41 @@ impl Shell {
                 })
                 .await
             }
+            Input::Tmux(ControlEvent::Output { pane, bytes, .. }) => {
+                tracing::trace!(%pane, bytes = bytes.len(), "pane output");
+                let agent = self
+                    .core
+                    .agents
+                    .iter()
+                    .find(|a| a.pane.as_deref() == Some(pane.as_str()))
+                    .map(|a| a.name().to_owned());
+                let Some(agent) = agent else { return Ok(()) };
+                self.dirty.insert(agent.clone());
+                self.feed(Msg::Output { agent, bytes }).await
+            }
+            Input::Tmux(ControlEvent::OutputLost { pane, .. }) => {
+                let agent = self
+                    .core
+                    .agents
+                    .iter()
+                    .find(|a| a.pane.as_deref() == Some(pane.as_str()))
+                    .map(|a| a.name().to_owned());
+                let Some(agent) = agent else { return Ok(()) };
+                self.dirty.insert(agent.clone());
+                self.feed(Msg::Output {
+                    agent,
+                    bytes: Vec::new(),
+                })
+                .await
+            }
+            Input::Tmux(ControlEvent::Exit { reason }) => {
+                tracing::warn!(?reason, "the tmux control client ended");
+                self.control = None;
+                // If the server died, every agent died with it: find out now.
+                self.reconcile(false).await
+            }
+            Input::Tmux(_) => Ok(()),
+            Input::LayoutTouched => self.reload_layout().await,
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -264,7 +339,7 @@ impl Shell {
                 last_output_secs_ago: a
                     .last_output
                     .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                activity: "unknown".to_owned(),
+                activity: a.activity.as_str().to_owned(),
             })
             .collect()
     }
@@ -456,6 +531,168 @@ impl Shell {
         self.deaths.watch(agent, pid);
     }
 
+    /// Watches the layout file's folder (editors replace files by renaming, which a watch
+    /// on the file itself would miss). Keep the watcher alive while supervising.
+    fn watch_layout(&mut self) -> Option<notify::RecommendedWatcher> {
+        use notify::Watcher;
+        let file = self.layout_file.clone()?;
+        self.layout_text = std::fs::read_to_string(&file).ok();
+        let dir = file.parent()?.to_path_buf();
+        let name = file.file_name()?.to_owned();
+        let tx = self.tx.clone();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str()))
+            {
+                let _ = tx.send(Input::LayoutTouched);
+            }
+        })
+        .map_err(|e| tracing::warn!("cannot watch the layout file: {e}"))
+        .ok()?;
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| tracing::warn!("cannot watch {}: {e}", dir.display()))
+            .ok()?;
+        Some(watcher)
+    }
+
+    /// Hot reload: a valid new layout is applied; an invalid one is rejected with its
+    /// errors and the running one stays.
+    async fn reload_layout(&mut self) -> Result<()> {
+        let Some(file) = self.layout_file.clone() else {
+            return Ok(());
+        };
+        // Let a burst of writes settle, then read once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            return Ok(());
+        };
+        if self.layout_text.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        self.layout_text = Some(text);
+        let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file.clone()));
+        let mut new = match loaded {
+            Ok(l) => l,
+            Err(errors) => {
+                let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                return self.emit(
+                    Event::new(EventKind::ConfigRejected, None)
+                        .with("errors", lines)
+                        .with(
+                            "reason",
+                            "the layout has errors; the running configuration stays",
+                        ),
+                );
+            }
+        };
+        if let Some(name) = &self.session_override {
+            new.session = name.clone();
+        }
+        if new.session != self.layout.session {
+            return self.emit(Event::new(EventKind::ConfigRejected, None).with(
+                "reason",
+                format!(
+                    "the session name changed to {}; run `orch layout down` and `orch layout up` to rename it",
+                    new.session
+                ),
+            ));
+        }
+        let msg = Msg::Reload {
+            agents: new.agents.clone(),
+            monitor: new.monitor.clone(),
+        };
+        self.layout = new;
+        self.activity = activity_profiles(&self.layout);
+        self.feed(msg).await
+    }
+
+    /// Attaches the control-mode client; on failure the other paths carry on without it
+    /// and the next tick tries again.
+    async fn connect_control(&mut self) {
+        match ControlClient::start(self.tmux.socket(), self.layout.session.as_str()).await {
+            Ok((client, mut events)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    while let Some(ev) = events.recv().await {
+                        if tx.send(Input::Tmux(ev)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.control = Some(client);
+            }
+            Err(e) => tracing::warn!("tmux control client unavailable: {e}"),
+        }
+        if self.control.is_some() {
+            tracing::debug!("tmux control client attached");
+        }
+    }
+
+    /// Reads the screens that changed since the last look, in one tmux call, and tells
+    /// the core what each agent is doing.
+    async fn classify_activity(&mut self) -> Result<()> {
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for a in &self.core.agents {
+            let fresh = a.activity == Activity::Unknown || self.dirty.contains(a.name());
+            if let (true, true, Some(pane)) = (fresh, a.pid.is_some(), a.pane.clone()) {
+                targets.push((a.name().to_owned(), pane));
+            }
+        }
+        self.dirty.clear();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let panes: Vec<&str> = targets.iter().map(|(_, p)| p.as_str()).collect();
+        let Ok(screens) = self.tmux.capture_screens(&panes) else {
+            return Ok(());
+        };
+        for ((agent, _), screen) in targets.into_iter().zip(screens) {
+            let Some(profile) = self.activity.get(&agent) else {
+                continue;
+            };
+            let activity = profile.classify(&screen);
+            tracing::trace!(agent, ?activity, "screen read");
+            if self
+                .core
+                .agent(&agent)
+                .is_some_and(|a| a.activity != activity)
+            {
+                self.feed(Msg::Activity { agent, activity }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The resources tier: CPU and memory of every live agent's process tree, from one
+    /// read of the process table.
+    async fn sample_resources(&mut self) -> Result<()> {
+        let live: Vec<(String, u32)> = self
+            .core
+            .agents
+            .iter()
+            .filter_map(|a| a.pid.map(|p| (a.name().to_owned(), p)))
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let table = ProcessTable::read()?;
+        for (agent, pid) in live {
+            if let Some(u) = table.usage(pid) {
+                self.feed(Msg::Resources {
+                    agent,
+                    rss_bytes: u.rss_bytes,
+                    cpu_percent: u.cpu_percent,
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, event: Event) -> Result<()> {
         let line = self.journal.append(&event, SystemTime::now())?;
         // stdout may be closed (a pipe whose reader left): the journal still has it.
@@ -480,6 +717,24 @@ fn zombie_exit(pid: u32) -> Option<(Option<i32>, Option<i32>)> {
     } else {
         (None, Some(signal))
     })
+}
+
+/// Each agent's screen reader: its profile's patterns with the layout's overrides.
+fn activity_profiles(layout: &Layout) -> HashMap<String, ActivityProfile> {
+    layout
+        .agents
+        .iter()
+        .map(|a| {
+            let base = ActivityProfile::for_profile(a.profile);
+            let o = &a.activity;
+            // The layout validated the override patterns; fall back to the profile if not.
+            let profile = base
+                .clone()
+                .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
+                .unwrap_or(base);
+            (a.name.to_string(), profile)
+        })
+        .collect()
 }
 
 /// The last screen without the blank rows around it.

@@ -95,6 +95,56 @@ impl Tmux {
         Self { socket }
     }
 
+    /// The socket given with `--socket`, if any.
+    pub fn socket(&self) -> Option<&str> {
+        self.socket.as_deref()
+    }
+
+    /// The visible screens of several panes in ONE tmux process. Between captures it
+    /// prints a marker with a random nonce, which no pane can forge.
+    pub fn capture_screens(&self, panes: &[&str]) -> Result<Vec<String>, TmuxError> {
+        if panes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nonce = format!(
+            "@@orch-screen-{:x}-{:x}@@",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut cmds = Vec::new();
+        for pane in panes {
+            cmds.push(
+                CapturePane::new()
+                    .stdout()
+                    .join()
+                    .target_pane((*pane).to_owned())
+                    .build(),
+            );
+            cmds.push(
+                DisplayMessage::new()
+                    .print()
+                    .target_pane((*pane).to_owned())
+                    .message(nonce.clone())
+                    .build(),
+            );
+        }
+        let out = self.run(cmds)?;
+        let mut screens: Vec<String> = out
+            .split(&format!("{nonce}\n"))
+            .map(str::to_owned)
+            .collect();
+        screens.truncate(panes.len());
+        if screens.len() != panes.len() {
+            return Err(TmuxError::Failed {
+                command: "capture-pane".into(),
+                message: "fewer screens than panes".into(),
+            });
+        }
+        Ok(screens)
+    }
+
     /// The socket name as users know it, for messages and for ORCH_SOCKET.
     pub fn socket_name(&self) -> String {
         if let Some(s) = &self.socket {
@@ -545,6 +595,46 @@ mod tests {
         assert_eq!(escape_arg("echo a;"), OsString::from("echo a\\;"));
         assert_eq!(escape_arg(";"), OsString::from("\\;"));
         assert_eq!(escape_arg("a;b"), OsString::from("a;b"));
+    }
+
+    #[test]
+    fn screens_of_several_panes_in_one_call() {
+        let socket = format!("orch-unit-{}-screens", std::process::id());
+        let tmux = Tmux::new(Some(socket.clone()));
+        let run = |args: &[&str]| {
+            std::process::Command::new("tmux")
+                .arg("-L")
+                .arg(&socket)
+                .args(args)
+                .output()
+                .expect("tmux")
+        };
+        run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "u",
+            "printf 'one\\n-dash first\\n'; exec sleep 30",
+        ]);
+        run(&["split-window", "-t", "u", "printf 'two\\n'; exec sleep 30"]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let panes = tmux.list_panes().expect("panes");
+        let ids: Vec<&str> = panes.iter().map(|p| p.id.as_str()).collect();
+        let screens = tmux.capture_screens(&ids);
+        run(&["kill-server"]);
+        let _ = std::fs::remove_file(format!(
+            "/tmp/tmux-{}/{socket}",
+            rustix::process::getuid().as_raw()
+        ));
+        let screens = screens.expect("screens");
+        assert_eq!(screens.len(), 2);
+        assert!(screens[0].contains("one\n-dash first"), "{screens:?}");
+        assert!(
+            screens[1].contains("two") && !screens[1].contains("one"),
+            "{screens:?}"
+        );
     }
 
     #[test]

@@ -6,9 +6,12 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -240,4 +243,89 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
         i += 1;
     }
     tree
+}
+
+/// A running `orch supervise` and the events it prints.
+pub struct Supervisor {
+    pub child: Child,
+    events: mpsc::Receiver<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl Supervisor {
+    pub fn start(env: &TestEnv) -> Supervisor {
+        let mut child = env
+            .orch_command(&["supervise"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn supervise");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("bad event line {line:?}: {e}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Supervisor {
+            child,
+            events: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next event of `kind` for `agent` (any agent if `None`).
+    pub fn expect(
+        &mut self,
+        kind: &str,
+        agent: Option<&str>,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(ev) => {
+                    self.seen.push(ev.clone());
+                    if ev["kind"] == kind && agent.is_none_or(|a| ev["agent"] == a) {
+                        return ev;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {kind} event for {agent:?} within {timeout:?}; saw {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every event that arrives within `d`.
+    pub fn drain_for(&mut self, d: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(ev) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(ev.clone());
+            got.push(ev);
+        }
+        got
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, sig).expect("signal supervisor");
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

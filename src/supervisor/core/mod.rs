@@ -13,7 +13,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::layout::{Agent, RestartPolicy};
+use crate::layout::{Agent, Monitor, OnLimit, OnStall, RestartPolicy};
+use crate::monitor::activity::Activity;
+use crate::monitor::output::{ErrorStormDetector, LineAssembler};
+use crate::monitor::trend::LeakDetector;
 
 use super::event::{Event, EventKind};
 
@@ -74,7 +77,7 @@ pub enum Timer {
 /// How long a stopping agent gets between the polite signal and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Msg {
     /// The agent's process ended. Several paths report the same death (pidfd, the
     /// pane-died hook, reconciliation); `pid` lets the core count it once.
@@ -99,13 +102,25 @@ pub enum Msg {
     /// The agent printed something.
     Output {
         agent: String,
+        bytes: Vec<u8>,
     },
-    /// The agent's screen shows it waiting for a human (an approval prompt, a question).
-    Waiting {
+    /// What the agent's screen shows it doing.
+    Activity {
         agent: String,
-        waiting: bool,
+        activity: Activity,
+    },
+    /// A sample of the agent's process tree (the resources tier).
+    Resources {
+        agent: String,
+        rss_bytes: u64,
+        cpu_percent: f64,
     },
     Timer(Timer),
+    /// The layout file changed and its new version is valid.
+    Reload {
+        agents: Vec<Agent>,
+        monitor: Monitor,
+    },
     /// The reconciliation tier ticked: time to look for stalls.
     Tick,
     Command(Command),
@@ -140,7 +155,9 @@ pub struct Supervised {
     pub pid: Option<u32>,
     pub started_at: Option<Instant>,
     pub last_output: Option<Instant>,
-    pub waiting: bool,
+    pub activity: Activity,
+    pub rss_bytes: Option<u64>,
+    pub cpu_percent: Option<f64>,
     pub exit_status: Option<i32>,
     /// Restarts since the supervisor first saw the agent (survives supervisor restarts).
     pub restarts: u32,
@@ -150,6 +167,12 @@ pub struct Supervised {
     pub consecutive: u32,
     generation: u64,
     intent: Intent,
+    lines: LineAssembler,
+    storms: Option<ErrorStormDetector>,
+    leak: LeakDetector,
+    /// A leak or a limit is reported once per run.
+    leak_reported: bool,
+    over_limit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +183,7 @@ enum Intent {
 }
 
 impl Supervised {
-    pub fn new(spec: Agent) -> Self {
+    pub fn new(spec: Agent, monitor: &Monitor) -> Self {
         Self {
             spec,
             state: ProcState::Starting,
@@ -168,13 +191,23 @@ impl Supervised {
             pid: None,
             started_at: None,
             last_output: None,
-            waiting: false,
+            activity: Activity::Unknown,
+            rss_bytes: None,
+            cpu_percent: None,
             exit_status: None,
             restarts: 0,
             recent: VecDeque::new(),
             consecutive: 0,
             generation: 0,
             intent: Intent::None,
+            lines: LineAssembler::new(),
+            // The layout validated the patterns; an empty list watches for nothing.
+            storms: ErrorStormDetector::from_monitor(monitor)
+                .ok()
+                .filter(|_| !monitor.error_patterns.is_empty()),
+            leak: LeakDetector::from_monitor(monitor),
+            leak_reported: false,
+            over_limit: false,
         }
     }
 
@@ -197,15 +230,21 @@ impl Supervised {
 }
 
 /// The supervisor's whole state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Core {
     pub agents: Vec<Supervised>,
+    monitor: Monitor,
 }
 
 impl Core {
-    pub fn new(agents: Vec<Agent>) -> Self {
+    pub fn new(agents: Vec<Agent>, monitor: &Monitor) -> Self {
+        let agents = agents
+            .into_iter()
+            .map(|a| Supervised::new(a, monitor))
+            .collect();
         Self {
-            agents: agents.into_iter().map(Supervised::new).collect(),
+            agents,
+            monitor: monitor.clone(),
         }
     }
 
@@ -252,10 +291,16 @@ impl Core {
                     }
                 }
             }
-            Msg::Output { agent } => {
+            Msg::Output { agent, bytes } => {
+                if let Some(i) = self.index(&agent) {
+                    self.output(i, &bytes, now, &mut fx);
+                }
+            }
+            Msg::Activity { agent, activity } => {
                 if let Some(a) = self.agents.iter_mut().find(|a| a.name() == agent) {
-                    a.last_output = Some(now);
-                    if a.state == ProcState::Stalled {
+                    a.activity = activity;
+                    if activity == Activity::Waiting && a.state == ProcState::Stalled {
+                        // Silence while waiting for a human is not a stall.
                         a.state = ProcState::Running;
                         fx.push(Effect::Emit(Event::new(
                             EventKind::AgentRecovered,
@@ -264,17 +309,13 @@ impl Core {
                     }
                 }
             }
-            Msg::Waiting { agent, waiting } => {
-                if let Some(a) = self.agents.iter_mut().find(|a| a.name() == agent) {
-                    a.waiting = waiting;
-                    if waiting && a.state == ProcState::Stalled {
-                        // Silence while waiting for a human is not a stall.
-                        a.state = ProcState::Running;
-                        fx.push(Effect::Emit(Event::new(
-                            EventKind::AgentRecovered,
-                            Some(&agent),
-                        )));
-                    }
+            Msg::Resources {
+                agent,
+                rss_bytes,
+                cpu_percent,
+            } => {
+                if let Some(i) = self.index(&agent) {
+                    self.resources(i, rss_bytes, cpu_percent, now, &mut fx);
                 }
             }
             Msg::Timer(Timer::Restart { agent, generation }) => {
@@ -305,6 +346,7 @@ impl Core {
                 }
             }
             Msg::Tick => self.check_stalls(now, &mut fx),
+            Msg::Reload { agents, monitor } => self.reload(agents, monitor, now, &mut fx),
             Msg::Command(c) => self.command(c, now, &mut fx),
         }
         fx
@@ -335,6 +377,8 @@ impl Core {
         let name = a.name().to_owned();
         a.exit_status = status.or(signal.map(|s| 128 + s));
         a.pid = None;
+        a.rss_bytes = None;
+        a.cpu_percent = None;
         let uptime = a.started_at.map(|t| now.saturating_duration_since(t));
         let mut ev = Event::new(EventKind::AgentExited, Some(&name))
             .with("exit_status", a.exit_status)
@@ -459,6 +503,12 @@ impl Core {
         a.started_at = Some(now);
         a.last_output = Some(now);
         a.exit_status = None;
+        // A new process: its memory history and screen start over.
+        a.leak.reset();
+        a.leak_reported = false;
+        a.over_limit = false;
+        a.lines = LineAssembler::new();
+        a.activity = Activity::Unknown;
         if adopted {
             a.generation += 1;
         }
@@ -487,20 +537,154 @@ impl Core {
         });
     }
 
+    /// Applies a new layout: new agents start, removed ones stop, changed policies take
+    /// effect; agents whose settings did not change are not touched.
+    fn reload(&mut self, agents: Vec<Agent>, monitor: Monitor, now: Instant, fx: &mut Vec<Effect>) {
+        let same =
+            |a: &Agent, b: &Agent| serde_json::to_value(a).ok() == serde_json::to_value(b).ok();
+        let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+        self.monitor = monitor;
+        for spec in &agents {
+            match self.index(spec.name.as_str()) {
+                Some(i) if same(&self.agents[i].spec, spec) => {}
+                Some(i) => {
+                    // Policies apply at once; a new command or cwd at the next start.
+                    self.agents[i].spec = spec.clone();
+                    changed.push(spec.name.to_string());
+                }
+                None => {
+                    self.agents
+                        .push(Supervised::new(spec.clone(), &self.monitor));
+                    added.push(spec.name.to_string());
+                }
+            }
+        }
+        for i in 0..self.agents.len() {
+            let a = &mut self.agents[i];
+            if agents.iter().any(|s| s.name == a.spec.name) {
+                continue;
+            }
+            removed.push(a.name().to_owned());
+            if a.state.is_live() {
+                a.intent = Intent::Stop;
+                fx.extend(polite_stop(a));
+            } else if a.state != ProcState::Stopped {
+                a.state = ProcState::Stopped;
+                a.generation += 1; // cancels a pending restart
+            }
+        }
+        fx.push(Effect::Emit(
+            Event::new(EventKind::ConfigReloaded, None)
+                .with("added", added.clone())
+                .with("removed", removed)
+                .with("changed", changed),
+        ));
+        for name in added {
+            if let Some(i) = self.index(&name) {
+                self.respawn(i, now, fx);
+            }
+        }
+    }
+
     fn check_stalls(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         for a in &mut self.agents {
-            if a.state != ProcState::Running || a.waiting {
+            if a.state != ProcState::Running || a.activity == Activity::Waiting {
                 continue;
             }
             let Some(last) = a.last_output else { continue };
             let silent = now.saturating_duration_since(last);
-            if silent >= a.spec.stall_after.0 {
-                a.state = ProcState::Stalled;
+            if silent < a.spec.stall_after.0 {
+                continue;
+            }
+            a.state = ProcState::Stalled;
+            let restart = a.spec.on_stall == OnStall::Restart;
+            fx.push(Effect::Emit(
+                Event::new(EventKind::AgentStalled, Some(a.name()))
+                    .with("silent_secs", silent.as_secs())
+                    .with("action", if restart { "restart" } else { "alert" }),
+            ));
+            if restart && a.intent == Intent::None {
+                a.intent = Intent::Restart;
+                fx.extend(polite_stop(a));
+            }
+        }
+    }
+
+    fn output(&mut self, i: usize, bytes: &[u8], now: Instant, fx: &mut Vec<Effect>) {
+        let a = &mut self.agents[i];
+        a.last_output = Some(now);
+        let name = a.name().to_owned();
+        if a.state == ProcState::Stalled {
+            a.state = ProcState::Running;
+            fx.push(Effect::Emit(Event::new(
+                EventKind::AgentRecovered,
+                Some(&name),
+            )));
+        }
+        let lines = a.lines.push(bytes);
+        let Some(storms) = a.storms.as_mut() else {
+            return;
+        };
+        for line in lines {
+            if let Some(storm) = storms.observe(now, &line) {
                 fx.push(Effect::Emit(
-                    Event::new(EventKind::AgentStalled, Some(a.name()))
-                        .with("silent_secs", silent.as_secs()),
+                    Event::new(EventKind::ErrorStorm, Some(&name))
+                        .with("pattern", storm.pattern)
+                        .with("count", storm.count)
+                        .with(
+                            "window_secs",
+                            self.monitor.error_storm_window.0.as_secs_f64(),
+                        )
+                        .with("sample", storm.sample),
                 ));
             }
+        }
+    }
+
+    fn resources(&mut self, i: usize, rss: u64, cpu: f64, now: Instant, fx: &mut Vec<Effect>) {
+        let a = &mut self.agents[i];
+        if !a.state.is_live() {
+            return;
+        }
+        a.rss_bytes = Some(rss);
+        a.cpu_percent = Some(cpu);
+        let name = a.name().to_owned();
+        a.leak.observe(now, rss);
+        if !a.leak_reported
+            && let Some(s) = a.leak.suspicion()
+        {
+            a.leak_reported = true;
+            // A suspicion, not a verdict: report it, kill nothing.
+            fx.push(Effect::Emit(
+                Event::new(EventKind::MemoryLeak, Some(&name))
+                    .with("rss_bytes", rss)
+                    .with("growth_percent", (s.growth * 1000.0).round() / 10.0)
+                    .with("bytes_per_sec", s.slope_bytes_per_sec.round())
+                    .with("r_squared", (s.r_squared * 1000.0).round() / 1000.0)
+                    .with("samples", s.samples),
+            ));
+        }
+        let Some(limit) = a.spec.limits.memory else {
+            return;
+        };
+        if rss <= limit.0 {
+            a.over_limit = false;
+            return;
+        }
+        if a.over_limit {
+            return;
+        }
+        a.over_limit = true;
+        let restart = a.spec.on_limit == OnLimit::Restart;
+        fx.push(Effect::Emit(
+            Event::new(EventKind::LimitExceeded, Some(&name))
+                .with("rss_bytes", rss)
+                .with("limit_bytes", limit.0)
+                .with("action", if restart { "restart" } else { "alert" }),
+        ));
+        if restart && a.intent == Intent::None {
+            a.intent = Intent::Restart;
+            fx.extend(polite_stop(a));
         }
     }
 
@@ -556,6 +740,24 @@ impl Core {
             _ => {}
         }
     }
+}
+
+/// The polite stop signal, and the timer that escalates to SIGKILL after the grace.
+fn polite_stop(a: &Supervised) -> [Effect; 2] {
+    let agent = a.name().to_owned();
+    [
+        Effect::Signal {
+            agent: agent.clone(),
+            kill: false,
+        },
+        Effect::Arm {
+            timer: Timer::Grace {
+                agent,
+                generation: a.generation,
+            },
+            after: STOP_GRACE,
+        },
+    ]
 }
 
 #[cfg(test)]

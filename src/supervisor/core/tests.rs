@@ -3,17 +3,21 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::monitor::activity::Activity;
 
-fn agent(yaml_agent: &str) -> Agent {
-    let text = format!("session: s\nagents:\n  - {yaml_agent}\n");
-    let layout = crate::layout::parse(&text, "t.yaml", &std::env::temp_dir())
-        .unwrap_or_else(|e| panic!("{e}"));
-    layout.agents.into_iter().next().expect("one agent")
+fn layout(yaml_agent: &str, monitor: &str) -> crate::layout::Layout {
+    let text = format!("session: s\n{monitor}agents:\n  - {yaml_agent}\n");
+    crate::layout::parse(&text, "t.yaml", &std::env::temp_dir()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A core with one agent `a`, already running as pid 100 in pane %1 since `t0`.
 fn running(yaml_agent: &str, t0: Instant) -> Core {
-    let mut core = Core::new(vec![agent(yaml_agent)]);
+    running_with(yaml_agent, "", t0)
+}
+
+fn running_with(yaml_agent: &str, monitor: &str, t0: Instant) -> Core {
+    let l = layout(yaml_agent, monitor);
+    let mut core = Core::new(l.agents, &l.monitor);
     core.step(
         Msg::Started {
             agent: "a".into(),
@@ -328,16 +332,19 @@ fn stall_and_recovery() {
         "reported once"
     );
     let fx = core.step(
-        Msg::Output { agent: "a".into() },
+        Msg::Output {
+            agent: "a".into(),
+            bytes: b"hi\n".to_vec(),
+        },
         t0 + Duration::from_secs(40),
     );
     assert_eq!(kinds(&fx), [EventKind::AgentRecovered]);
     assert_eq!(core.agent("a").map(|a| a.state), Some(ProcState::Running));
     // Waiting for a human is not a stall.
     core.step(
-        Msg::Waiting {
+        Msg::Activity {
             agent: "a".into(),
-            waiting: true,
+            activity: Activity::Waiting,
         },
         t0 + Duration::from_secs(41),
     );
@@ -411,7 +418,8 @@ fn stop_is_final_until_start_and_restart_is_not_a_crash() {
 #[test]
 fn adoption_restarts_nothing() {
     let t0 = Instant::now();
-    let mut core = Core::new(vec![agent(SPEC)]);
+    let l = layout(SPEC, "");
+    let mut core = Core::new(l.agents, &l.monitor);
     let fx = core.step(
         Msg::Started {
             agent: "a".into(),
@@ -427,4 +435,178 @@ fn adoption_restarts_nothing() {
         panic!()
     };
     assert_eq!(ev.fields.get("adopted"), Some(&serde_json::json!(true)));
+}
+
+#[test]
+fn on_stall_restart_restarts_without_counting_a_crash() {
+    let t0 = Instant::now();
+    let mut core = running(
+        "{ name: a, role: WORKER, stall_after: 10s, on_stall: restart }",
+        t0,
+    );
+    let fx = core.step(Msg::Tick, t0 + Duration::from_secs(10));
+    assert_eq!(kinds(&fx), [EventKind::AgentStalled]);
+    assert!(fx.contains(&Effect::Signal {
+        agent: "a".into(),
+        kill: false
+    }));
+    let fx = crash(&mut core, 100, t0 + Duration::from_secs(11));
+    assert_eq!(respawns(&fx), 1);
+    assert_eq!(core.agent("a").map(|a| a.restarts), Some(0));
+}
+
+#[test]
+fn error_storm_once_per_window() {
+    let t0 = Instant::now();
+    let monitor = "monitor: { error_patterns: ['Traceback', 'panic'], error_storm: { count: 3, window: 10s } }\n";
+    let mut core = running_with("{ name: a, role: WORKER }", monitor, t0);
+    let mut storms = Vec::new();
+    for s in 0..15 {
+        let fx = core.step(
+            Msg::Output {
+                agent: "a".into(),
+                bytes: b"work\npanic: boom\n".to_vec(),
+            },
+            t0 + Duration::from_secs(s),
+        );
+        storms.extend(fx.into_iter().filter_map(|e| match e {
+            Effect::Emit(ev) if ev.kind == EventKind::ErrorStorm => Some((s, ev)),
+            _ => None,
+        }));
+    }
+    let at: Vec<u64> = storms.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        at,
+        [2, 12],
+        "at the third match, then once the window has passed: {storms:?}"
+    );
+    assert_eq!(
+        storms[0].1.fields.get("pattern"),
+        Some(&serde_json::json!("panic"))
+    );
+    assert_eq!(
+        storms[0].1.fields.get("sample"),
+        Some(&serde_json::json!("panic: boom"))
+    );
+}
+
+#[test]
+fn leak_detected_on_growth_not_on_noise_and_never_kills() {
+    let t0 = Instant::now();
+    let monitor = "monitor: { leak: { window: 60s, min_growth: 20% } }\n";
+    let mut core = running_with("{ name: a, role: WORKER }", monitor, t0);
+    let mut leaks = 0;
+    for s in 0..=60u64 {
+        let fx = core.step(
+            Msg::Resources {
+                agent: "a".into(),
+                rss_bytes: (100 + s) << 20,
+                cpu_percent: 1.0,
+            },
+            t0 + Duration::from_secs(s),
+        );
+        leaks += kinds(&fx)
+            .iter()
+            .filter(|k| **k == EventKind::MemoryLeak)
+            .count();
+        assert!(!fx.iter().any(|e| matches!(e, Effect::Signal { .. })));
+    }
+    assert_eq!(leaks, 1);
+
+    let mut core = running_with("{ name: a, role: WORKER }", monitor, t0);
+    for s in 0..=60u64 {
+        let noise = if s % 2 == 0 { 3 } else { 0 };
+        let fx = core.step(
+            Msg::Resources {
+                agent: "a".into(),
+                rss_bytes: (100 + noise) << 20,
+                cpu_percent: 1.0,
+            },
+            t0 + Duration::from_secs(s),
+        );
+        assert!(!kinds(&fx).contains(&EventKind::MemoryLeak));
+    }
+}
+
+#[test]
+fn memory_limit_alerts_then_restarts_once() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, limits: { memory: 100MiB } }", t0);
+    let over = |core: &mut Core, s| {
+        core.step(
+            Msg::Resources {
+                agent: "a".into(),
+                rss_bytes: 200 << 20,
+                cpu_percent: 1.0,
+            },
+            t0 + Duration::from_secs(s),
+        )
+    };
+    let fx = over(&mut core, 1);
+    assert_eq!(kinds(&fx), [EventKind::LimitExceeded]);
+    assert!(fx.contains(&Effect::Signal {
+        agent: "a".into(),
+        kill: false
+    }));
+    assert!(over(&mut core, 2).is_empty(), "reported once");
+    let mut core = running(
+        "{ name: a, role: WORKER, limits: { memory: 100MiB }, on_limit: alert }",
+        t0,
+    );
+    let fx = over(&mut core, 1);
+    assert_eq!(kinds(&fx), [EventKind::LimitExceeded]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Signal { .. })));
+}
+
+#[test]
+fn reload_adds_stops_and_updates_without_touching_the_rest() {
+    let t0 = Instant::now();
+    let text = |agents: &str| format!("session: s\nagents:\n{agents}");
+    let parse = |t: &str| {
+        crate::layout::parse(t, "t.yaml", &std::env::temp_dir()).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let old = parse(&text(
+        "  - { name: a, role: BOSS }\n  - { name: b, role: WORKER }\n  - { name: c, role: WORKER }\n",
+    ));
+    let mut core = Core::new(old.agents, &old.monitor);
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        core.step(
+            Msg::Started {
+                agent: (*n).into(),
+                pane: format!("%{i}"),
+                pid: 100 + i as u32,
+                adopted: true,
+            },
+            t0,
+        );
+    }
+    let new = parse(&text(
+        "  - { name: a, role: BOSS }\n  - { name: b, role: WORKER, restart: { policy: never } }\n  - { name: d, role: WORKER }\n",
+    ));
+    let fx = core.step(
+        Msg::Reload {
+            agents: new.agents,
+            monitor: new.monitor,
+        },
+        t0,
+    );
+    let Some(Effect::Emit(ev)) = fx
+        .iter()
+        .find(|e| matches!(e, Effect::Emit(ev) if ev.kind == EventKind::ConfigReloaded))
+    else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.fields.get("added"), Some(&serde_json::json!(["d"])));
+    assert_eq!(ev.fields.get("removed"), Some(&serde_json::json!(["c"])));
+    assert_eq!(ev.fields.get("changed"), Some(&serde_json::json!(["b"])));
+    assert!(fx.contains(&Effect::Respawn { agent: "d".into() }));
+    assert!(fx.contains(&Effect::Signal {
+        agent: "c".into(),
+        kill: false
+    }));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Signal { agent, .. } | Effect::Respawn { agent } if agent == "a" || agent == "b")));
+    assert_eq!(
+        core.agent("b").map(|a| a.spec.restart.policy),
+        Some(RestartPolicy::Never)
+    );
 }
