@@ -341,9 +341,16 @@ fn state_dir_is_private() {
             & 0o777;
         assert_eq!(mode, 0o700, "{}", dir.display());
     }
-    assert!(
-        state.join("org9/orch.log").exists(),
-        "logs go to the session's state folder"
+    let logs: Vec<String> = std::fs::read_dir(state.join("org9"))
+        .expect("session dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("orch.") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(
+        logs.len(),
+        1,
+        "one day's log in the session's state folder: {logs:?}"
     );
 }
 

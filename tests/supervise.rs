@@ -268,3 +268,55 @@ fn stop_and_start_without_a_supervisor() {
     assert_ne!(env.pane_of("sup", "steady").pid, p.pid);
     assert!(out.starts_with("steady: running"));
 }
+
+#[test]
+fn the_pane_died_hook_reaches_the_supervisor() {
+    // The second death path, end to end: tmux runs the hook, the hook runs `orch hook`,
+    // which reaches the supervisor's control socket.
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        &LAYOUT.replace("session: sup\n", "session: sup\nmonitor: { tick: 1h }\n"),
+    );
+    let mut child = env
+        .orch_command(&["supervise"])
+        .env("ORCH_LOG", "orch=debug")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let steady = wait_for("the agents", Duration::from_secs(10), || {
+        let p = env.panes("sup");
+        (p.len() == 2
+            && env
+                .tmux(&["show-hooks", "-t", "=sup:", "pane-died"])
+                .contains("run-shell"))
+        .then(|| p[0].clone())
+    });
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(steady.pid as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+    let log_dir = env.state.path().join("sup");
+    let hooked = wait_for(
+        "the hook in the supervisor's log",
+        Duration::from_secs(10),
+        || {
+            let logs = std::fs::read_dir(&log_dir).ok()?;
+            let text: String = logs
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect();
+            text.lines()
+                .find(|l| l.contains("pane-died hook"))
+                .map(str::to_owned)
+        },
+    );
+    assert!(
+        hooked.contains(&format!("pane=%{}", steady.id.trim_start_matches('%'))),
+        "{hooked}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

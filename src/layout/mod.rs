@@ -98,6 +98,8 @@ pub struct Limits {
 pub struct Monitor {
     pub tick: Duration,
     pub resources: Duration,
+    /// How often old journal lines and logs are rotated away.
+    pub maintenance: Duration,
     pub error_patterns: Vec<String>,
     pub error_storm_count: u32,
     pub error_storm_window: Duration,
@@ -304,6 +306,7 @@ mod default {
     pub const STALL_AFTER: Duration = Duration::from_secs(300);
     pub const TICK: Duration = Duration::from_secs(1);
     pub const RESOURCES: Duration = Duration::from_secs(5);
+    pub const MAINTENANCE: Duration = Duration::from_secs(30 * 60);
     pub const STORM_COUNT: u32 = 10;
     pub const STORM_WINDOW: Duration = Duration::from_secs(300);
     pub const LEAK_WINDOW: Duration = Duration::from_secs(600);
@@ -445,6 +448,7 @@ impl Resolver<'_> {
             monitor: Monitor {
                 tick: m.tick.unwrap_or(default::TICK),
                 resources: m.resources.unwrap_or(default::RESOURCES),
+                maintenance: m.maintenance.unwrap_or(default::MAINTENANCE),
                 error_patterns,
                 error_storm_count: m
                     .error_storm

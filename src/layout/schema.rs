@@ -128,6 +128,7 @@ pub(super) struct RawLimits {
 pub(super) struct RawMonitor {
     pub tick: Option<Duration>,
     pub resources: Option<Duration>,
+    pub maintenance: Option<Duration>,
     pub error_patterns: Option<Vec<String>>,
     pub error_storm: Option<RawErrorStorm>,
     pub leak: Option<RawLeak>,

@@ -1,5 +1,6 @@
 //! CPU and memory of an agent's whole process tree (the pane's process and everything it
-//! started), read with sysinfo in one pass over the process table.
+//! started), with sysinfo: a one-shot [`ProcessTable`] for commands, and a
+//! [`ResourceSampler`] for the supervisor's resources tier.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,8 +10,9 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 /// Usage of one process tree.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TreeUsage {
-    /// Average CPU since the tree's root started (as `ps` reports it), in percent of one
-    /// core: a one-shot reading has no earlier sample to take a difference from.
+    /// Percent of one core: since the previous sample for a [`ResourceSampler`]; for a
+    /// one-shot [`ProcessTable`], the average since the root started (as `ps` reports it),
+    /// having no earlier sample to take a difference from.
     pub cpu_percent: f64,
     pub rss_bytes: u64,
     /// Seconds since the root process started.
@@ -103,10 +105,128 @@ impl ProcessTable {
     }
 }
 
+/// The supervisor's resources tier: keeps one `System` between samples so CPU is the real
+/// usage since the last sample, and refreshes only the processes of the agents' trees. The
+/// whole process table is read only to discover the trees: at the first sample, when a
+/// tree changed (a process ended, an agent restarted), and every [`RESCAN_EVERY`] to catch
+/// new children.
+pub struct ResourceSampler {
+    sys: Option<System>,
+    trees: HashMap<u32, Vec<u32>>,
+    samples_since_scan: u32,
+}
+
+/// Samples between two reads of the whole process table.
+pub const RESCAN_EVERY: u32 = 12;
+
+impl Default for ResourceSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResourceSampler {
+    pub fn new() -> Self {
+        Self {
+            sys: None,
+            trees: HashMap::new(),
+            samples_since_scan: 0,
+        }
+    }
+
+    /// Usage of the tree under each root that is running.
+    pub fn sample(&mut self, roots: &[u32]) -> Result<HashMap<u32, TreeUsage>> {
+        let kind = ProcessRefreshKind::nothing()
+            .with_cpu()
+            .with_memory()
+            .without_tasks();
+        let known = roots.iter().all(|r| self.trees.contains_key(r));
+        let sys = match self.sys.as_mut() {
+            Some(sys) if known && self.samples_since_scan < RESCAN_EVERY => {
+                let pids: Vec<Pid> = roots
+                    .iter()
+                    .flat_map(|r| self.trees.get(r).into_iter().flatten())
+                    .map(|&p| Pid::from_u32(p))
+                    .collect();
+                sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+                self.samples_since_scan += 1;
+                if pids.iter().any(|p| sys.process(*p).is_none()) {
+                    self.samples_since_scan = RESCAN_EVERY; // a tree changed: rescan next time
+                }
+                sys
+            }
+            _ => {
+                let table = ProcessTable::read()?;
+                self.trees = roots.iter().map(|&r| (r, table.tree(r))).collect();
+                self.samples_since_scan = 0;
+                let sys = self.sys.insert(table.sys);
+                // The first reading of a process has no CPU delta yet: refresh once more.
+                let pids: Vec<Pid> = self
+                    .trees
+                    .values()
+                    .flatten()
+                    .map(|&p| Pid::from_u32(p))
+                    .collect();
+                sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+                sys
+            }
+        };
+        let mut out = HashMap::new();
+        for &root in roots {
+            let Some(leader) = sys.process(Pid::from_u32(root)) else {
+                continue;
+            };
+            let uptime_secs = leader.run_time();
+            let (mut cpu, mut rss) = (0.0f64, 0u64);
+            for &pid in self.trees.get(&root).into_iter().flatten() {
+                if let Some(p) = sys.process(Pid::from_u32(pid)) {
+                    cpu += f64::from(p.cpu_usage());
+                    rss += p.memory();
+                }
+            }
+            out.insert(
+                root,
+                TreeUsage {
+                    cpu_percent: cpu,
+                    rss_bytes: rss,
+                    uptime_secs,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn the_sampler_measures_a_busy_tree_and_follows_it() {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("sh")
+            .args(["-c", "while :; do :; done & sleep 30; wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let root = child.id();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut sampler = ResourceSampler::new();
+        sampler.sample(&[root]).expect("first sample");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let usage = sampler.sample(&[root]).expect("sample")[&root];
+        if let Some(group) = rustix::process::Pid::from_raw(root as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = child.wait();
+        assert!(
+            usage.cpu_percent > 30.0,
+            "a busy loop in the tree: {usage:?}"
+        );
+        assert!(usage.rss_bytes > 0);
+        assert!(sampler.sample(&[root]).expect("sample").is_empty(), "gone");
+    }
 
     #[test]
     fn a_tree_includes_grandchildren_and_sums_their_memory() {

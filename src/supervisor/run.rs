@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -22,16 +23,14 @@ use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
-use crate::monitor::activity::{Activity, ActivityProfile};
-use crate::monitor::resources::ProcessTable;
+use crate::monitor::activity::ActivityProfile;
+use crate::monitor::resources::{ProcessTable, ResourceSampler};
 use crate::process::{Sig, signal};
 use crate::session;
 use crate::state::StateDir;
 use crate::tmux::control::{ControlClient, ControlEvent};
 use crate::tmux::{Pane, Tmux};
 
-/// How often old journal lines are rotated away.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(30 * 60);
 const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
 pub struct SuperviseOptions {
@@ -86,6 +85,7 @@ pub fn supervise(
             layout_file: opts.layout_file.clone(),
             session_override: opts.session_override.clone(),
             layout_text: None,
+            sampler: ResourceSampler::new(),
         };
         shell.run(rx, &opts).await
     });
@@ -123,12 +123,13 @@ struct Shell {
     control: Option<ControlClient>,
     /// Agents whose screen may have changed since it was last classified.
     dirty: HashSet<String>,
-    activity: HashMap<String, ActivityProfile>,
+    activity: HashMap<String, Arc<ActivityProfile>>,
     layout_file: Option<PathBuf>,
     session_override: Option<crate::layout::TmuxName>,
     /// The layout text last applied (or rejected), so touching the file without changing
     /// it does nothing.
     layout_text: Option<String>,
+    sampler: ResourceSampler,
 }
 
 impl Shell {
@@ -163,6 +164,13 @@ impl Shell {
         Counters::load(&self.dir).restore(&mut self.core, Instant::now());
         self.reconcile(true).await?;
         self.just_created.clear();
+        // Read every screen once; after that, only screens that printed.
+        self.dirty = self
+            .core
+            .agents
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect();
         self.connect_control().await;
 
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -172,7 +180,7 @@ impl Shell {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resources = tokio::time::interval(self.layout.monitor.resources.0);
         resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
+        let mut maintenance = tokio::time::interval(self.layout.monitor.maintenance.0);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
@@ -237,30 +245,11 @@ impl Shell {
             }
             Input::Tmux(ControlEvent::Output { pane, bytes, .. }) => {
                 tracing::trace!(%pane, bytes = bytes.len(), "pane output");
-                let agent = self
-                    .core
-                    .agents
-                    .iter()
-                    .find(|a| a.pane.as_deref() == Some(pane.as_str()))
-                    .map(|a| a.name().to_owned());
-                let Some(agent) = agent else { return Ok(()) };
-                self.dirty.insert(agent.clone());
-                self.feed(Msg::Output { agent, bytes }).await
+                self.pane_output(&pane, bytes).await
             }
+            // Output dropped under load still proves the agent is alive.
             Input::Tmux(ControlEvent::OutputLost { pane, .. }) => {
-                let agent = self
-                    .core
-                    .agents
-                    .iter()
-                    .find(|a| a.pane.as_deref() == Some(pane.as_str()))
-                    .map(|a| a.name().to_owned());
-                let Some(agent) = agent else { return Ok(()) };
-                self.dirty.insert(agent.clone());
-                self.feed(Msg::Output {
-                    agent,
-                    bytes: Vec::new(),
-                })
-                .await
+                self.pane_output(&pane, Vec::new()).await
             }
             Input::Tmux(ControlEvent::Exit { reason }) => {
                 tracing::warn!(?reason, "the tmux control client ended");
@@ -278,9 +267,23 @@ impl Shell {
         }
     }
 
+    async fn pane_output(&mut self, pane: &str, bytes: Vec<u8>) -> Result<()> {
+        let agent = self
+            .core
+            .agents
+            .iter()
+            .find(|a| a.pane.as_deref() == Some(pane));
+        let Some(agent) = agent.map(|a| a.name().to_owned()) else {
+            return Ok(());
+        };
+        self.dirty.insert(agent.clone());
+        self.feed(Msg::Output { agent, bytes }).await
+    }
+
     async fn control(&mut self, req: Request) -> Reply {
         let command = match req {
-            Request::PaneDied { .. } => {
+            Request::PaneDied { pane } => {
+                tracing::debug!(%pane, "pane-died hook");
                 return match self.reconcile(false).await {
                     Ok(()) => Reply {
                         ok: true,
@@ -456,12 +459,15 @@ impl Shell {
                     Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
                     Effect::Respawn { agent } => match self.respawn(&agent) {
-                        Ok((pane, pid)) => msgs.push_back(Msg::Started {
-                            agent,
-                            pane,
-                            pid,
-                            adopted: false,
-                        }),
+                        Ok((pane, pid)) => {
+                            self.dirty.insert(agent.clone());
+                            msgs.push_back(Msg::Started {
+                                agent,
+                                pane,
+                                pid,
+                                adopted: false,
+                            });
+                        }
                         Err(e) => self.emit(
                             Event::new(EventKind::Escalated, Some(&agent))
                                 .with("reason", format!("could not restart {agent}: {e:#}")),
@@ -637,8 +643,12 @@ impl Shell {
     async fn classify_activity(&mut self) -> Result<()> {
         let mut targets: Vec<(String, String)> = Vec::new();
         for a in &self.core.agents {
-            let fresh = a.activity == Activity::Unknown || self.dirty.contains(a.name());
-            if let (true, true, Some(pane)) = (fresh, a.pid.is_some(), a.pane.clone()) {
+            // Only a screen that printed since the last look can have changed.
+            if let (true, true, Some(pane)) = (
+                self.dirty.contains(a.name()),
+                a.pid.is_some(),
+                a.pane.clone(),
+            ) {
                 targets.push((a.name().to_owned(), pane));
             }
         }
@@ -679,9 +689,10 @@ impl Shell {
         if live.is_empty() {
             return Ok(());
         }
-        let table = ProcessTable::read()?;
+        let roots: Vec<u32> = live.iter().map(|(_, p)| *p).collect();
+        let usage = self.sampler.sample(&roots)?;
         for (agent, pid) in live {
-            if let Some(u) = table.usage(pid) {
+            if let Some(u) = usage.get(&pid) {
                 self.feed(Msg::Resources {
                     agent,
                     rss_bytes: u.rss_bytes,
@@ -719,22 +730,33 @@ fn zombie_exit(pid: u32) -> Option<(Option<i32>, Option<i32>)> {
     })
 }
 
-/// Each agent's screen reader: its profile's patterns with the layout's overrides.
-fn activity_profiles(layout: &Layout) -> HashMap<String, ActivityProfile> {
-    layout
-        .agents
-        .iter()
-        .map(|a| {
-            let base = ActivityProfile::for_profile(a.profile);
-            let o = &a.activity;
-            // The layout validated the override patterns; fall back to the profile if not.
-            let profile = base
-                .clone()
-                .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
-                .unwrap_or(base);
-            (a.name.to_string(), profile)
-        })
-        .collect()
+/// Each agent's screen reader: its profile's patterns with the layout's overrides. Agents
+/// with the same settings share one (compiled pattern sets are the bulk of the
+/// supervisor's memory otherwise).
+fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
+    let mut shared: HashMap<String, Arc<ActivityProfile>> = HashMap::new();
+    let mut out = HashMap::new();
+    for a in &layout.agents {
+        let o = &a.activity;
+        let key = format!(
+            "{:?}/{:?}/{:?}/{:?}",
+            a.profile, o.working, o.waiting, o.idle
+        );
+        let profile = shared
+            .entry(key)
+            .or_insert_with(|| {
+                let base = ActivityProfile::for_profile(a.profile);
+                // The layout validated the override patterns; fall back to the profile if not.
+                Arc::new(
+                    base.clone()
+                        .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
+                        .unwrap_or(base),
+                )
+            })
+            .clone();
+        out.insert(a.name.to_string(), profile);
+    }
+    out
 }
 
 /// The last screen without the blank rows around it.

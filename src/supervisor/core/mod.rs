@@ -376,11 +376,13 @@ impl Core {
         }
         let name = a.name().to_owned();
         a.exit_status = status.or(signal.map(|s| 128 + s));
+        let pid = pid.or(a.pid);
         a.pid = None;
         a.rss_bytes = None;
         a.cpu_percent = None;
         let uptime = a.started_at.map(|t| now.saturating_duration_since(t));
         let mut ev = Event::new(EventKind::AgentExited, Some(&name))
+            .with("pid", pid)
             .with("exit_status", a.exit_status)
             .with("signal", signal);
         if let Some(u) = uptime {
