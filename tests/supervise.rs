@@ -320,3 +320,47 @@ fn the_pane_died_hook_reaches_the_supervisor() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn events_follow_prints_new_events_as_they_come() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut follow = env
+        .orch_command(&["events", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn events --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Started before any journal exists: it waits for one.
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    kill9(env.pane_of("sup", "steady").pid);
+    sup.expect("agent_restarted", Some("steady"), Duration::from_secs(5));
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|k| k == "agent_restarted") {
+        let line = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("events --follow printed only {kinds:?}"));
+        let ev: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+        kinds.push(ev["kind"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("supervisor_started")
+    );
+    assert!(kinds.iter().any(|k| k == "agent_exited"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+}

@@ -27,15 +27,17 @@ fn find<'a>(layout: &'a Layout, name: &str) -> Result<&'a Agent> {
         .agents
         .iter()
         .find(|a| a.name.as_str() == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = layout.agents.iter().map(|a| a.name.as_str()).collect();
-            BadInput(format!(
-                "unknown agent {name}; session {} has {}",
-                layout.session,
-                names.join(", ")
-            ))
-            .into()
-        })
+        .ok_or_else(|| BadInput(unknown_agent(name, layout)).into())
+}
+
+/// The error for an agent the layout does not name, listing the ones it does.
+pub(crate) fn unknown_agent(name: &str, layout: &Layout) -> String {
+    let names: Vec<&str> = layout.agents.iter().map(|a| a.name.as_str()).collect();
+    format!(
+        "unknown agent {name}; session {} has {}",
+        layout.session,
+        names.join(", ")
+    )
 }
 
 fn pane_of(layout: &Layout, tmux: &Tmux, name: &str) -> Result<Option<Pane>> {

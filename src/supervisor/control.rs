@@ -39,6 +39,22 @@ pub struct Reply {
     pub agents: Vec<AgentReport>,
 }
 
+impl From<anyhow::Result<()>> for Reply {
+    fn from(result: anyhow::Result<()>) -> Reply {
+        match result {
+            Ok(()) => Reply {
+                ok: true,
+                ..Reply::default()
+            },
+            Err(e) => Reply {
+                ok: false,
+                error: Some(format!("{e:#}")),
+                ..Reply::default()
+            },
+        }
+    }
+}
+
 /// What `orch status` learns from a running supervisor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {

@@ -284,17 +284,7 @@ impl Shell {
         let command = match req {
             Request::PaneDied { pane } => {
                 tracing::debug!(%pane, "pane-died hook");
-                return match self.reconcile(false).await {
-                    Ok(()) => Reply {
-                        ok: true,
-                        ..Reply::default()
-                    },
-                    Err(e) => Reply {
-                        ok: false,
-                        error: Some(format!("{e:#}")),
-                        ..Reply::default()
-                    },
-                };
+                return Reply::from(self.reconcile(false).await);
             }
             Request::Status => {
                 return Reply {
@@ -313,21 +303,11 @@ impl Shell {
         if self.core.agent(&name).is_none() {
             return Reply {
                 ok: false,
-                error: Some(unknown_agent(&name, &self.layout)),
+                error: Some(crate::session::agent::unknown_agent(&name, &self.layout)),
                 ..Reply::default()
             };
         }
-        match self.feed(Msg::Command(command)).await {
-            Ok(()) => Reply {
-                ok: true,
-                ..Reply::default()
-            },
-            Err(e) => Reply {
-                ok: false,
-                error: Some(format!("{e:#}")),
-                ..Reply::default()
-            },
-        }
+        Reply::from(self.feed(Msg::Command(command)).await)
     }
 
     fn report(&self) -> Vec<AgentReport> {
@@ -762,15 +742,6 @@ fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
 /// The last screen without the blank rows around it.
 fn tidy_screen(screen: &str) -> String {
     screen.trim_matches('\n').trim_end().to_owned()
-}
-
-fn unknown_agent(name: &str, layout: &Layout) -> String {
-    let names: Vec<&str> = layout.agents.iter().map(|a| a.name.as_str()).collect();
-    format!(
-        "unknown agent {name}; session {} has {}",
-        layout.session,
-        names.join(", ")
-    )
 }
 
 fn bind_control_socket(path: &Path) -> Result<UnixListener> {

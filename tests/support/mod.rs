@@ -198,16 +198,8 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
 }
 
-/// Whether a process is running (a zombie counts as gone).
-pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    !matches!(state, Some("Z" | "X" | "x"))
-}
+#[allow(unused_imports)]
+pub use orch::process::alive;
 
 /// All descendants of `pid` (and `pid`), from /proc.
 pub fn process_tree(pid: u32) -> Vec<u32> {
