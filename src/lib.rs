@@ -14,6 +14,7 @@ pub mod logging;
 pub mod monitor;
 pub mod process;
 pub mod session;
+pub mod snapshot;
 pub mod state;
 pub mod supervisor;
 pub mod tmux;

@@ -1,0 +1,3 @@
+//! Zero-loss handover: snapshots of a whole session, and restoring a session from one.
+
+pub mod format;
