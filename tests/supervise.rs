@@ -274,16 +274,16 @@ fn the_pane_died_hook_reaches_the_supervisor() {
     // The second death path, end to end: tmux runs the hook, the hook runs `orch hook`,
     // which reaches the supervisor's control socket.
     let env = TestEnv::new();
-    env.write(
-        "orch.yaml",
-        &LAYOUT.replace("session: sup\n", "session: sup\nmonitor: { tick: 1h }\n"),
-    );
-    let mut child = env
-        .orch_command(&["supervise"])
-        .env("ORCH_LOG", "orch=debug")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    // No restart: orch's own respawn could otherwise win the race against tmux noticing
+    // the death, and a pane that is alive again never fires pane-died.
+    let layout = LAYOUT
+        .replace("session: sup\n", "session: sup\nmonitor: { tick: 1h }\n")
+        .replace(
+            "restart: { max_restarts",
+            "restart: { policy: never, max_restarts",
+        );
+    env.write("orch.yaml", &layout);
+    let _sup = Supervisor::start_with(&env, &[("ORCH_LOG", "orch=debug")]);
     let steady = wait_for("the agents", Duration::from_secs(10), || {
         let p = env.panes("sup");
         (p.len() == 2
@@ -317,8 +317,6 @@ fn the_pane_died_hook_reaches_the_supervisor() {
         hooked.contains(&format!("pane=%{}", steady.id.trim_start_matches('%'))),
         "{hooked}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

@@ -246,8 +246,14 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn start(env: &TestEnv) -> Supervisor {
+        Supervisor::start_with(env, &[])
+    }
+
+    /// Starts `orch supervise` with extra environment variables.
+    pub fn start_with(env: &TestEnv, vars: &[(&str, &str)]) -> Supervisor {
         let mut child = env
             .orch_command(&["supervise"])
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
