@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::{AgentReport, Reply, Request};
+use super::control::{self, AgentReport, Reply, Request};
 use super::core::{Command, Core, Effect, Msg, Timer};
 use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
@@ -153,8 +151,17 @@ impl Shell {
         }
         // Listen and hook in before adopting anything, so no death goes unreported; what
         // arrives meanwhile waits in the channel.
-        let listener = bind_control_socket(&self.dir.join(CONTROL_SOCKET))?;
-        tokio::spawn(serve_control(listener, self.tx.clone()));
+        let listener = control::bind(&self.dir.join(CONTROL_SOCKET))?;
+        let (req_tx, mut req_rx) = mpsc::unbounded_channel();
+        tokio::spawn(control::serve(listener, req_tx));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some((req, reply)) = req_rx.recv().await {
+                if tx.send(Input::Control { req, reply }).is_err() {
+                    break;
+                }
+            }
+        });
         let hook = hook_command(&opts.exe, &self.tmux, self.state.root(), &session);
         if let Err(e) = self.tmux.set_pane_died_hook(&session, &hook) {
             tracing::warn!("could not set the pane-died hook: {e}");
@@ -742,58 +749,6 @@ fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
 /// The last screen without the blank rows around it.
 fn tidy_screen(screen: &str) -> String {
     screen.trim_matches('\n').trim_end().to_owned()
-}
-
-fn bind_control_socket(path: &Path) -> Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    // We hold the session lock, so a socket file left here is a dead supervisor's.
-    let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Input>) {
-    let uid = rustix::process::getuid().as_raw();
-    while let Ok((stream, _)) = listener.accept().await {
-        // Only our own user may steer our agents.
-        if stream.peer_cred().map(|c| c.uid()).ok() != Some(uid) {
-            continue;
-        }
-        tokio::spawn(serve_one(stream, tx.clone()));
-    }
-}
-
-async fn serve_one(stream: UnixStream, tx: mpsc::UnboundedSender<Input>) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if BufReader::new(read).read_line(&mut line).await.is_err() {
-        return;
-    }
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => {
-            let (reply_tx, reply_rx) = oneshot::channel();
-            if tx
-                .send(Input::Control {
-                    req,
-                    reply: reply_tx,
-                })
-                .is_err()
-            {
-                return;
-            }
-            reply_rx.await.unwrap_or_default()
-        }
-        Err(e) => Reply {
-            ok: false,
-            error: Some(format!("bad request: {e}")),
-            ..Reply::default()
-        },
-    };
-    if let Ok(text) = serde_json::to_string(&reply) {
-        let _ = write.write_all(format!("{text}\n").as_bytes()).await;
-    }
 }
 
 /// The tmux command the `pane-died` hook runs. `run-shell -b` because a hook's own
