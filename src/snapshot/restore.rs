@@ -22,7 +22,7 @@ use super::format::{AgentSnapshot, FORMAT, Snapshot};
 use crate::cli::BadInput;
 use crate::layout::{Profile, resume_command};
 use crate::state::{StateDir, create_private_dir};
-use crate::tmux::{PaneSpec, PanesTarget, Tmux, shell_quote};
+use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
 
 /// How long to wait for a server that is shutting down to be gone.
 const SERVER_SETTLE: Duration = Duration::from_secs(5);
@@ -264,9 +264,16 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
             specs.len()
         ));
     }
-    let ids = tmux
-        .create_panes_with_layout(target, "tiled", &specs, saved_layout)
-        .with_context(|| format!("recreating the panes of session {session}"))?;
+    let mut created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
+    if let Err(TmuxError::Failed { message, .. }) = &created
+        && message.contains("server exited unexpectedly")
+    {
+        // The old server was still on its way out when we reached it: nothing was made.
+        tmux.wait_server_settled(SERVER_SETTLE)
+            .context("waiting for the tmux server to settle")?;
+        created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
+    }
+    let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
     let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
 
     if req.handover {
