@@ -257,6 +257,15 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
 
     let after = env.panes("team");
     assert_eq!(after.len(), 9, "{after:?}");
+    for p in &after {
+        wait_for("the replay to finish", Duration::from_secs(20), || {
+            history(&env, &p.id).ends_with("\n10000").then_some(())
+        });
+    }
+    eprintln!(
+        "every pane replayed {:?} after restore began",
+        started.elapsed()
+    );
     for (name, text, cwd) in &before {
         let p = env.pane_of("team", name);
         assert!(!p.dead, "{name} is dead");
