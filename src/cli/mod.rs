@@ -6,6 +6,7 @@
 mod agent;
 mod doctor;
 mod layout;
+mod restore;
 mod status;
 mod supervise;
 
@@ -70,6 +71,15 @@ enum Command {
     Stop { agent: String },
     /// Start a stopped, exited or fatal agent
     Start { agent: String },
+    /// Rebuild a session from a snapshot: panes, history, agents, then a handover message
+    Restore {
+        /// Snapshot id, or `latest` (the newest one that verifies)
+        #[arg(value_name = "ID|latest")]
+        id: Option<String>,
+        /// Do not paste the handover message into the agents
+        #[arg(long)]
+        no_handover: bool,
+    },
     /// The event journal
     Events {
         /// Keep printing new events as they come
@@ -125,6 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restart { agent } => agent::run(&ctx, agent::Action::Restart, &agent),
         Command::Stop { agent } => agent::run(&ctx, agent::Action::Stop, &agent),
         Command::Start { agent } => agent::run(&ctx, agent::Action::Start, &agent),
+        Command::Restore { id, no_handover } => restore::run(&ctx, id.as_deref(), no_handover),
         Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
         Command::Hook {
             hook: Hook::PaneDied { session, pane },

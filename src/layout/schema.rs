@@ -277,6 +277,27 @@ impl Profile {
     }
 }
 
+/// The command that restarts `command` (this profile's agent) where it left off: Claude
+/// Code `claude --continue`, Codex `codex resume --last`. Commands that do not run the
+/// profile's own program (a wrapper script, another tool) are returned unchanged, as are
+/// profiles without a resume command.
+pub fn resume_command(profile: Profile, command: &str) -> String {
+    let suffix = match profile {
+        Profile::Claude => "--continue",
+        Profile::Codex => "resume --last",
+        Profile::Aider | Profile::Gemini | Profile::Shell => return command.to_owned(),
+    };
+    let program = command
+        .split_whitespace()
+        .next()
+        .map(|w| w.rsplit('/').next().unwrap_or(w));
+    if program.is_some() && program == profile.default_command() {
+        format!("{} {suffix}", command.trim_end())
+    } else {
+        command.to_owned()
+    }
+}
+
 /// The polite first signal of a graceful stop (the hard one is always SIGKILL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopSignal {

@@ -6,13 +6,14 @@
 pub mod agent;
 mod down;
 mod status;
+pub mod transcript;
 mod up;
 
 pub(crate) use down::stop_panes;
 pub use down::{DownReport, down};
 pub use status::{AgentStatus, StatusReport, SupervisorStatus, status};
 pub use up::{UpReport, plan_up, up};
-pub(crate) use up::{agent_cwd, pane_spec};
+pub(crate) use up::{agent_cwd, orch_env, pane_spec, transcript_or_warn};
 
 use crate::tmux::Pane;
 

@@ -142,16 +142,14 @@ pub(crate) fn pane_spec<'a>(
     tmux: &Tmux,
     state: &StateDir,
 ) -> PaneSpec<'a> {
-    let mut env = vec![
-        ("ORCH_SESSION".to_owned(), layout.session.to_string()),
-        ("ORCH_AGENT".to_owned(), agent.name.to_string()),
-        ("ORCH_ROLE".to_owned(), agent.role.to_string()),
-        ("ORCH_SOCKET".to_owned(), tmux.socket_name()),
-        (
-            "ORCH_STATE_DIR".to_owned(),
-            state.root().to_string_lossy().into_owned(),
-        ),
-    ];
+    let session = layout.session.as_str();
+    let mut env = orch_env(
+        session,
+        agent.name.as_str(),
+        agent.role.as_str(),
+        tmux,
+        state,
+    );
     env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     PaneSpec {
         agent: agent.name.as_str(),
@@ -159,6 +157,39 @@ pub(crate) fn pane_spec<'a>(
         cwd,
         env,
         command: agent.command.as_deref(),
+        transcript: transcript_or_warn(state, session, agent.name.as_str()),
+    }
+}
+
+/// The ORCH_* variables of SPEC §4 for an agent's pane.
+pub(crate) fn orch_env(
+    session: &str,
+    agent: &str,
+    role: &str,
+    tmux: &Tmux,
+    state: &StateDir,
+) -> Vec<(String, String)> {
+    vec![
+        ("ORCH_SESSION".to_owned(), session.to_owned()),
+        ("ORCH_AGENT".to_owned(), agent.to_owned()),
+        ("ORCH_ROLE".to_owned(), role.to_owned()),
+        ("ORCH_SOCKET".to_owned(), tmux.socket_name()),
+        (
+            "ORCH_STATE_DIR".to_owned(),
+            state.root().to_string_lossy().into_owned(),
+        ),
+    ]
+}
+
+/// The agent's transcript, ready to be piped into; an agent whose transcript cannot be
+/// made still starts (without one), with a warning in the log.
+pub(crate) fn transcript_or_warn(state: &StateDir, session: &str, agent: &str) -> Option<PathBuf> {
+    match super::transcript::prepare_transcript(state, session, agent) {
+        Ok(path) => Some(path),
+        Err(e) => {
+            tracing::warn!(session, agent, error = format!("{e:#}"), "no transcript");
+            None
+        }
     }
 }
 

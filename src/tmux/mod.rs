@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, NewSession, NewWindow,
-    RespawnPane, SelectLayout, SelectPane, SetHook, SetOption, SplitWindow, SwitchClient,
-    TmuxCommand,
+    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, LoadBuffer, NewSession,
+    NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout, SelectPane, SendKeys, SetHook,
+    SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -57,6 +57,8 @@ pub struct PaneSpec<'a> {
     pub env: Vec<(String, String)>,
     /// `None` runs tmux's default command, i.e. the user's shell.
     pub command: Option<&'a str>,
+    /// Everything the pane prints is appended to this file (`pipe-pane -O`), if set.
+    pub transcript: Option<std::path::PathBuf>,
 }
 
 /// Where new panes go.
@@ -198,6 +200,48 @@ impl Tmux {
         })
     }
 
+    /// [`Tmux::run`] with `input` on tmux's stdin (for `load-buffer -`).
+    fn run_with_stdin(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: &[u8],
+    ) -> Result<String, TmuxError> {
+        use std::io::Write;
+        let mut cmd = self.base_command();
+        let mut what = Vec::new();
+        for (i, c) in commands.iter().enumerate() {
+            if i > 0 {
+                cmd.arg(";");
+            }
+            let argv = c.to_vec();
+            if let Some(name) = argv.first() {
+                what.push(name.to_string());
+            }
+            cmd.args(argv.iter().map(|a| escape_arg(a)));
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(not_installed)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input)?;
+        }
+        let output = child.wait_with_output()?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if is_no_server(&message) {
+            return Err(TmuxError::NoServer(self.socket_name()));
+        }
+        Err(TmuxError::Failed {
+            command: what.join("; "),
+            message,
+        })
+    }
+
     /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
     /// No server means no panes.
     pub fn list_panes(&self) -> Result<Vec<Pane>, TmuxError> {
@@ -220,6 +264,19 @@ impl Tmux {
         target: PanesTarget<'_>,
         arrange: &str,
         specs: &[PaneSpec<'_>],
+    ) -> Result<Vec<String>, TmuxError> {
+        self.create_panes_with_layout(target, arrange, specs, None)
+    }
+
+    /// [`Tmux::create_panes`], then `select-layout` with a saved `#{window_layout}` string
+    /// in the same command sequence, so the panes have their final size before tmux reads
+    /// anything they print.
+    pub fn create_panes_with_layout(
+        &self,
+        target: PanesTarget<'_>,
+        arrange: &str,
+        specs: &[PaneSpec<'_>],
+        final_layout: Option<&str>,
     ) -> Result<Vec<String>, TmuxError> {
         let Some((first, rest)) = specs.split_first() else {
             return Ok(Vec::new());
@@ -286,6 +343,16 @@ impl Tmux {
                 batch.extend(group);
                 taken += 1;
             }
+            if taken == pending.len()
+                && let Some(layout) = final_layout
+            {
+                finish.push(
+                    SelectLayout::new()
+                        .target_pane(win.clone())
+                        .layout_name(layout.to_owned())
+                        .build(),
+                );
+            }
             batch.append(&mut finish);
             let out = self.run(std::mem::take(&mut batch))?;
             let mut lines = out.lines().map(str::trim);
@@ -336,11 +403,78 @@ impl Tmux {
             .target_pane(pane.to_owned())
             .message("#{pane_pid}")
             .build();
-        let out = self.run(vec![respawn, pid])?;
+        let mut cmds = vec![respawn];
+        // The pipe survives respawn-pane (tmux 3.3a), but its `cat` still holds the file it
+        // opened, which a rotation may have renamed: open it again on the current file.
+        cmds.extend(pipe_transcript(pane, spec));
+        cmds.push(pid);
+        let out = self.run(cmds)?;
         out.trim().parse().map_err(|_| TmuxError::Failed {
             command: "respawn-pane".into(),
             message: format!("expected the new pane pid, tmux printed {out:?}"),
         })
+    }
+
+    /// Types `text` into a pane as one paste, then presses Enter: `load-buffer -b B -`
+    /// (text on stdin) and `paste-buffer -p -d -r -b B -t PANE` in one tmux process, then
+    /// `send-keys -t PANE Enter` in a second one, so the program has the whole paste before
+    /// the key that submits it. ESC and control characters other than `\n` and `\t` are
+    /// removed first: an embedded `ESC [201~` would end a bracketed paste early. Never
+    /// sends Ctrl-C, which would throw away what the agent was typing.
+    pub fn paste_text(&self, pane: &str, text: &str) -> Result<(), TmuxError> {
+        let state = self.run(vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane.to_owned())
+                .message("#{pane_dead} #{pane_in_mode}")
+                .build(),
+        ])?;
+        if state.trim() != "0 0" {
+            return Err(TmuxError::Failed {
+                command: "paste-buffer".into(),
+                message: format!("pane {pane} is dead or in copy mode, not pasting"),
+            });
+        }
+        let buffer = unique_buffer_name();
+        let load = LoadBuffer::new()
+            .buffer_name(buffer.clone())
+            .path("-")
+            .build();
+        let paste = PasteBuffer::new()
+            .bracket_codes()
+            .delete()
+            .no_replacement()
+            .buffer_name(buffer)
+            .target_pane(pane.to_owned())
+            .build();
+        self.run_with_stdin(vec![load, paste], paste_safe(text).as_bytes())?;
+        self.run(vec![
+            SendKeys::new()
+                .target_pane(pane.to_owned())
+                .key("Enter")
+                .build(),
+        ])
+        .map(drop)
+    }
+
+    /// Whether `session` exists on this server (no server: it does not).
+    pub fn has_session(&self, session: &str) -> Result<bool, TmuxError> {
+        Ok(self.list_panes()?.iter().any(|p| p.session == session))
+    }
+
+    /// Waits until the server on this socket is either answering or really gone, at most
+    /// `timeout`. Right after `kill-server` the old server still holds the socket for a
+    /// moment and a new one started then fails (4 times in 5 on tmux 3.3a). Returns whether
+    /// a server is running.
+    pub fn wait_server_settled(&self, timeout: std::time::Duration) -> Result<bool, TmuxError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.server_info() {
+                Ok(info) => return Ok(info.is_some()),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
     }
 
     /// The visible screen of a pane as text (what a person sees in it now).
@@ -505,9 +639,34 @@ fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxComm
     cmds
 }
 
+/// `pipe-pane -O -t PANE 'cat >> FILE'`: appends what the pane prints to its transcript.
+fn pipe_transcript<'a>(pane: &str, spec: &PaneSpec<'_>) -> Option<TmuxCommand<'a>> {
+    let file = spec.transcript.as_ref()?;
+    // tmux_interface names the flags after the pane's side: its `stdin()` emits `-O`
+    // (what the pane writes goes to the command).
+    Some(
+        PipePane::new()
+            .stdin()
+            .target_pane(pane.to_owned())
+            .shell_command(format!("cat >> {}", shell_quote(&file.to_string_lossy())))
+            .build(),
+    )
+}
+
+/// Quotes `s` as one word for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Identity of the pane that was just created (the active pane of `win`).
 fn name_pane<'a>(win: &str, spec: &PaneSpec<'a>) -> Vec<TmuxCommand<'a>> {
-    vec![
+    let mut cmds = vec![
         SetOption::new()
             .pane()
             .target_pane(win.to_owned())
@@ -524,7 +683,9 @@ fn name_pane<'a>(win: &str, spec: &PaneSpec<'a>) -> Vec<TmuxCommand<'a>> {
             .target_pane(win.to_owned())
             .title(spec.agent.to_owned())
             .build(),
-    ]
+    ];
+    cmds.extend(pipe_transcript(win, spec));
+    cmds
 }
 
 fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
@@ -535,6 +696,23 @@ fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
     if let Some(command) = spec.command {
         cmd.push_param(command);
     }
+}
+
+/// Text that is safe to paste: no ESC, no control characters except `\n` and `\t`.
+pub fn paste_safe(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .collect()
+}
+
+/// A paste buffer name no other client of the server is using.
+fn unique_buffer_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("orch-paste-{}-{n}-{nanos:x}", std::process::id())
 }
 
 /// tmux splits its argument list into commands at any argument ending in `;`; a literal
@@ -635,6 +813,30 @@ mod tests {
             screens[1].contains("two") && !screens[1].contains("one"),
             "{screens:?}"
         );
+    }
+
+    #[test]
+    fn quoting_and_paste_filtering() {
+        assert_eq!(shell_quote("/a/b.log"), "/a/b.log");
+        assert_eq!(shell_quote("it's here"), "'it'\\''s here'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(paste_safe("a\x1b[201~b\tc\r\nd\x07\u{9b}"), "a[201~b\tc\nd");
+    }
+
+    #[test]
+    fn transcript_pipe_is_output_only() {
+        let spec = PaneSpec {
+            agent: "a",
+            role: "r",
+            cwd: Path::new("/"),
+            env: Vec::new(),
+            command: None,
+            transcript: Some("/t/a b.log".into()),
+        };
+        let argv: Vec<String> = pipe_transcript("%1", &spec)
+            .map(|c| c.to_vec().iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(argv, ["pipe-pane", "-O", "-t", "%1", "cat >> '/t/a b.log'"]);
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! `orch restore [ID|latest] [--no-handover]`.
+//!
+//! Snapshots are read from the session named by `--session` when it has any, else from
+//! the layout's session; the session is recreated under `--session` when given, else
+//! under the name saved in the snapshot.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::{Context, out};
+use crate::snapshot::restore::{self, RestoreRequest, Which};
+
+pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<ExitCode> {
+    let state = ctx.state()?;
+    let as_session = ctx.session_override()?;
+    let as_session = as_session.as_ref().map(|s| s.as_str());
+    let from_session = match as_session {
+        Some(name) if restore::snapshots_dir(&state, name).is_dir() => name.to_owned(),
+        _ => {
+            let source = ctx.layout_source()?;
+            crate::layout::load(&source)?.session.to_string()
+        }
+    };
+    let _log = crate::state::create_private_dir(&state.root().join(&from_session))
+        .ok()
+        .and_then(|()| crate::logging::init(&state.root().join(&from_session)));
+    let tmux = ctx.tmux();
+    let report = restore::restore(
+        &tmux,
+        &state,
+        &RestoreRequest {
+            from_session: &from_session,
+            which: Which::parse(id),
+            as_session,
+            handover: !no_handover,
+        },
+    )?;
+    for note in &report.notes {
+        out!("{note}")?;
+    }
+    out!(
+        "session {} restored from snapshot {} on tmux socket {}: {} agents in {} ms",
+        report.session,
+        report.snapshot_id,
+        tmux.socket_name(),
+        report.panes.len(),
+        report.duration.as_millis()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,569 @@
+//! `orch restore`: rebuild a session from a snapshot.
+//!
+//! The session comes back with the saved window size and pane geometry (the saved
+//! `#{window_layout}`), each pane first replaying its saved history (`cat FILE`) and then
+//! running its agent again (the profile's resume command where it has one), with the
+//! same cwd, ORCH_* environment, identity options and transcript as `layout up` gives it.
+//! Unless told not to, each agent is then told what happened in a pasted message.
+//!
+//! A snapshot is only used when it verifies: its document checksum (see
+//! [`super::format`]) and every blob it names, by SHA-256. `latest` is the newest one that
+//! does, so a torn or tampered newest snapshot falls back to the one before.
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::format::{AgentSnapshot, FORMAT, Snapshot};
+use crate::cli::BadInput;
+use crate::layout::{Profile, resume_command};
+use crate::state::{StateDir, create_private_dir};
+use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
+
+/// How long to wait for a server that is shutting down to be gone.
+const SERVER_SETTLE: Duration = Duration::from_secs(5);
+
+/// Lines of history kept beyond the longest saved one, so nothing replayed scrolls off.
+const HISTORY_MARGIN: u64 = 1000;
+
+/// Which snapshot to restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Which {
+    Latest,
+    Id(String),
+}
+
+impl Which {
+    pub fn parse(arg: Option<&str>) -> Which {
+        match arg {
+            None | Some("latest") => Which::Latest,
+            Some(id) => Which::Id(id.to_owned()),
+        }
+    }
+}
+
+/// What to restore and how.
+#[derive(Clone, Debug)]
+pub struct RestoreRequest<'a> {
+    /// The session whose snapshots to read.
+    pub from_session: &'a str,
+    pub which: Which,
+    /// Restore under this name instead of the snapshot's.
+    pub as_session: Option<&'a str>,
+    /// Send each agent the handover message.
+    pub handover: bool,
+}
+
+/// What `restore` did.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    pub snapshot_id: String,
+    pub session: String,
+    /// `(agent, new pane id)`, in window order.
+    pub panes: Vec<(String, String)>,
+    /// From the start of `restore` until the last pane was made (and, with handover, the
+    /// last message sent).
+    pub duration: Duration,
+    /// Agents not restored or not told, and why.
+    pub notes: Vec<String>,
+}
+
+/// Reads a snapshot document and checks it: format, document checksum, and every blob it
+/// names exists under `blobs_dir` with the right SHA-256.
+pub fn verify(doc_bytes: &[u8], blobs_dir: &Path) -> Result<Snapshot, String> {
+    let snap: Snapshot =
+        serde_json::from_slice(doc_bytes).map_err(|e| format!("not a snapshot: {e}"))?;
+    if snap.format != FORMAT {
+        return Err(format!(
+            "snapshot format {} is not supported (this orch reads format {FORMAT})",
+            snap.format
+        ));
+    }
+    let expected = document_checksum(&snap)?;
+    if snap.checksum != expected {
+        return Err(format!(
+            "checksum mismatch: the document says {}, its content hashes to {expected}",
+            snap.checksum
+        ));
+    }
+    for agent in &snap.agents {
+        for blob in [&agent.scrollback, &agent.alternate].into_iter().flatten() {
+            let path = blobs_dir.join(&blob.sha256);
+            let bytes =
+                fs::read(&path).map_err(|e| format!("blob {} is missing: {e}", blob.sha256))?;
+            if sha256_hex(&bytes) != blob.sha256 {
+                return Err(format!("blob {} is damaged", blob.sha256));
+            }
+        }
+    }
+    Ok(snap)
+}
+
+/// `sha256:<hex>` of the document serialized compactly with `checksum` empty.
+pub fn document_checksum(snap: &Snapshot) -> Result<String, String> {
+    let mut blank = snap.clone();
+    blank.checksum = String::new();
+    let bytes = serde_json::to_vec(&blank).map_err(|e| e.to_string())?;
+    Ok(format!("sha256:{}", sha256_hex(&bytes)))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// `<state-dir>/<session>/snapshots`.
+pub fn snapshots_dir(state: &StateDir, session: &str) -> PathBuf {
+    state.root().join(session).join("snapshots")
+}
+
+/// Loads the snapshot `which` of `session`, verified.
+pub fn load(state: &StateDir, session: &str, which: &Which) -> Result<Snapshot> {
+    let dir = snapshots_dir(state, session);
+    let blobs = dir.join("blobs");
+    match which {
+        Which::Id(id) => {
+            if id.is_empty() || id.contains('/') || id.starts_with('.') {
+                return Err(BadInput(format!("{id:?} is not a snapshot id")).into());
+            }
+            let path = dir.join(format!("{id}.json"));
+            let bytes = fs::read(&path).map_err(|_| {
+                BadInput(format!(
+                    "there is no snapshot {id} of session {session} (looked for {})",
+                    path.display()
+                ))
+            })?;
+            verify(&bytes, &blobs).map_err(|e| anyhow::anyhow!("snapshot {id} cannot be used: {e}"))
+        }
+        Which::Latest => {
+            let mut ids: Vec<String> = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let id = name.strip_suffix(".json")?;
+                    (!id.starts_with('.')).then(|| id.to_owned())
+                })
+                .collect();
+            // Ids sort by time; the newest first.
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let mut skipped = Vec::new();
+            for id in ids {
+                let Ok(bytes) = fs::read(dir.join(format!("{id}.json"))) else {
+                    continue;
+                };
+                match verify(&bytes, &blobs) {
+                    Ok(snap) => {
+                        for (id, why) in skipped {
+                            tracing::warn!(id, why, "skipped a snapshot that does not verify");
+                        }
+                        return Ok(snap);
+                    }
+                    Err(why) => skipped.push((id, why)),
+                }
+            }
+            let why = skipped
+                .first()
+                .map(|(id, why)| {
+                    format!(
+                        " ({} failed to verify; the newest, {id}: {why})",
+                        skipped.len()
+                    )
+                })
+                .unwrap_or_default();
+            Err(BadInput(format!(
+                "session {session} has no usable snapshot in {}{why}",
+                dir.display()
+            ))
+            .into())
+        }
+    }
+}
+
+/// Restores a session from a snapshot. Refuses (as bad input) when the target session is
+/// running.
+pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let snap = load(state, req.from_session, &req.which)?;
+    let session = req.as_session.unwrap_or(&snap.session).to_owned();
+
+    tmux.wait_server_settled(SERVER_SETTLE)
+        .context("waiting for the tmux server to settle")?;
+    if tmux.has_session(&session)? {
+        return Err(BadInput(format!(
+            "session {session} is already running on tmux socket {}; restore under another name with --session NAME, or stop it first with `orch layout down`",
+            tmux.socket_name()
+        ))
+        .into());
+    }
+
+    let blobs = snapshots_dir(state, req.from_session).join("blobs");
+    let replay_dir = state.session_dir(&session)?.join("restore").join(&snap.id);
+    create_private_dir(&replay_dir)?;
+
+    let mut notes = Vec::new();
+    let agents: Vec<&AgentSnapshot> = snap.agents.iter().filter(|a| a.pane.is_some()).collect();
+    for a in snap.agents.iter().filter(|a| a.pane.is_none()) {
+        notes.push(format!(
+            "{}: had no pane in the snapshot, not restored",
+            a.name
+        ));
+    }
+    let mut plans = Vec::with_capacity(agents.len());
+    for agent in &agents {
+        plans.push(plan_agent(&snap, agent, &blobs, &replay_dir, state)?);
+    }
+    let specs: Vec<PaneSpec<'_>> = agents
+        .iter()
+        .zip(&plans)
+        .map(|(agent, plan)| {
+            let mut env = crate::session::orch_env(&session, &agent.name, &agent.role, tmux, state);
+            env.extend(plan.env.iter().cloned());
+            PaneSpec {
+                agent: &agent.name,
+                role: &agent.role,
+                cwd: &plan.cwd,
+                env,
+                command: Some(&plan.command),
+                transcript: crate::session::transcript_or_warn(state, &session, &agent.name),
+            }
+        })
+        .collect();
+
+    let saved_lines = agents
+        .iter()
+        .filter_map(|a| a.scrollback.as_ref().map(|b| b.lines))
+        .max()
+        .unwrap_or(0);
+    let history_limit = saved_lines
+        .saturating_add(u64::from(snap.window.height))
+        .saturating_add(HISTORY_MARGIN)
+        .max(layout_scrollback(&snap.layout));
+    let target = PanesTarget::NewSession {
+        session: &session,
+        window: &snap.window.name,
+        history_limit: u32::try_from(history_limit).unwrap_or(u32::MAX),
+        width: clamp_u16(snap.window.width),
+        height: clamp_u16(snap.window.height),
+    };
+    let saved_layout =
+        layout_fits(&snap.window.layout, specs.len()).then_some(snap.window.layout.as_str());
+    if saved_layout.is_none() {
+        notes.push(format!(
+            "the saved pane layout does not fit {} panes; they are tiled instead",
+            specs.len()
+        ));
+    }
+    let mut created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
+    if let Err(TmuxError::Failed { message, .. }) = &created
+        && message.contains("server exited unexpectedly")
+    {
+        // The old server was still on its way out when we reached it: nothing was made.
+        tmux.wait_server_settled(SERVER_SETTLE)
+            .context("waiting for the tmux server to settle")?;
+        created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
+    }
+    let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
+    let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
+
+    if req.handover {
+        for ((agent, pane), spec) in agents.iter().zip(&panes).zip(&specs) {
+            let text = handover_message(&snap, agent, spec.transcript.as_deref());
+            if let Err(e) = tmux.paste_text(&pane.1, &text) {
+                notes.push(format!("{}: handover message not sent: {e}", agent.name));
+            }
+        }
+    }
+    let duration = started.elapsed();
+    tracing::info!(session, snapshot = snap.id, ?duration, "restored");
+    Ok(RestoreReport {
+        snapshot_id: snap.id.clone(),
+        session,
+        panes,
+        duration,
+        notes,
+    })
+}
+
+/// How one agent's pane is started again.
+struct AgentPlan {
+    cwd: PathBuf,
+    /// `sh -c 'cat REPLAY; exec …'`
+    command: String,
+    /// The agent's own `env` from the saved layout.
+    env: Vec<(String, String)>,
+}
+
+fn plan_agent(
+    snap: &Snapshot,
+    agent: &AgentSnapshot,
+    blobs: &Path,
+    replay_dir: &Path,
+    state: &StateDir,
+) -> Result<AgentPlan> {
+    // The name becomes a file name below: only a valid agent name will do.
+    crate::layout::AgentName::new(agent.name.clone())
+        .map_err(|e| anyhow::anyhow!("the snapshot names an agent {:?}: {e}", agent.name))?;
+    let saved = saved_agent(&snap.layout, &agent.name);
+    let profile = saved
+        .and_then(|a| a.get("profile"))
+        .and_then(|p| serde_json::from_value::<Profile>(p.clone()).ok())
+        .unwrap_or(Profile::Shell);
+    let env = saved
+        .and_then(|a| a.get("env"))
+        .and_then(|e| e.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cwd = [
+        agent.cwd.as_deref().map(PathBuf::from),
+        saved
+            .and_then(|a| a.get("cwd"))
+            .and_then(|c| c.as_str())
+            .map(PathBuf::from),
+        snap.layout
+            .get("root")
+            .and_then(|c| c.as_str())
+            .map(PathBuf::from),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_dir())
+    .unwrap_or_else(|| state.root().to_owned());
+
+    let replay = match &agent.scrollback {
+        Some(blob) => {
+            let file = replay_dir.join(format!("{}.scrollback", agent.name));
+            let bytes = fs::read(blobs.join(&blob.sha256))
+                .with_context(|| format!("reading the scrollback of {}", agent.name))?;
+            write_private(&file, &bytes)?;
+            Some(file)
+        }
+        None => None,
+    };
+    let run = match agent.command.as_deref() {
+        Some(cmd) => format!("exec sh -c {}", shell_quote(&resume_command(profile, cmd))),
+        None => "exec \"${SHELL:-sh}\" -l".to_owned(),
+    };
+    let script = match replay {
+        Some(file) => format!("cat {}; {run}", shell_quote(&file.to_string_lossy())),
+        None => run,
+    };
+    Ok(AgentPlan {
+        cwd,
+        command: format!("sh -c {}", shell_quote(&script)),
+        env,
+    })
+}
+
+/// The saved layout's entry for `agent` (`layout.agents[]` with that name).
+fn saved_agent<'a>(layout: &'a serde_json::Value, agent: &str) -> Option<&'a serde_json::Value> {
+    layout
+        .get("agents")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(agent))
+}
+
+/// Whether tmux will accept `layout` (a `#{window_layout}` string) for a window of
+/// `panes` panes: its checksum matches and it has one cell per pane. A rejected layout
+/// would abort the command sequence that creates the panes.
+fn layout_fits(layout: &str, panes: usize) -> bool {
+    let Some((sum, body)) = layout.split_once(',') else {
+        return false;
+    };
+    let csum = body.bytes().fold(0u16, |c, b| {
+        ((c >> 1) | ((c & 1) << 15)).wrapping_add(u16::from(b))
+    });
+    if u16::from_str_radix(sum, 16).ok() != Some(csum) {
+        return false;
+    }
+    // A pane cell is `WxH,X,Y,ID` followed by `,`, `]`, `}` or the end; a split cell
+    // has `[` or `{` after `WxH,X,Y`.
+    let cells = regex::Regex::new(r"\d+x\d+,\d+,\d+,\d+")
+        .map(|re| re.find_iter(body).count())
+        .unwrap_or(0);
+    cells == panes
+}
+
+fn layout_scrollback(layout: &serde_json::Value) -> u64 {
+    layout
+        .get("snapshot")
+        .and_then(|s| s.get("scrollback_lines"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn clamp_u16(v: u32) -> u16 {
+    u16::try_from(v.clamp(10, u32::from(u16::MAX))).unwrap_or(u16::MAX)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// What an agent is told after a restore.
+pub fn handover_message(
+    snap: &Snapshot,
+    agent: &AgentSnapshot,
+    transcript: Option<&Path>,
+) -> String {
+    let transcript = transcript.map_or_else(
+        || "no transcript is available".to_owned(),
+        |p| format!("everything your pane printed is in {}", p.display()),
+    );
+    let task = agent
+        .last_message
+        .as_deref()
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or("(none recorded)");
+    format!(
+        "[orch] This session was restored from snapshot {} taken at {}. Your previous process ended; {transcript}. Your last task was:\n{task}\nRead the transcript if you need context, then continue where you left off.",
+        snap.id, snap.created
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::snapshot::format::{BlobRef, WindowShape};
+
+    /// Writes a verified snapshot: its blobs and its document, checksummed.
+    pub(crate) fn write_snapshot(dir: &Path, mut snap: Snapshot, blobs: &[&[u8]]) -> Snapshot {
+        let blob_dir = dir.join("blobs");
+        fs::create_dir_all(&blob_dir).expect("mkdir");
+        for b in blobs {
+            fs::write(blob_dir.join(sha256_hex(b)), b).expect("blob");
+        }
+        snap.checksum = document_checksum(&snap).expect("checksum");
+        fs::write(
+            dir.join(format!("{}.json", snap.id)),
+            serde_json::to_vec(&snap).expect("json"),
+        )
+        .expect("doc");
+        snap
+    }
+
+    fn snap(id: &str, history: &[u8]) -> Snapshot {
+        Snapshot {
+            format: FORMAT,
+            id: id.into(),
+            session: "s".into(),
+            created: "2026-11-21T23:58:00.123Z".into(),
+            reason: "manual".into(),
+            layout_file: None,
+            layout: serde_json::json!({}),
+            window: WindowShape {
+                name: "w".into(),
+                width: 80,
+                height: 24,
+                layout: "x".into(),
+            },
+            agents: vec![AgentSnapshot {
+                name: "a".into(),
+                role: "R".into(),
+                pane: Some("%1".into()),
+                cwd: None,
+                command: None,
+                state: "running".into(),
+                activity: "idle".into(),
+                restarts: 0,
+                exit_status: None,
+                last_message: None,
+                pending: Vec::new(),
+                scrollback: Some(BlobRef {
+                    sha256: sha256_hex(history),
+                    bytes: history.len() as u64,
+                    lines: 1,
+                }),
+                alternate: None,
+            }],
+            checksum: String::new(),
+        }
+    }
+
+    #[test]
+    fn latest_skips_corrupt_and_incomplete_snapshots() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state = StateDir::resolve(Some(tmp.path().to_owned())).expect("state");
+        let dir = snapshots_dir(&state, "s");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let good = write_snapshot(
+            &dir,
+            snap("20261121T000000.000Z-aaaa", b"old\n"),
+            &[b"old\n"],
+        );
+        // Newer, but its blob is missing.
+        write_snapshot(&dir, snap("20261121T000001.000Z-bbbb", b"lost\n"), &[]);
+        // Newest, but torn.
+        fs::write(
+            dir.join("20261121T000002.000Z-cccc.json"),
+            b"{\"format\":1,",
+        )
+        .expect("w");
+        let got = load(&state, "s", &Which::Latest).expect("latest");
+        assert_eq!(got, good);
+        let err = load(&state, "s", &Which::Id("20261121T000001.000Z-bbbb".into()))
+            .expect_err("missing blob");
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+    }
+
+    #[test]
+    fn a_changed_document_fails_its_checksum() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = write_snapshot(tmp.path(), snap("x", b"h\n"), &[b"h\n"]);
+        let path = tmp.path().join("x.json");
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(verify(text.as_bytes(), &tmp.path().join("blobs")).is_ok());
+        let tampered = text.replace("\"manual\"", "\"interval\"");
+        assert!(
+            verify(tampered.as_bytes(), &tmp.path().join("blobs"))
+                .expect_err("tampered")
+                .contains("checksum")
+        );
+        fs::write(tmp.path().join("blobs").join(sha256_hex(b"h\n")), b"x").expect("w");
+        assert!(verify(text.as_bytes(), &tmp.path().join("blobs")).is_err());
+        assert_eq!(s.format, FORMAT);
+    }
+
+    #[test]
+    fn saved_layouts_are_checked_before_use() {
+        // As tmux 3.3a printed it.
+        let two = "033f,160x40,0,0{80x40,0,0,0,79x40,81,0,1}";
+        assert!(layout_fits(two, 2));
+        assert!(!layout_fits(two, 3));
+        assert!(!layout_fits("033e,160x40,0,0{80x40,0,0,0,79x40,81,0,1}", 2));
+        assert!(!layout_fits("", 1));
+    }
+
+    #[test]
+    fn handover_names_the_transcript_and_the_task() {
+        let mut s = snap("id1", b"");
+        s.agents[0].last_message = Some("fix the parser".into());
+        let m = handover_message(&s, &s.agents[0], Some(Path::new("/st/s/transcripts/a.log")));
+        assert!(m.contains("/st/s/transcripts/a.log") && m.contains("fix the parser"));
+        assert!(m.contains("id1"));
+    }
+}

@@ -1,0 +1,435 @@
+//! `orch restore` and agent transcripts on a real tmux server.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use orch::snapshot::format::{AgentSnapshot, BlobRef, FORMAT, Snapshot, WindowShape};
+use orch::snapshot::restore::{document_checksum, handover_message, sha256_hex};
+use support::{TestEnv, wait_for};
+
+const NAMES: [&str; 9] = [
+    "president",
+    "boss1",
+    "boss2",
+    "worker1",
+    "worker2",
+    "worker3",
+    "worker4",
+    "worker5",
+    "worker6",
+];
+
+/// A state dir whose path needs quoting in a shell: spaces and both quotes.
+fn awkward_state_dir(env: &TestEnv) -> PathBuf {
+    let dir = env.state.path().join("st \"it's\" here");
+    std::fs::create_dir_all(&dir).expect("mkdir state");
+    dir
+}
+
+fn orch(env: &TestEnv, state: &Path, args: &[&str]) -> std::process::Output {
+    env.orch_command(args)
+        .env("ORCH_STATE_DIR", state)
+        .output()
+        .expect("run orch")
+}
+
+fn orch_ok(env: &TestEnv, state: &Path, args: &[&str]) -> String {
+    let out = orch(env, state, args);
+    assert!(
+        out.status.success(),
+        "orch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A pane's history and screen as plain text, trailing blank lines dropped.
+fn history(env: &TestEnv, pane: &str) -> String {
+    let text = env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", pane]);
+    let trimmed = text.trim_end_matches(['\n', ' ']);
+    trimmed.to_owned()
+}
+
+fn agent_snapshot(name: &str, role: &str) -> AgentSnapshot {
+    AgentSnapshot {
+        name: name.into(),
+        role: role.into(),
+        pane: None,
+        cwd: None,
+        command: None,
+        state: "running".into(),
+        activity: "idle".into(),
+        restarts: 0,
+        exit_status: None,
+        last_message: None,
+        pending: Vec::new(),
+        scrollback: None,
+        alternate: None,
+    }
+}
+
+/// Writes blobs and a checksummed format-1 document under `<state>/<session>/snapshots`.
+fn write_snapshot(state: &Path, mut snap: Snapshot, blobs: &[Vec<u8>]) -> Snapshot {
+    let dir = state.join(&snap.session).join("snapshots");
+    std::fs::create_dir_all(dir.join("blobs")).expect("mkdir snapshots");
+    for b in blobs {
+        std::fs::write(dir.join("blobs").join(sha256_hex(b)), b).expect("blob");
+    }
+    snap.checksum = document_checksum(&snap).expect("checksum");
+    std::fs::write(
+        dir.join(format!("{}.json", snap.id)),
+        serde_json::to_vec(&snap).expect("json"),
+    )
+    .expect("document");
+    snap
+}
+
+fn blob_ref(bytes: &[u8]) -> BlobRef {
+    BlobRef {
+        sha256: sha256_hex(bytes),
+        bytes: bytes.len() as u64,
+        lines: bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+    }
+}
+
+fn snapshot_doc(
+    session: &str,
+    id: &str,
+    window: WindowShape,
+    agents: Vec<AgentSnapshot>,
+) -> Snapshot {
+    let layout_agents: Vec<serde_json::Value> = agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "name": a.name, "role": a.role, "profile": "shell",
+                "env": { "FROM_LAYOUT": format!("env of {}", a.name) }
+            })
+        })
+        .collect();
+    Snapshot {
+        format: FORMAT,
+        id: id.into(),
+        session: session.into(),
+        created: "2026-11-22T00:00:00.000Z".into(),
+        reason: "manual".into(),
+        layout_file: None,
+        layout: serde_json::json!({
+            "session": session,
+            "snapshot": { "scrollback_lines": 20000 },
+            "agents": layout_agents,
+        }),
+        window,
+        agents,
+        checksum: String::new(),
+    }
+}
+
+/// A `#{window_layout}` string: tmux's checksum, then the cells.
+fn with_checksum(body: &str) -> String {
+    let csum = body.bytes().fold(0u16, |c, b| {
+        ((c >> 1) | ((c & 1) << 15)).wrapping_add(u16::from(b))
+    });
+    format!("{csum:04x},{body}")
+}
+
+fn role_of(name: &str) -> String {
+    format!("R_{}", name.to_uppercase())
+}
+
+fn environ(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    std::fs::create_dir_all(env.path().join("it's a \"dir\"")).expect("mkdir cwd");
+    let mut yaml = String::from(
+        "session: team\nwindow: crew\ndefaults:\n  command: 'seq 1 10000; exec sleep 600'\nsnapshot: { scrollback_lines: 20000 }\nagents:\n",
+    );
+    for name in NAMES {
+        let cwd = if name == "boss2" {
+            ", cwd: \"it's a \\\"dir\\\"\""
+        } else {
+            ""
+        };
+        yaml.push_str(&format!(
+            "  - {{ name: {name}, role: {}{cwd} }}\n",
+            role_of(name)
+        ));
+    }
+    env.write("orch.yaml", &yaml);
+    orch_ok(&env, &state, &["layout", "up"]);
+
+    // Capture the original session the way a snapshot would.
+    let panes = env.panes("team");
+    assert_eq!(panes.len(), 9);
+    for p in &panes {
+        wait_for("seq to finish", Duration::from_secs(20), || {
+            history(&env, &p.id).ends_with("\n10000").then_some(())
+        });
+    }
+    let shape = env.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &panes[0].id,
+        "#{window_name}\t#{window_width}\t#{window_height}\t#{window_layout}",
+    ]);
+    let f: Vec<&str> = shape.trim_end().split('\t').collect();
+    let window = WindowShape {
+        name: f[0].into(),
+        width: f[1].parse().expect("width"),
+        height: f[2].parse().expect("height"),
+        layout: f[3].into(),
+    };
+    let mut agents = Vec::new();
+    let mut blobs = Vec::new();
+    let mut before = Vec::new();
+    let order = env.tmux(&[
+        "list-panes",
+        "-t",
+        &panes[0].id,
+        "-F",
+        "#{pane_id}\t#{@orch_agent}\t#{pane_current_path}",
+    ]);
+    for line in order.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (pane, name, cwd) = (f[0], f[1], f[2]);
+        let blob = std::process::Command::new("tmux")
+            .args([
+                "-L",
+                &env.socket,
+                "capture-pane",
+                "-p",
+                "-e",
+                "-J",
+                "-S",
+                "-",
+                "-E",
+                "-",
+                "-t",
+                pane,
+            ])
+            .output()
+            .expect("capture")
+            .stdout;
+        let mut a = agent_snapshot(name, &role_of(name));
+        a.pane = Some(pane.into());
+        a.cwd = Some(cwd.into());
+        a.command = Some("exec sleep 600 # it's \"quoted\"; really".into());
+        a.scrollback = Some(blob_ref(&blob));
+        agents.push(a);
+        blobs.push(blob);
+        before.push((name.to_owned(), history(&env, pane), cwd.to_owned()));
+    }
+    assert!(
+        before
+            .iter()
+            .any(|(_, _, cwd)| cwd.ends_with("it's a \"dir\""))
+    );
+    write_snapshot(
+        &state,
+        snapshot_doc("team", "20261122T000000.000Z-0001", window.clone(), agents),
+        &blobs,
+    );
+    // A newer snapshot that is torn: `latest` must skip it.
+    std::fs::write(
+        state.join("team/snapshots/20261122T000100.000Z-0002.json"),
+        b"{\"format\":1,\"id\":",
+    )
+    .expect("torn");
+
+    env.tmux(&["kill-server"]);
+    let started = Instant::now();
+    let out = orch_ok(&env, &state, &["restore", "latest", "--no-handover"]);
+    let took = started.elapsed();
+    eprintln!("restore of 9 x 10,000 lines: orch reported {out:?}, wall {took:?}");
+    assert!(out.contains("20261122T000000.000Z-0001"), "{out}");
+
+    let after = env.panes("team");
+    assert_eq!(after.len(), 9, "{after:?}");
+    for p in &after {
+        wait_for("the replay to finish", Duration::from_secs(20), || {
+            history(&env, &p.id).ends_with("\n10000").then_some(())
+        });
+    }
+    eprintln!(
+        "every pane replayed {:?} after restore began",
+        started.elapsed()
+    );
+    for (name, text, cwd) in &before {
+        let p = env.pane_of("team", name);
+        assert!(!p.dead, "{name} is dead");
+        assert_eq!(p.role, role_of(name));
+        assert_eq!(p.title, *name);
+        let restored = wait_for("the replay to finish", Duration::from_secs(20), || {
+            let h = history(&env, &p.id);
+            h.ends_with("\n10000").then_some(h)
+        });
+        let (want, got): (Vec<&str>, Vec<&str>) =
+            (text.lines().collect(), restored.lines().collect());
+        assert_eq!(want.len(), got.len(), "{name}: line count");
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w, g, "{name}: line {i} differs");
+        }
+        let now_cwd = env.tmux(&["display-message", "-p", "-t", &p.id, "#{pane_current_path}"]);
+        assert_eq!(now_cwd.trim_end(), cwd, "{name}: cwd");
+        let vars = environ(p.pid);
+        assert!(
+            vars.contains(&format!("ORCH_AGENT={name}\n")),
+            "{name}: {vars}"
+        );
+        assert!(vars.contains("ORCH_SESSION=team\n"), "{vars}");
+        assert!(
+            vars.contains(&format!("FROM_LAYOUT=env of {name}\n")),
+            "{vars}"
+        );
+    }
+    let now = env.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        "=team:crew",
+        "#{window_width}x#{window_height} #{window_layout}",
+    ]);
+    assert_eq!(
+        now.trim_end(),
+        format!("{}x{} {}", window.width, window.height, window.layout)
+    );
+    let limit = env.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &after[0].id,
+        "#{history_limit}",
+    ]);
+    assert!(
+        limit.trim().parse::<u64>().expect("limit") >= 20000,
+        "{limit}"
+    );
+}
+
+/// A one-agent layout and a matching snapshot of it.
+fn one_agent(env: &TestEnv, state: &Path, command: &str, last_message: Option<&str>) -> Snapshot {
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: solo\nwindow: w\nagents:\n  - {{ name: a, role: R, command: {} }}\n",
+            serde_json::to_string(command).expect("yaml string")
+        ),
+    );
+    let history = b"line one\nline two\n".to_vec();
+    let mut a = agent_snapshot("a", "R");
+    a.pane = Some("%0".into());
+    a.cwd = Some(env.path().to_string_lossy().into_owned());
+    a.command = Some(command.into());
+    a.last_message = last_message.map(Into::into);
+    a.scrollback = Some(blob_ref(&history));
+    let window = WindowShape {
+        name: "w".into(),
+        width: 120,
+        height: 40,
+        layout: with_checksum("120x40,0,0,0"),
+    };
+    write_snapshot(
+        state,
+        snapshot_doc("solo", "20261122T000000.000Z-aaaa", window, vec![a]),
+        &[history],
+    )
+}
+
+#[test]
+fn restore_refuses_a_live_session_but_restores_under_another_name() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    one_agent(&env, &state, "exec sleep 600", None);
+    orch_ok(&env, &state, &["layout", "up"]);
+    let out = orch(&env, &state, &["restore", "--no-handover"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--session") && err.contains("orch layout down"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    orch_ok(
+        &env,
+        &state,
+        &["--session", "copy", "restore", "latest", "--no-handover"],
+    );
+    let p = env.pane_of("copy", "a");
+    assert!(!p.dead);
+    wait_for("the replay", Duration::from_secs(10), || {
+        history(&env, &p.id)
+            .starts_with("line one\nline two")
+            .then_some(())
+    });
+    assert!(environ(p.pid).contains("ORCH_SESSION=copy\n"));
+}
+
+#[test]
+fn handover_text_arrives_byte_exact_without_escapes() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    let got = env.path().join("got it's.txt");
+    let command = format!("cat > '{}'", got.to_string_lossy().replace('\'', "'\\''"));
+    let task = "finish the parser; then run `cargo test`\n\tcarefully\x1b[201~ and \x1b[31mred\x07";
+    let snap = one_agent(&env, &state, &command, Some(task));
+    orch_ok(&env, &state, &["restore", "latest"]);
+    let transcript = state.join("solo/transcripts/a.log");
+    let expected =
+        orch::tmux::paste_safe(&handover_message(&snap, &snap.agents[0], Some(&transcript)));
+    assert!(!expected.contains('\x1b') && expected.contains("[201~"));
+    let want = format!("{expected}\n");
+    let text = wait_for("the handover text", Duration::from_secs(10), || {
+        std::fs::read_to_string(&got)
+            .ok()
+            .filter(|t| t.len() >= want.len())
+    });
+    assert_eq!(text, want);
+}
+
+#[test]
+fn transcripts_keep_output_across_a_respawn() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    env.write(
+        "orch.yaml",
+        "session: tr\nwindow: w\nagents:\n  - { name: a, role: R, command: 'echo \"run of $ORCH_AGENT $$\"' }\n",
+    );
+    orch_ok(&env, &state, &["layout", "up"]);
+    let file = state.join("tr/transcripts/a.log");
+    wait_for(
+        "the first run in the transcript",
+        Duration::from_secs(10),
+        || {
+            let t = std::fs::read_to_string(&file).ok()?;
+            (t.matches("run of a").count() == 1).then_some(())
+        },
+    );
+    wait_for("the agent to exit", Duration::from_secs(10), || {
+        env.pane_of("tr", "a").dead.then_some(())
+    });
+    orch_ok(&env, &state, &["start", "a"]);
+    let t = wait_for(
+        "the second run in the transcript",
+        Duration::from_secs(10),
+        || {
+            let t = std::fs::read_to_string(&file).ok()?;
+            (t.matches("run of a").count() == 2).then_some(t)
+        },
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{t}");
+}
