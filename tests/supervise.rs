@@ -198,7 +198,7 @@ fn sigterm_stops_the_supervisor_and_leaves_agents_running() {
     );
     let pids: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
     sup.signal(rustix::process::Signal::TERM);
-    sup.expect("supervisor_stopped", None, Duration::from_secs(5));
+    sup.expect("supervisor_stopped", None, Duration::from_secs(20));
     let status = sup.child.wait().expect("wait");
     assert!(status.success());
     assert!(pids.iter().all(|&p| alive(p)));
@@ -300,7 +300,7 @@ fn the_pane_died_hook_reaches_the_supervisor() {
     let log_dir = env.state.path().join("sup");
     let hooked = wait_for(
         "the hook in the supervisor's log",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let logs = std::fs::read_dir(&log_dir).ok()?;
             let text: String = logs
