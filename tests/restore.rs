@@ -254,6 +254,14 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
     let took = started.elapsed();
     eprintln!("restore of 9 x 10,000 lines: orch reported {out:?}, wall {took:?}");
     assert!(out.contains("20261122T000000.000Z-0001"), "{out}");
+    let journal = std::fs::read_to_string(state.join("team/events.jsonl")).expect("journal");
+    let restored: serde_json::Value = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["kind"] == "restored")
+        .expect("a restored event");
+    assert_eq!(restored["snapshot"], "20261122T000000.000Z-0001");
+    assert!(restored["duration_ms"].as_u64().is_some());
 
     let after = env.panes("team");
     assert_eq!(after.len(), 9, "{after:?}");

@@ -10,6 +10,8 @@ use anyhow::Result;
 
 use super::{Context, out};
 use crate::snapshot::restore::{self, RestoreRequest, Which};
+use crate::supervisor::event::{Event, EventKind};
+use crate::supervisor::store::Journal;
 
 pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<ExitCode> {
     let state = ctx.state()?;
@@ -39,6 +41,13 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
     for note in &report.notes {
         out!("{note}")?;
     }
+    // The restored session's journal records the handover.
+    let dir = state.session_dir(&report.session)?;
+    let event = Event::new(EventKind::Restored, None)
+        .with("snapshot", report.snapshot_id.as_str())
+        .with("agents", report.panes.len())
+        .with("duration_ms", report.duration.as_millis() as u64);
+    Journal::open(&dir)?.append(&event, std::time::SystemTime::now())?;
     out!(
         "session {} restored from snapshot {} on tmux socket {}: {} agents in {} ms",
         report.session,

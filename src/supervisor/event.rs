@@ -27,6 +27,8 @@ pub enum EventKind {
     LimitExceeded,
     ConfigReloaded,
     ConfigRejected,
+    SnapshotWritten,
+    Restored,
 }
 
 /// One event. `ts` is stamped by the shell when the event is written: the pure core
