@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, NewSession, NewWindow,
-    RespawnPane, SelectLayout, SelectPane, SetHook, SetOption, SplitWindow, SwitchClient,
-    TmuxCommand,
+    CapturePane, DeleteBuffer, DisplayMessage, KillSession, KillWindow, ListPanes, NewSession,
+    NewWindow, RespawnPane, SaveBuffer, SelectLayout, SelectPane, SetHook, SetOption, SplitWindow,
+    SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -78,6 +78,27 @@ pub enum PanesTarget<'a> {
     },
     /// Add panes to an existing window, by window id (`@3`).
     Window { id: &'a str },
+}
+
+/// A window's geometry and which of its panes show the alternate screen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// `#{window_layout}`, for `select-layout`.
+    pub layout: String,
+    /// Pane ids whose program is on the alternate screen (`#{alternate_on}`).
+    pub alternate_on: Vec<String>,
+}
+
+/// One pane's contents to write to a file: its whole history with colours (or only the
+/// alternate screen).
+#[derive(Clone, Debug)]
+pub struct PaneCapture<'a> {
+    pub pane: &'a str,
+    pub file: &'a Path,
+    pub alternate: bool,
 }
 
 /// Facts about a running server.
@@ -206,6 +227,91 @@ impl Tmux {
             Err(TmuxError::NoServer(_)) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Geometry of a window (by id, `@3`) and the alternate-screen state of its panes, in
+    /// ONE tmux process.
+    pub fn window_info(&self, window: &str) -> Result<WindowInfo, TmuxError> {
+        let cmds = vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(window.to_owned())
+                .message("#{window_width}\t#{window_height}\t#{window_name}\t#{window_layout}")
+                .build(),
+            ListPanes::new()
+                .target(window.to_owned())
+                .format("#{pane_id}\t#{alternate_on}")
+                .build(),
+        ];
+        let out = self.run(cmds)?;
+        let mut lines = out.lines();
+        let bad = || TmuxError::Failed {
+            command: "display-message".into(),
+            message: format!("unexpected reply {out:?}"),
+        };
+        let first = lines.next().ok_or_else(bad)?;
+        let mut f = first.splitn(4, '\t');
+        let (Some(w), Some(h), Some(name), Some(layout)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad());
+        };
+        let alternate_on = lines
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, on)| *on == "1")
+            .map(|(id, _)| id.to_owned())
+            .collect();
+        Ok(WindowInfo {
+            name: name.to_owned(),
+            width: w.parse().map_err(|_| bad())?,
+            height: h.parse().map_err(|_| bad())?,
+            layout: layout.to_owned(),
+            alternate_on,
+        })
+    }
+
+    /// Writes each pane's contents with colours (`capture-pane -e -J -S - -E -`, or `-a -q`
+    /// for the alternate screen) straight to its file through a uniquely named tmux buffer
+    /// (`save-buffer`), so the text never passes through a pipe or the control channel.
+    /// One tmux process for all panes (more only past tmux's message size). The files are
+    /// written by the tmux client with the caller's umask: put them in a private folder.
+    pub fn capture_to_files(&self, captures: &[PaneCapture<'_>]) -> Result<(), TmuxError> {
+        let nonce = format!(
+            "{:x}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut batch: Vec<TmuxCommand<'_>> = Vec::new();
+        for (i, c) in captures.iter().enumerate() {
+            let buffer = format!("orch-snap-{nonce}-{i}");
+            let mut capture = CapturePane::new()
+                .escape_sequences()
+                .join()
+                .buffer_name(buffer.clone())
+                .target_pane(c.pane.to_owned());
+            capture = if c.alternate {
+                capture.alternate_screen().quiet()
+            } else {
+                capture.start_line("-").end_line("-")
+            };
+            let group = vec![
+                capture.build(),
+                SaveBuffer::new()
+                    .buffer_name(buffer.clone())
+                    .path(c.file.to_string_lossy().into_owned())
+                    .build(),
+                DeleteBuffer::new().buffer_name(buffer).build(),
+            ];
+            if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                self.run(std::mem::take(&mut batch))?;
+            }
+            batch.extend(group);
+        }
+        if !batch.is_empty() {
+            self.run(batch)?;
+        }
+        Ok(())
     }
 
     /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
