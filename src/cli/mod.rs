@@ -6,6 +6,7 @@
 mod agent;
 mod doctor;
 mod layout;
+mod snapshot;
 mod status;
 mod supervise;
 
@@ -70,6 +71,12 @@ enum Command {
     Stop { agent: String },
     /// Start a stopped, exited or fatal agent
     Start { agent: String },
+    /// Write a snapshot of the session now (the last line printed is its path); or list
+    /// and show snapshots
+    Snapshot {
+        #[command(subcommand)]
+        command: Option<snapshot::SnapshotCommand>,
+    },
     /// The event journal
     Events {
         /// Keep printing new events as they come
@@ -125,6 +132,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restart { agent } => agent::run(&ctx, agent::Action::Restart, &agent),
         Command::Stop { agent } => agent::run(&ctx, agent::Action::Stop, &agent),
         Command::Start { agent } => agent::run(&ctx, agent::Action::Start, &agent),
+        Command::Snapshot { command } => snapshot::run(&ctx, command),
         Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
         Command::Hook {
             hook: Hook::PaneDied { session, pane },
