@@ -347,3 +347,45 @@ fn fifty_snapshots_of_an_idle_session_store_each_pane_once() {
     );
     assert_eq!(count(), 4);
 }
+
+#[test]
+fn a_program_on_the_alternate_screen_gets_both_screens_captured() {
+    let env = TestEnv::new();
+    env.write(
+        "full.sh",
+        "echo before-alt\nprintf '\\033[?1049h'\necho ON-ALT-SCREEN\nexec sleep 600\n",
+    );
+    env.write(
+        "orch.yaml",
+        "session: alt\nagents:\n  - { name: tui, role: BOSS, command: 'sh full.sh' }\n  - { name: plain, role: WORKER, command: 'echo just-text; exec sleep 600' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let pane = env.pane_of("alt", "tui");
+    wait_for("the alternate screen", Duration::from_secs(10), || {
+        (env.tmux(&["display-message", "-p", "-t", &pane.id, "#{alternate_on}"])
+            .trim()
+            == "1"
+            && env
+                .tmux(&["capture-pane", "-p", "-t", &pane.id])
+                .contains("ON-ALT-SCREEN"))
+        .then_some(())
+    });
+    let doc = read_doc(&snapshot(&env));
+    let tui = doc.agents.iter().find(|a| a.name == "tui").expect("tui");
+    let alt = tui.alternate.as_ref().expect("alternate captured");
+    // tmux 3.3a: on the alternate screen, `-S - -E -` returns the normal history followed
+    // by the alternate screen, and `-a` returns the saved NORMAL screen (what the program
+    // covered), which is in neither the history nor the visible screen.
+    let alt_text = String::from_utf8_lossy(&blob(&env, "alt", &alt.sha256)).into_owned();
+    assert!(alt_text.contains("before-alt"), "{alt_text}");
+    assert!(!alt_text.contains("ON-ALT-SCREEN"), "{alt_text}");
+    let main = tui.scrollback.as_ref().expect("scrollback");
+    let main_text = String::from_utf8_lossy(&blob(&env, "alt", &main.sha256)).into_owned();
+    assert!(main_text.contains("ON-ALT-SCREEN"), "{main_text}");
+    let plain = doc
+        .agents
+        .iter()
+        .find(|a| a.name == "plain")
+        .expect("plain");
+    assert!(plain.alternate.is_none());
+}

@@ -6,6 +6,13 @@
 //! pane's contents straight to files (`capture-pane … \; save-buffer … \; delete-buffer`).
 //! Those files go to a private temporary folder under `snapshots/` and are removed before
 //! this returns.
+//!
+//! The alternate screen (tmux 3.3a, checked by `tests/snapshot.rs`): while a program is on
+//! it, `capture-pane -S - -E -` (the `scrollback` blob) returns the normal history FOLLOWED
+//! BY THE ALTERNATE SCREEN (its last `window.height`-ish lines), and `capture-pane -a`
+//! (the `alternate` blob) returns tmux's saved NORMAL screen: the lines the program
+//! covered, which are in neither. So the normal transcript is `scrollback` without its
+//! trailing screen, then `alternate`; what the program showed is the end of `scrollback`.
 
 use std::path::{Path, PathBuf};
 
