@@ -389,3 +389,39 @@ fn a_program_on_the_alternate_screen_gets_both_screens_captured() {
         .expect("plain");
     assert!(plain.alternate.is_none());
 }
+
+#[test]
+fn concurrent_snapshots_all_succeed_with_distinct_ids() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: conc\nsnapshot: { keep: 3 }\nagents:\n  - { name: a, role: BOSS, command: 'seq 1 2000; exec sleep 600' }\n  - { name: b, role: WORKER, command: 'seq 5 2000; exec sleep 600' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for_output(&env, "conc", "2000");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            env.orch_command(&["snapshot"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ids.insert(text.lines().last().expect("path").to_owned());
+    }
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    // Retention ran under the lock: 3 documents, all good, and their blobs present.
+    let listed = orch::snapshot::list(&session_dir(&env, "conc")).expect("list");
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|l| l.ok.is_ok()), "{listed:?}");
+}

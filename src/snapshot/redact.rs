@@ -57,16 +57,19 @@ impl Redactor {
 
     /// `text` with every match replaced, escape sequences inside a match removed with it.
     pub fn redact_bytes(&self, text: &[u8]) -> Vec<u8> {
-        let (plain, map) = strip_escapes(text);
-        let mut spans = self.spans(&plain);
+        let spans = if text.contains(&0x1b) {
+            let (plain, map) = strip_escapes(text);
+            // Back onto the original bytes: a match covers from its first visible byte to
+            // its last visible byte, escapes in between included.
+            self.spans(&plain)
+                .into_iter()
+                .map(|(s, e)| (map[s], map[e - 1] + 1))
+                .collect()
+        } else {
+            self.spans(text)
+        };
         if spans.is_empty() {
             return text.to_vec();
-        }
-        // Back onto the original bytes: a match covers from its first visible byte to its
-        // last visible byte, escapes in between included.
-        for (s, e) in &mut spans {
-            *s = map[*s];
-            *e = map[*e - 1] + 1;
         }
         let mut out = Vec::with_capacity(text.len());
         let mut at = 0;
@@ -194,8 +197,11 @@ fn strip_escapes(text: &[u8]) -> (Vec<u8>, Vec<usize>) {
 mod tests {
     use super::*;
 
-    fn r() -> Redactor {
-        Redactor::new(&["internal-[0-9]{6}".to_owned()]).expect("patterns")
+    fn r() -> &'static Redactor {
+        static R: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(|| {
+            Redactor::new(&["internal-[0-9]{6}".to_owned()]).expect("patterns")
+        });
+        &R
     }
 
     #[test]
@@ -241,6 +247,37 @@ mod tests {
             r().redact_bytes(osc),
             b"\x1b]8;;http://x\x1b\\[REDACTED]".to_vec()
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escapes_at_any_place_in_a_key_never_hide_it(
+            cuts in proptest::collection::vec(0usize..32, 0..5),
+            prefix in "[a-z ]{0,20}",
+            suffix in "[a-z ]{0,20}",
+            colour in 0u8..8,
+        ) {
+            let key = "sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123";
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut text = format!("{prefix} ").into_bytes();
+            let mut at = 0;
+            for c in cuts {
+                text.extend_from_slice(&key.as_bytes()[at..c]);
+                text.extend_from_slice(format!("\x1b[3{colour}m").as_bytes());
+                at = c;
+            }
+            text.extend_from_slice(&key.as_bytes()[at..]);
+            text.extend_from_slice(format!(" {suffix}\n").as_bytes());
+            let out = r().redact_bytes(&text);
+            let (visible, _) = strip_escapes(&out);
+            let visible = String::from_utf8_lossy(&visible).into_owned();
+            for w in key.as_bytes().windows(8).skip(3) {
+                let w = String::from_utf8_lossy(w);
+                proptest::prop_assert!(!visible.contains(&*w), "{} in {:?}", w, visible);
+            }
+            proptest::prop_assert!(visible.contains("[REDACTED]"));
+        }
     }
 
     #[test]

@@ -283,6 +283,7 @@ impl Tmux {
                 .map_or(0, |d| d.as_nanos())
         );
         let mut batch: Vec<TmuxCommand<'_>> = Vec::new();
+        let mut buffers: Vec<String> = Vec::new();
         for (i, c) in captures.iter().enumerate() {
             let buffer = format!("orch-snap-{nonce}-{i}");
             let mut capture = CapturePane::new()
@@ -301,17 +302,36 @@ impl Tmux {
                     .buffer_name(buffer.clone())
                     .path(c.file.to_string_lossy().into_owned())
                     .build(),
-                DeleteBuffer::new().buffer_name(buffer).build(),
+                DeleteBuffer::new().buffer_name(buffer.clone()).build(),
             ];
             if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
-                self.run(std::mem::take(&mut batch))?;
+                self.run_capture_batch(std::mem::take(&mut batch), &buffers)?;
+                buffers.clear();
             }
             batch.extend(group);
+            buffers.push(buffer);
         }
         if !batch.is_empty() {
-            self.run(batch)?;
+            self.run_capture_batch(batch, &buffers)?;
         }
         Ok(())
+    }
+
+    /// Runs one batch of captures. tmux stops a sequence at its first error, which can
+    /// leave buffers holding pane contents (secrets included) in the server: delete them,
+    /// one process each since deleting a missing buffer is an error too. Only on failure.
+    fn run_capture_batch(
+        &self,
+        batch: Vec<TmuxCommand<'_>>,
+        buffers: &[String],
+    ) -> Result<(), TmuxError> {
+        let result = self.run(batch).map(drop);
+        if result.is_err() {
+            for b in buffers {
+                let _ = self.run(vec![DeleteBuffer::new().buffer_name(b.clone()).build()]);
+            }
+        }
+        result
     }
 
     /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
@@ -741,6 +761,59 @@ mod tests {
             screens[1].contains("two") && !screens[1].contains("one"),
             "{screens:?}"
         );
+    }
+
+    #[test]
+    fn captures_go_to_files_and_a_failed_one_leaves_no_buffer() {
+        let socket = format!("orch-unit-{}-capfiles", std::process::id());
+        let tmux = Tmux::new(Some(socket.clone()));
+        let run = |args: &[&str]| {
+            std::process::Command::new("tmux")
+                .arg("-L")
+                .arg(&socket)
+                .args(args)
+                .output()
+                .expect("tmux")
+        };
+        run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "u",
+            "printf '\\033[31mred\\033[0m line\\n'; exec sleep 30",
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.txt");
+        let missing = dir.path().join("no/such/dir/p.txt");
+        let pane = tmux.list_panes().expect("panes")[0].id.clone();
+        let ok = tmux.capture_to_files(&[PaneCapture {
+            pane: &pane,
+            file: &file,
+            alternate: false,
+        }]);
+        let failed = tmux.capture_to_files(&[PaneCapture {
+            pane: &pane,
+            file: &missing,
+            alternate: false,
+        }]);
+        let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
+        run(&["kill-server"]);
+        let _ = std::fs::remove_file(format!(
+            "/tmp/tmux-{}/{socket}",
+            rustix::process::getuid().as_raw()
+        ));
+        ok.expect("capture");
+        let text = std::fs::read(&file).expect("file");
+        assert!(
+            text.windows(8).any(|w| w == b"\x1b[31mred"),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        assert!(failed.is_err());
+        assert!(buffers.stdout.is_empty(), "{buffers:?}");
     }
 
     #[test]
