@@ -130,10 +130,10 @@ fn a_truncated_snapshot_is_reported_corrupt_and_latest_skips_it() {
     let rows = listed.as_array().expect("array");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["id"], good_id.as_str());
-    assert_eq!(rows[0]["ok"]["good"], true);
+    assert_eq!(rows[0]["ok"], true);
     assert_eq!(rows[1]["id"], bad_id.as_str());
-    assert_eq!(rows[1]["ok"]["good"], false, "{listed}");
-    assert!(rows[1]["ok"]["error"].is_string());
+    assert_eq!(rows[1]["ok"], false, "{listed}");
+    assert!(rows[1]["error"].is_string());
     let table = env.orch_ok(&["snapshot", "list"]);
     assert!(table.contains("CORRUPT"), "{table}");
 
@@ -424,4 +424,40 @@ fn concurrent_snapshots_all_succeed_with_distinct_ids() {
     let listed = orch::snapshot::list(&session_dir(&env, "conc")).expect("list");
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|l| l.ok.is_ok()), "{listed:?}");
+}
+
+#[test]
+fn states_come_from_the_supervisor_when_one_runs_else_from_tmux() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: sup\nagents:\n  - { name: steady, role: BOSS, command: 'exec sleep 600' }\n  - { name: quitter, role: WORKER, command: 'exit 3', restart: { policy: never } }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let quitter = env.pane_of("sup", "quitter");
+    wait_for("quitter to exit", Duration::from_secs(10), || {
+        env.pane_of("sup", "quitter").dead.then_some(())
+    });
+    let doc = read_doc(&snapshot(&env));
+    let by = |d: &Snapshot, n: &str| d.agents.iter().find(|a| a.name == n).cloned().expect(n);
+    assert_eq!(by(&doc, "steady").state, "running");
+    assert_eq!(by(&doc, "steady").activity, "unknown");
+    let q = by(&doc, "quitter");
+    assert_eq!((q.state.as_str(), q.cwd.as_deref()), ("exited", None));
+    assert_eq!(q.pane.as_deref(), Some(quitter.id.as_str()));
+
+    // With a supervisor: a crash it restarted shows in the restart count.
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("supervisor_started", None, Duration::from_secs(10));
+    let steady = env.pane_of("sup", "steady");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(steady.pid as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+    sup.expect("agent_restarted", Some("steady"), Duration::from_secs(10));
+    let doc = read_doc(&snapshot(&env));
+    let s = by(&doc, "steady");
+    assert_eq!(s.restarts, 1, "{s:?}");
+    assert_eq!(s.state, "running");
 }

@@ -126,7 +126,11 @@ fn show(ctx: &Context, id: &str) -> Result<ExitCode> {
         ))
         .into());
     }
-    let loaded = store::load(&dir, id)?;
+    let loaded =
+        store::load(&dir, id).map_err(|e| match e.downcast::<store::NoSuchSnapshot>() {
+            Ok(missing) => BadInput(missing.to_string()).into(),
+            Err(e) => e,
+        })?;
     for (skipped, why) in &loaded.skipped {
         out!("skipped corrupt snapshot {skipped}: {why}")?;
     }
@@ -144,11 +148,12 @@ fn show(ctx: &Context, id: &str) -> Result<ExitCode> {
         s.window.layout
     )?;
     out!(
-        "{:<14}  {:<10}  {:<5}  {:<10}  {:<9}  {:>8}  {:>10}  {:>10}  CWD",
+        "{:<14}  {:<10}  {:<5}  {:<10}  {:>4}  {:<9}  {:>8}  {:>10}  {:>10}  CWD",
         "AGENT",
         "ROLE",
         "PANE",
         "STATE",
+        "EXIT",
         "ACTIVITY",
         "RESTARTS",
         "LINES",
@@ -165,11 +170,13 @@ fn show(ctx: &Context, id: &str) -> Result<ExitCode> {
             lines.to_string()
         };
         out!(
-            "{:<14}  {:<10}  {:<5}  {:<10}  {:<9}  {:>8}  {:>10}  {:>10}  {}",
+            "{:<14}  {:<10}  {:<5}  {:<10}  {:>4}  {:<9}  {:>8}  {:>10}  {:>10}  {}",
             a.name,
             a.role,
             a.pane.as_deref().unwrap_or("-"),
             a.state,
+            a.exit_status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
             a.activity,
             a.restarts,
             lines,

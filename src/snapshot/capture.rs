@@ -189,7 +189,10 @@ pub fn capture(
                 restarts: report.map_or(0, |r| r.restarts),
                 exit_status,
                 pane: pane.map(|p| p.id.clone()),
-                cwd: pane.map(|p| p.current_path.clone()),
+                // tmux reports no path for a dead pane.
+                cwd: pane
+                    .map(|p| p.current_path.clone())
+                    .filter(|c| !c.is_empty()),
                 name,
                 role,
                 command,

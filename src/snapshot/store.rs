@@ -56,27 +56,42 @@ pub struct Written {
     pub duration: Duration,
 }
 
-/// One entry of [`list`].
-#[derive(Clone, Debug, Serialize)]
+/// One entry of [`list`]. As JSON: `{id, created, reason, ok: bool, error: why|null,
+/// agents, bytes}`.
+#[derive(Clone, Debug)]
 pub struct Listed {
     pub id: String,
     /// Empty when the document cannot be read.
     pub created: String,
     pub reason: String,
     /// `Err(why)` for a corrupt snapshot.
-    #[serde(serialize_with = "ser_ok")]
     pub ok: Result<(), String>,
     pub agents: usize,
     /// Document plus referenced blobs.
     pub bytes: u64,
 }
 
-fn ser_ok<S: serde::Serializer>(ok: &Result<(), String>, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(2))?;
-    m.serialize_entry("good", &ok.is_ok())?;
-    m.serialize_entry("error", &ok.as_ref().err())?;
-    m.end()
+impl Serialize for Listed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Listed", 7)?;
+        m.serialize_field("id", &self.id)?;
+        m.serialize_field("created", &self.created)?;
+        m.serialize_field("reason", &self.reason)?;
+        m.serialize_field("ok", &self.ok.is_ok())?;
+        m.serialize_field("error", &self.ok.as_ref().err())?;
+        m.serialize_field("agents", &self.agents)?;
+        m.serialize_field("bytes", &self.bytes)?;
+        m.end()
+    }
+}
+
+/// [`load`] of an id that is not in the store.
+#[derive(Debug, thiserror::Error)]
+#[error("no snapshot {id} in {}; see `orch snapshot list`", dir.display())]
+pub struct NoSuchSnapshot {
+    pub id: String,
+    pub dir: PathBuf,
 }
 
 /// A verified snapshot and where its blobs are.
@@ -445,10 +460,11 @@ pub fn load(session_dir: &Path, id_or_latest: &str) -> Result<Loaded> {
     } else {
         // Only ids as `list` prints them: never a path.
         if !ids.iter().any(|i| i == id_or_latest) {
-            bail!(
-                "no snapshot {id_or_latest} in {}; see `orch snapshot list`",
-                dir.display()
-            );
+            return Err(NoSuchSnapshot {
+                id: id_or_latest.to_owned(),
+                dir: dir.clone(),
+            }
+            .into());
         }
         vec![id_or_latest.to_owned()]
     };
