@@ -7,6 +7,7 @@ mod agent;
 mod doctor;
 mod layout;
 mod restore;
+mod snapshot;
 mod status;
 mod supervise;
 
@@ -80,6 +81,12 @@ enum Command {
         #[arg(long)]
         no_handover: bool,
     },
+    /// Write a snapshot of the session now (the last line printed is its path); or list
+    /// and show snapshots
+    Snapshot {
+        #[command(subcommand)]
+        command: Option<snapshot::SnapshotCommand>,
+    },
     /// The event journal
     Events {
         /// Keep printing new events as they come
@@ -88,6 +95,13 @@ enum Command {
         /// Print the JSON lines as stored
         #[arg(long)]
         json: bool,
+    },
+    /// Appends stdin to a transcript file with secrets redacted (run by tmux pipe-pane)
+    #[command(hide = true)]
+    Transcript {
+        #[arg(long)]
+        redact: Vec<String>,
+        file: PathBuf,
     },
     /// Called by tmux hooks to reach the supervisor
     #[command(hide = true)]
@@ -136,6 +150,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stop { agent } => agent::run(&ctx, agent::Action::Stop, &agent),
         Command::Start { agent } => agent::run(&ctx, agent::Action::Start, &agent),
         Command::Restore { id, no_handover } => restore::run(&ctx, id.as_deref(), no_handover),
+        Command::Snapshot { command } => snapshot::run(&ctx, command),
+        Command::Transcript { redact, file } => {
+            crate::session::transcript::run_filter(&redact, &file)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
         Command::Hook {
             hook: Hook::PaneDied { session, pane },

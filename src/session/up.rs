@@ -158,6 +158,7 @@ pub(crate) fn pane_spec<'a>(
         env,
         command: agent.command.as_deref(),
         transcript: transcript_or_warn(state, session, agent.name.as_str()),
+        transcript_filter: super::transcript::filter_command(&layout.snapshot.redact),
     }
 }
 

@@ -223,6 +223,9 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     for agent in &agents {
         plans.push(plan_agent(&snap, agent, &blobs, &replay_dir, state)?);
     }
+    // The layout's own secret patterns keep applying to what the restored panes print.
+    let redact: Vec<String> =
+        serde_json::from_value(snap.layout["snapshot"]["redact"].clone()).unwrap_or_default();
     let specs: Vec<PaneSpec<'_>> = agents
         .iter()
         .zip(&plans)
@@ -236,6 +239,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                 env,
                 command: Some(&plan.command),
                 transcript: crate::session::transcript_or_warn(state, &session, &agent.name),
+                transcript_filter: crate::session::transcript::filter_command(&redact),
             }
         })
         .collect();

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, LoadBuffer, NewSession,
-    NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout, SelectPane, SendKeys, SetHook,
-    SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DeleteBuffer, DisplayMessage, KillSession, KillWindow, ListPanes, LoadBuffer,
+    NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SaveBuffer, SelectLayout,
+    SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -59,6 +59,9 @@ pub struct PaneSpec<'a> {
     pub command: Option<&'a str>,
     /// Everything the pane prints is appended to this file (`pipe-pane -O`), if set.
     pub transcript: Option<std::path::PathBuf>,
+    /// A command that reads the pane's output on stdin and appends it to the file given as
+    /// its last argument (orch's redacting filter); `None` appends with `cat`.
+    pub transcript_filter: Option<String>,
 }
 
 /// Where new panes go.
@@ -80,6 +83,27 @@ pub enum PanesTarget<'a> {
     },
     /// Add panes to an existing window, by window id (`@3`).
     Window { id: &'a str },
+}
+
+/// A window's geometry and which of its panes show the alternate screen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// `#{window_layout}`, for `select-layout`.
+    pub layout: String,
+    /// Pane ids whose program is on the alternate screen (`#{alternate_on}`).
+    pub alternate_on: Vec<String>,
+}
+
+/// One pane's contents to write to a file: its whole history with colours (or only the
+/// alternate screen).
+#[derive(Clone, Debug)]
+pub struct PaneCapture<'a> {
+    pub pane: &'a str,
+    pub file: &'a Path,
+    pub alternate: bool,
 }
 
 /// Facts about a running server.
@@ -250,6 +274,111 @@ impl Tmux {
             Err(TmuxError::NoServer(_)) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Geometry of a window (by id, `@3`) and the alternate-screen state of its panes, in
+    /// ONE tmux process.
+    pub fn window_info(&self, window: &str) -> Result<WindowInfo, TmuxError> {
+        let cmds = vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(window.to_owned())
+                .message("#{window_width}\t#{window_height}\t#{window_name}\t#{window_layout}")
+                .build(),
+            ListPanes::new()
+                .target(window.to_owned())
+                .format("#{pane_id}\t#{alternate_on}")
+                .build(),
+        ];
+        let out = self.run(cmds)?;
+        let mut lines = out.lines();
+        let bad = || TmuxError::Failed {
+            command: "display-message".into(),
+            message: format!("unexpected reply {out:?}"),
+        };
+        let first = lines.next().ok_or_else(bad)?;
+        let mut f = first.splitn(4, '\t');
+        let (Some(w), Some(h), Some(name), Some(layout)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad());
+        };
+        let alternate_on = lines
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, on)| *on == "1")
+            .map(|(id, _)| id.to_owned())
+            .collect();
+        Ok(WindowInfo {
+            name: name.to_owned(),
+            width: w.parse().map_err(|_| bad())?,
+            height: h.parse().map_err(|_| bad())?,
+            layout: layout.to_owned(),
+            alternate_on,
+        })
+    }
+
+    /// Writes each pane's contents with colours (`capture-pane -e -J -S - -E -`, or `-a -q`
+    /// for the alternate screen) straight to its file through a uniquely named tmux buffer
+    /// (`save-buffer`), so the text never passes through a pipe or the control channel.
+    /// One tmux process for all panes (more only past tmux's message size). The files are
+    /// written by the tmux client with the caller's umask: put them in a private folder.
+    pub fn capture_to_files(&self, captures: &[PaneCapture<'_>]) -> Result<(), TmuxError> {
+        let nonce = format!(
+            "{:x}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut batch: Vec<TmuxCommand<'_>> = Vec::new();
+        let mut buffers: Vec<String> = Vec::new();
+        for (i, c) in captures.iter().enumerate() {
+            let buffer = format!("orch-snap-{nonce}-{i}");
+            let mut capture = CapturePane::new()
+                .escape_sequences()
+                .join()
+                .buffer_name(buffer.clone())
+                .target_pane(c.pane.to_owned());
+            capture = if c.alternate {
+                capture.alternate_screen().quiet()
+            } else {
+                capture.start_line("-").end_line("-")
+            };
+            let group = vec![
+                capture.build(),
+                SaveBuffer::new()
+                    .buffer_name(buffer.clone())
+                    .path(c.file.to_string_lossy().into_owned())
+                    .build(),
+                DeleteBuffer::new().buffer_name(buffer.clone()).build(),
+            ];
+            if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                self.run_capture_batch(std::mem::take(&mut batch), &buffers)?;
+                buffers.clear();
+            }
+            batch.extend(group);
+            buffers.push(buffer);
+        }
+        if !batch.is_empty() {
+            self.run_capture_batch(batch, &buffers)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one batch of captures. tmux stops a sequence at its first error, which can
+    /// leave buffers holding pane contents (secrets included) in the server: delete them,
+    /// one process each since deleting a missing buffer is an error too. Only on failure.
+    fn run_capture_batch(
+        &self,
+        batch: Vec<TmuxCommand<'_>>,
+        buffers: &[String],
+    ) -> Result<(), TmuxError> {
+        let result = self.run(batch).map(drop);
+        if result.is_err() {
+            for b in buffers {
+                let _ = self.run(vec![DeleteBuffer::new().buffer_name(b.clone()).build()]);
+            }
+        }
+        result
     }
 
     /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
@@ -641,14 +770,18 @@ fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxComm
 
 /// `pipe-pane -O -t PANE 'cat >> FILE'`: appends what the pane prints to its transcript.
 fn pipe_transcript<'a>(pane: &str, spec: &PaneSpec<'_>) -> Option<TmuxCommand<'a>> {
-    let file = spec.transcript.as_ref()?;
+    let file = shell_quote(&spec.transcript.as_ref()?.to_string_lossy());
+    let command = match &spec.transcript_filter {
+        Some(filter) => format!("{filter} {file}"),
+        None => format!("cat >> {file}"),
+    };
     // tmux_interface names the flags after the pane's side: its `stdin()` emits `-O`
     // (what the pane writes goes to the command).
     Some(
         PipePane::new()
             .stdin()
             .target_pane(pane.to_owned())
-            .shell_command(format!("cat >> {}", shell_quote(&file.to_string_lossy())))
+            .shell_command(command)
             .build(),
     )
 }
@@ -832,11 +965,65 @@ mod tests {
             env: Vec::new(),
             command: None,
             transcript: Some("/t/a b.log".into()),
+            transcript_filter: None,
         };
         let argv: Vec<String> = pipe_transcript("%1", &spec)
             .map(|c| c.to_vec().iter().map(|a| a.to_string()).collect())
             .unwrap_or_default();
         assert_eq!(argv, ["pipe-pane", "-O", "-t", "%1", "cat >> '/t/a b.log'"]);
+    }
+
+    #[test]
+    fn captures_go_to_files_and_a_failed_one_leaves_no_buffer() {
+        let socket = format!("orch-unit-{}-capfiles", std::process::id());
+        let tmux = Tmux::new(Some(socket.clone()));
+        let run = |args: &[&str]| {
+            std::process::Command::new("tmux")
+                .arg("-L")
+                .arg(&socket)
+                .args(args)
+                .output()
+                .expect("tmux")
+        };
+        run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "u",
+            "printf '\\033[31mred\\033[0m line\\n'; exec sleep 30",
+        ]);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.txt");
+        let missing = dir.path().join("no/such/dir/p.txt");
+        let pane = tmux.list_panes().expect("panes")[0].id.clone();
+        let ok = tmux.capture_to_files(&[PaneCapture {
+            pane: &pane,
+            file: &file,
+            alternate: false,
+        }]);
+        let failed = tmux.capture_to_files(&[PaneCapture {
+            pane: &pane,
+            file: &missing,
+            alternate: false,
+        }]);
+        let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
+        run(&["kill-server"]);
+        let _ = std::fs::remove_file(format!(
+            "/tmp/tmux-{}/{socket}",
+            rustix::process::getuid().as_raw()
+        ));
+        ok.expect("capture");
+        let text = std::fs::read(&file).expect("file");
+        assert!(
+            text.windows(8).any(|w| w == b"\x1b[31mred"),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        assert!(failed.is_err());
+        assert!(buffers.stdout.is_empty(), "{buffers:?}");
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! `cargo bench --bench snapshot`: how long `orch snapshot` takes for 9 panes of 10,000
+//! lines each on a private tmux server. Prints the median of 10 runs with an empty store
+//! (every blob written) and of 10 runs of the same idle session (blobs already stored),
+//! both as the wall time of the command and as the time orch reports for capture + store.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 10;
+
+struct Server {
+    socket: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn orch(&self, args: &[&str]) -> (Duration, String) {
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("ORCH_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("TMUX")
+            .env_remove("ORCH_LAYOUT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run orch");
+        let elapsed = start.elapsed();
+        assert!(
+            out.status.success(),
+            "orch {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(Stdio::null())
+            .status();
+        let uid = rustix::process::getuid().as_raw();
+        let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
+    }
+}
+
+/// The "N ms" orch prints for capture + store.
+fn reported(stdout: &str) -> Duration {
+    let ms = stdout
+        .lines()
+        .find(|l| l.starts_with("snapshot "))
+        .and_then(|l| l.rsplit(", ").next())
+        .and_then(|s| s.trim_end_matches(" ms").parse().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ms)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let server = Server {
+        socket: format!("orch-bench-{}-snapshot", std::process::id()),
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
+    let mut yaml =
+        String::from("session: bench\nsnapshot: { scrollback_lines: 20000, keep: 100 }\nagents:\n");
+    for i in 0..9 {
+        yaml.push_str(&format!(
+            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 10000 | sed \"s/^/agent a{i} line /\"; echo done; exec sleep 3600' }}\n"
+        ));
+    }
+    std::fs::write(server.dir.path().join("orch.yaml"), yaml).expect("layout");
+    server.orch(&["layout", "up"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let panes = server.tmux(&["list-panes", "-s", "-t", "=bench", "-F", "#{pane_id}"]);
+        let ids: Vec<&str> = panes.lines().filter(|l| l.starts_with('%')).collect();
+        let done = ids.len() >= 9
+            && ids.iter().all(|id| {
+                server
+                    .tmux(&["capture-pane", "-p", "-t", id])
+                    .contains("done")
+            });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "panes never finished printing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snapshots = server.dir.path().join("state/bench/snapshots");
+    let (mut cold_wall, mut cold_orch) = (Vec::new(), Vec::new());
+    let mut bytes = String::new();
+    for _ in 0..RUNS {
+        let _ = std::fs::remove_dir_all(&snapshots);
+        let (wall, out) = server.orch(&["snapshot"]);
+        cold_wall.push(wall);
+        cold_orch.push(reported(&out));
+        bytes = out.lines().next().unwrap_or_default().to_owned();
+    }
+    let (mut warm_wall, mut warm_orch) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let (wall, out) = server.orch(&["snapshot"]);
+        warm_wall.push(wall);
+        warm_orch.push(reported(&out));
+    }
+    println!("orch snapshot, 9 panes x 10,000 lines, median of {RUNS}:");
+    println!("  {bytes}");
+    println!(
+        "  empty store: wall {}, capture+store {}",
+        ms(median(cold_wall)),
+        ms(median(cold_orch))
+    );
+    println!(
+        "  idle session, blobs already stored: wall {}, capture+store {}",
+        ms(median(warm_wall)),
+        ms(median(warm_orch))
+    );
+}

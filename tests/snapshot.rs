@@ -1,0 +1,463 @@
+//! `orch snapshot`: what it captures, how it survives corruption and kills, redaction,
+//! file modes and content addressing, on real tmux.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orch::snapshot::format::Snapshot;
+use support::{TestEnv, wait_for};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `orch snapshot`; returns the document it wrote (its last stdout line).
+fn snapshot(env: &TestEnv) -> PathBuf {
+    let out = env.orch_ok(&["snapshot"]);
+    let last = out.lines().last().expect("output");
+    let path = PathBuf::from(last);
+    assert!(path.is_file(), "{out}");
+    path
+}
+
+fn read_doc(path: &Path) -> Snapshot {
+    serde_json::from_slice(&std::fs::read(path).expect("read doc")).expect("parse doc")
+}
+
+fn session_dir(env: &TestEnv, session: &str) -> PathBuf {
+    env.state.path().join(session)
+}
+
+fn blob(env: &TestEnv, session: &str, sha: &str) -> Vec<u8> {
+    std::fs::read(session_dir(env, session).join("snapshots/blobs").join(sha)).expect("blob")
+}
+
+/// Waits until every pane of `session` shows `marker` on its screen.
+fn wait_for_output(env: &TestEnv, session: &str, marker: &str) {
+    wait_for(
+        &format!("every pane to print {marker}"),
+        Duration::from_secs(20),
+        || {
+            env.panes(session)
+                .iter()
+                .all(|p| {
+                    env.tmux(&["capture-pane", "-p", "-J", "-t", &p.id])
+                        .lines()
+                        .any(|l| l.trim_end() == marker)
+                })
+                .then_some(())
+        },
+    );
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if p.is_dir() {
+            all_files(&p, out);
+        }
+    }
+}
+
+#[test]
+fn nine_panes_of_ten_thousand_lines_are_captured_whole_and_in_order() {
+    let env = TestEnv::new();
+    let mut yaml = String::from("session: big\nsnapshot: { scrollback_lines: 20000 }\nagents:\n");
+    for i in 0..9 {
+        yaml.push_str(&format!(
+            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 10000; echo done-{i}; exec sleep 600' }}\n"
+        ));
+    }
+    env.write("orch.yaml", &yaml);
+    env.orch_ok(&["layout", "up"]);
+    for i in 0..9 {
+        let pane = env.pane_of("big", &format!("a{i}"));
+        wait_for(&format!("a{i} to finish"), Duration::from_secs(30), || {
+            env.tmux(&["capture-pane", "-p", "-J", "-t", &pane.id])
+                .contains(&format!("done-{i}"))
+                .then_some(())
+        });
+    }
+    let doc = read_doc(&snapshot(&env));
+    assert_eq!(doc.agents.len(), 9);
+    assert!(doc.window.width > 0 && doc.window.height > 0 && !doc.window.layout.is_empty());
+    for a in &doc.agents {
+        assert_eq!(a.state, "running", "{}", a.name);
+        let b = a.scrollback.as_ref().expect("scrollback");
+        let text = blob(&env, "big", &b.sha256);
+        assert_eq!(text.len() as u64, b.bytes);
+        let numbers: Vec<u32> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.trim_end().parse().ok())
+            .collect();
+        assert_eq!(
+            numbers,
+            (1..=10_000).collect::<Vec<u32>>(),
+            "{}: {} numbers",
+            a.name,
+            numbers.len()
+        );
+        assert!(b.lines >= 10_001, "{}: {} lines", a.name, b.lines);
+    }
+}
+
+#[test]
+fn a_truncated_snapshot_is_reported_corrupt_and_latest_skips_it() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: tr\nagents:\n  - { name: a, role: BOSS, command: 'echo hello-a; exec sleep 600' }\n  - { name: b, role: WORKER, command: 'echo hello-b; exec sleep 600' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let good = snapshot(&env);
+    std::thread::sleep(Duration::from_millis(5));
+    let bad = snapshot(&env);
+    let good_id = read_doc(&good).id;
+    let bad_id = read_doc(&bad).id;
+    assert!(bad_id > good_id);
+    let len = std::fs::metadata(&bad).expect("meta").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bad)
+        .expect("open");
+    f.set_len(len / 2).expect("truncate");
+
+    let listed = json(&env.orch_ok(&["snapshot", "list", "--json"]));
+    let rows = listed.as_array().expect("array");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], good_id.as_str());
+    assert_eq!(rows[0]["ok"], true);
+    assert_eq!(rows[1]["id"], bad_id.as_str());
+    assert_eq!(rows[1]["ok"], false, "{listed}");
+    assert!(rows[1]["error"].is_string());
+    let table = env.orch_ok(&["snapshot", "list"]);
+    assert!(table.contains("CORRUPT"), "{table}");
+
+    let loaded = orch::snapshot::load(&session_dir(&env, "tr"), "latest").expect("latest");
+    assert_eq!(loaded.snapshot.id, good_id);
+    assert_eq!(loaded.skipped.len(), 1);
+    assert_eq!(loaded.skipped[0].0, bad_id);
+    assert!(orch::snapshot::load(&session_dir(&env, "tr"), &bad_id).is_err());
+    let show = env.orch_ok(&["snapshot", "show", "latest"]);
+    assert!(
+        show.contains(&good_id) && show.contains("skipped corrupt"),
+        "{show}"
+    );
+
+    // A blob that changed on disk makes every snapshot using it corrupt.
+    let sha = loaded.snapshot.agents[0]
+        .scrollback
+        .as_ref()
+        .expect("blob")
+        .sha256
+        .clone();
+    let path = session_dir(&env, "tr").join("snapshots/blobs").join(&sha);
+    let mut bytes = std::fs::read(&path).expect("blob");
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).expect("write");
+    let err = orch::snapshot::load(&session_dir(&env, "tr"), "latest").expect_err("no good one");
+    assert!(format!("{err:#}").contains("hash"), "{err:#}");
+}
+
+#[test]
+fn snapshots_killed_at_random_moments_never_leave_a_good_looking_bad_one() {
+    let env = TestEnv::new();
+    let mut yaml = String::from("session: kill\nsnapshot: { keep: 100 }\nagents:\n");
+    for i in 0..3 {
+        yaml.push_str(&format!(
+            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 3000; exec sleep 600' }}\n"
+        ));
+    }
+    env.write("orch.yaml", &yaml);
+    env.orch_ok(&["layout", "up"]);
+    wait_for_output(&env, "kill", "3000");
+    let dir = session_dir(&env, "kill");
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..50 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay = Duration::from_micros((seed >> 33) % 30_001);
+        let mut child = env
+            .orch_command(&["snapshot"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL, our own child only
+        let _ = child.wait();
+    }
+    let listed = orch::snapshot::list(&dir).expect("list");
+    for l in &listed {
+        if l.ok.is_ok() {
+            let loaded = orch::snapshot::load(&dir, &l.id).expect("a good snapshot loads");
+            for (sha, path) in &loaded.blobs {
+                let bytes = std::fs::read(path).expect("blob");
+                use sha2::Digest;
+                let hex: String = sha2::Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(&hex, sha);
+            }
+        }
+    }
+    // The next snapshot works and sweeps what the killed ones left behind.
+    let path = snapshot(&env);
+    assert_eq!(read_doc(&path).agents.len(), 3);
+    let mut files = Vec::new();
+    all_files(&dir.join("snapshots"), &mut files);
+    let leftovers: Vec<_> = files
+        .iter()
+        .filter(|p| p.to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let good = orch::snapshot::list(&dir)
+        .expect("list")
+        .iter()
+        .filter(|l| l.ok.is_ok())
+        .count();
+    assert!(good >= 1);
+}
+
+#[test]
+fn secrets_never_reach_the_state_dir_and_files_are_private() {
+    let env = TestEnv::new();
+    let secrets = [
+        "sk-abcdefghijklmnopqrstuvwx1234",
+        "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz_0123456789",
+        "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx99",
+        "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-1234567890-abcdefghij",
+        "xoxp-1234567890-abcdefghij",
+        "internal-424242",
+    ];
+    let mut script = String::new();
+    for s in secrets {
+        script.push_str(&format!("printf 'key: %s\\n' '{s}'\n"));
+    }
+    // A key coloured half red, half green; a PEM block.
+    script.push_str(
+        "printf 'sk-colour\\033[31mSPLITabcdefghij\\033[32mTAILklmnopqrstu\\033[0m\\n'\n",
+    );
+    script.push_str("printf -- '-----BEGIN RSA PRIVATE KEY-----\\nPEMBODYLINEONEaaaa\\nPEMBODYLINETWObbbb\\n-----END RSA PRIVATE KEY-----\\n'\n");
+    script.push_str("echo all-printed\nexec sleep 600\n");
+    env.write("secrets.sh", &script);
+    env.write(
+        "orch.yaml",
+        "session: sec\nsnapshot: { redact: ['internal-[0-9]{6}'] }\nagents:\n  - { name: leaky, role: BOSS, command: 'sh secrets.sh', env: { OPENAI_API_KEY: sk-envenvenvenvenvenvenvenv0000, PLAIN: visible-value } }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for_output(&env, "sec", "all-printed");
+    let doc_path = snapshot(&env);
+    let doc = read_doc(&doc_path);
+    let text = std::fs::read_to_string(&doc_path).expect("doc");
+    assert!(text.contains("visible-value"), "the env is in the document");
+    assert!(text.contains("[REDACTED]"));
+    let b = doc.agents[0].scrollback.as_ref().expect("blob");
+    let pane = String::from_utf8_lossy(&blob(&env, "sec", &b.sha256)).into_owned();
+    assert!(pane.contains("key: [REDACTED]"), "{pane}");
+
+    let mut forbidden: Vec<&str> = secrets.to_vec();
+    forbidden.extend([
+        "sk-envenvenvenvenvenvenvenv0000",
+        "SPLITabcdefghij",
+        "TAILklmnopqrstu",
+        "PEMBODYLINEONE",
+        "PEMBODYLINETWO",
+    ]);
+    let mut files = Vec::new();
+    all_files(env.state.path(), &mut files);
+    for f in &files {
+        if f.is_file() {
+            let bytes = std::fs::read(f).expect("read");
+            let text = String::from_utf8_lossy(&bytes);
+            for s in &forbidden {
+                assert!(!text.contains(s), "{s} found in {}", f.display());
+            }
+        }
+    }
+    // Modes: every snapshot folder 0700, every file 0600.
+    let mut snap_files = Vec::new();
+    let snaps = session_dir(&env, "sec").join("snapshots");
+    snap_files.push(snaps.clone());
+    all_files(&snaps, &mut snap_files);
+    for f in &snap_files {
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        let want = if f.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", f.display());
+    }
+}
+
+#[test]
+fn fifty_snapshots_of_an_idle_session_store_each_pane_once() {
+    let env = TestEnv::new();
+    let mut yaml = String::from("session: idle\nsnapshot: { keep: 100 }\nagents:\n");
+    for i in 0..4 {
+        yaml.push_str(&format!(
+            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 500; echo pane-{i}; exec sleep 600' }}\n"
+        ));
+    }
+    env.write("orch.yaml", &yaml);
+    env.orch_ok(&["layout", "up"]);
+    wait_for("every pane to finish", Duration::from_secs(20), || {
+        env.panes("idle")
+            .iter()
+            .all(|p| {
+                env.tmux(&["capture-pane", "-p", "-t", &p.id])
+                    .contains("pane-")
+            })
+            .then_some(())
+    });
+    let blobs = session_dir(&env, "idle").join("snapshots/blobs");
+    let count = || std::fs::read_dir(&blobs).expect("blobs").count();
+    let size = |d: &Path| -> u64 {
+        std::fs::read_dir(d)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    snapshot(&env);
+    let after_one = size(&blobs);
+    assert_eq!(count(), 4);
+    for _ in 0..49 {
+        snapshot(&env);
+    }
+    assert_eq!(count(), 4, "idle panes are stored once");
+    assert_eq!(size(&blobs), after_one);
+    let listed = orch::snapshot::list(&session_dir(&env, "idle")).expect("list");
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|l| l.ok.is_ok()));
+    // Retention: keep: 3 leaves three documents and only their blobs.
+    env.write("orch.yaml", &yaml.replace("keep: 100", "keep: 3"));
+    snapshot(&env);
+    assert_eq!(
+        orch::snapshot::list(&session_dir(&env, "idle"))
+            .expect("list")
+            .len(),
+        3
+    );
+    assert_eq!(count(), 4);
+}
+
+#[test]
+fn a_program_on_the_alternate_screen_gets_both_screens_captured() {
+    let env = TestEnv::new();
+    env.write(
+        "full.sh",
+        "echo before-alt\nprintf '\\033[?1049h'\necho ON-ALT-SCREEN\nexec sleep 600\n",
+    );
+    env.write(
+        "orch.yaml",
+        "session: alt\nagents:\n  - { name: tui, role: BOSS, command: 'sh full.sh' }\n  - { name: plain, role: WORKER, command: 'echo just-text; exec sleep 600' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let pane = env.pane_of("alt", "tui");
+    wait_for("the alternate screen", Duration::from_secs(10), || {
+        (env.tmux(&["display-message", "-p", "-t", &pane.id, "#{alternate_on}"])
+            .trim()
+            == "1"
+            && env
+                .tmux(&["capture-pane", "-p", "-t", &pane.id])
+                .contains("ON-ALT-SCREEN"))
+        .then_some(())
+    });
+    let doc = read_doc(&snapshot(&env));
+    let tui = doc.agents.iter().find(|a| a.name == "tui").expect("tui");
+    let alt = tui.alternate.as_ref().expect("alternate captured");
+    // tmux 3.3a: on the alternate screen, `-S - -E -` returns the normal history followed
+    // by the alternate screen, and `-a` returns the saved NORMAL screen (what the program
+    // covered), which is in neither the history nor the visible screen.
+    let alt_text = String::from_utf8_lossy(&blob(&env, "alt", &alt.sha256)).into_owned();
+    assert!(alt_text.contains("before-alt"), "{alt_text}");
+    assert!(!alt_text.contains("ON-ALT-SCREEN"), "{alt_text}");
+    let main = tui.scrollback.as_ref().expect("scrollback");
+    let main_text = String::from_utf8_lossy(&blob(&env, "alt", &main.sha256)).into_owned();
+    assert!(main_text.contains("ON-ALT-SCREEN"), "{main_text}");
+    let plain = doc
+        .agents
+        .iter()
+        .find(|a| a.name == "plain")
+        .expect("plain");
+    assert!(plain.alternate.is_none());
+}
+
+#[test]
+fn concurrent_snapshots_all_succeed_with_distinct_ids() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: conc\nsnapshot: { keep: 3 }\nagents:\n  - { name: a, role: BOSS, command: 'seq 1 2000; exec sleep 600' }\n  - { name: b, role: WORKER, command: 'seq 5 2000; exec sleep 600' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for_output(&env, "conc", "2000");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            env.orch_command(&["snapshot"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ids.insert(text.lines().last().expect("path").to_owned());
+    }
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    // Retention ran under the lock: 3 documents, all good, and their blobs present.
+    let listed = orch::snapshot::list(&session_dir(&env, "conc")).expect("list");
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|l| l.ok.is_ok()), "{listed:?}");
+}
+
+#[test]
+fn states_come_from_the_supervisor_when_one_runs_else_from_tmux() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: sup\nagents:\n  - { name: steady, role: BOSS, command: 'exec sleep 600' }\n  - { name: quitter, role: WORKER, command: 'exit 3', restart: { policy: never } }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let quitter = env.pane_of("sup", "quitter");
+    wait_for("quitter to exit", Duration::from_secs(10), || {
+        env.pane_of("sup", "quitter").dead.then_some(())
+    });
+    let doc = read_doc(&snapshot(&env));
+    let by = |d: &Snapshot, n: &str| d.agents.iter().find(|a| a.name == n).cloned().expect(n);
+    assert_eq!(by(&doc, "steady").state, "running");
+    assert_eq!(by(&doc, "steady").activity, "unknown");
+    let q = by(&doc, "quitter");
+    assert_eq!((q.state.as_str(), q.cwd.as_deref()), ("exited", None));
+    assert_eq!(q.pane.as_deref(), Some(quitter.id.as_str()));
+
+    // With a supervisor: a crash it restarted shows in the restart count.
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("supervisor_started", None, Duration::from_secs(10));
+    let steady = env.pane_of("sup", "steady");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(steady.pid as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+    sup.expect("agent_restarted", Some("steady"), Duration::from_secs(10));
+    let doc = read_doc(&snapshot(&env));
+    let s = by(&doc, "steady");
+    assert_eq!(s.restarts, 1, "{s:?}");
+    assert_eq!(s.state, "running");
+}
