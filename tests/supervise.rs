@@ -7,6 +7,7 @@ use std::time::Duration;
 use support::{Supervisor, TestEnv, alive, wait_for};
 
 const LAYOUT: &str = "session: sup
+snapshot: { interval: 1s }
 defaults:
   restart: { max_restarts: 3, window: 60s, min_uptime: 2s, backoff: { initial: 100ms, max: 400ms } }
 agents:
@@ -39,6 +40,10 @@ fn a_killed_agent_is_noticed_and_restarted() {
         exited["signal"] == 9 || exited["signal"].is_null(),
         "{exited}"
     );
+    // Snapshotted before the respawn.
+    let snap = sup.expect("snapshot_written", None, Duration::from_secs(5));
+    assert_eq!(snap["reason"], "agent_exited");
+    assert!(std::path::Path::new(snap["path"].as_str().expect("path")).is_file());
     let restarted = sup.expect("agent_restarted", Some("steady"), Duration::from_secs(5));
     let new = restarted["pid"].as_u64().expect("pid") as u32;
     assert_ne!(new, old);
@@ -361,4 +366,18 @@ fn events_follow_prints_new_events_as_they_come() {
     assert!(kinds.iter().any(|k| k == "agent_exited"));
     let _ = follow.kill();
     let _ = follow.wait();
+}
+
+#[test]
+fn snapshots_are_written_on_the_interval() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
+    let first = sup.expect("snapshot_written", None, Duration::from_secs(10));
+    assert_eq!(first["reason"], "interval");
+    assert!(first["duration_ms"].as_f64().is_some());
+    let second = sup.expect("snapshot_written", None, Duration::from_secs(10));
+    assert_ne!(first["id"], second["id"]);
+    let listed = env.orch_ok(&["snapshot", "list"]);
+    assert!(listed.contains(first["id"].as_str().expect("id")), "{listed}");
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
 use super::{Context, out};
@@ -20,6 +20,9 @@ pub(super) enum LayoutCommand {
     },
     /// Stop every agent (polite signal, grace period, SIGKILL) and kill the session
     Down {
+        /// Do not write a final snapshot first
+        #[arg(long)]
+        no_snapshot: bool,
         /// How long agents get to exit after the polite signal
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         grace: layout::Duration,
@@ -40,7 +43,7 @@ fn parse_duration(s: &str) -> Result<layout::Duration, String> {
 pub(super) fn run(ctx: &Context, command: LayoutCommand) -> Result<ExitCode> {
     match command {
         LayoutCommand::Up { attach } => up(ctx, attach),
-        LayoutCommand::Down { grace } => down(ctx, grace),
+        LayoutCommand::Down { grace, no_snapshot } => down(ctx, grace, no_snapshot),
         LayoutCommand::Validate { file } => validate(&file),
         LayoutCommand::List => list(),
     }
@@ -77,10 +80,31 @@ fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn down(ctx: &Context, grace: layout::Duration) -> Result<ExitCode> {
+fn down(ctx: &Context, grace: layout::Duration, no_snapshot: bool) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let _log = ctx.log_to(&layout)?;
     let tmux = ctx.tmux();
+    let state = ctx.state()?;
+    let running = tmux
+        .list_panes()?
+        .iter()
+        .any(|p| p.session == layout.session.as_str());
+    if running && !no_snapshot {
+        // The final snapshot comes first: what the agents showed is kept before they stop.
+        let file = match ctx.layout_source()? {
+            layout::LayoutSource::File(p) => Some(p),
+            layout::LayoutSource::Builtin(_) => None,
+        };
+        let written =
+            crate::snapshot::take(&layout, &tmux, &state, "layout_down", None, file.as_deref())
+                .context("writing the final snapshot (use --no-snapshot to stop without one)")?;
+        written.record(&state.session_dir(layout.session.as_str())?, "layout_down")?;
+        out!(
+            "snapshot {} written: {}",
+            written.id,
+            written.path.display()
+        )?;
+    }
     let report = session::down(&layout, &tmux, grace.0)?;
     let name = layout.session.as_str();
     if !report.was_running {

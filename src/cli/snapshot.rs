@@ -69,6 +69,7 @@ fn write(ctx: &Context) -> Result<ExitCode> {
         Size(written.new_blob_bytes),
         written.duration.as_millis()
     )?;
+    written.record(&dir, "manual")?;
     for id in &written.pruned {
         out!("pruned {id}")?;
     }

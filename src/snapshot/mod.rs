@@ -39,3 +39,29 @@ pub fn take(
     written.duration = started.elapsed();
     Ok(written)
 }
+
+impl Written {
+    /// The `snapshot_written` event for this snapshot.
+    pub fn event(&self, reason: &str) -> crate::supervisor::event::Event {
+        use crate::supervisor::event::{Event, EventKind};
+        Event::new(EventKind::SnapshotWritten, None)
+            .with("id", self.id.as_str())
+            .with("reason", reason)
+            .with("path", self.path.to_string_lossy().as_ref())
+            .with("bytes", self.bytes)
+            .with("new_blob_bytes", self.new_blob_bytes)
+            .with(
+                "duration_ms",
+                (self.duration.as_secs_f64() * 10_000.0).round() / 10.0,
+            )
+    }
+
+    /// Appends the `snapshot_written` event to the session's journal (for snapshots
+    /// written by a command rather than the supervisor).
+    pub fn record(&self, session_dir: &Path, reason: &str) -> Result<()> {
+        let mut journal = crate::supervisor::store::Journal::open(session_dir)?;
+        journal
+            .append(&self.event(reason), std::time::SystemTime::now())
+            .map(drop)
+    }
+}

@@ -28,6 +28,7 @@ pub enum EventKind {
     ConfigReloaded,
     ConfigRejected,
     SnapshotWritten,
+    SnapshotFailed,
     Restored,
 }
 

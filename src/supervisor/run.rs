@@ -185,6 +185,11 @@ impl Shell {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snapshots = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.layout.snapshot.interval.0,
+            self.layout.snapshot.interval.0,
+        );
+        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resources = tokio::time::interval(self.layout.monitor.resources.0);
         resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut maintenance = tokio::time::interval(self.layout.monitor.maintenance.0);
@@ -218,6 +223,7 @@ impl Shell {
                     }
                 }
                 _ = resources.tick() => self.sample_resources().await?,
+                _ = snapshots.tick() => self.snapshot("interval")?,
                 _ = maintenance.tick() => {
                     if self.journal.rotate_if_larger(JOURNAL_MAX_BYTES)? {
                         tracing::info!("rotated the event journal");
@@ -444,6 +450,7 @@ impl Shell {
                     Effect::Emit(ev) => self.emit(ev)?,
                     Effect::Arm { timer, after } => self.timers.push((now + after, timer)),
                     Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
+                    Effect::Snapshot { reason } => self.snapshot(reason)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
                     Effect::Respawn { agent } => match self.respawn(&agent) {
                         Ok((pane, pid)) => {
@@ -601,6 +608,27 @@ impl Shell {
         self.layout = new;
         self.activity = activity_profiles(&self.layout);
         self.feed(msg).await
+    }
+
+    /// Writes a snapshot and reports it; a failed snapshot is reported, not fatal.
+    fn snapshot(&mut self, reason: &str) -> Result<()> {
+        let reports = self.report();
+        let taken = crate::snapshot::take(
+            &self.layout,
+            &self.tmux,
+            &self.state,
+            reason,
+            Some(&reports),
+            self.layout_file.as_deref(),
+        );
+        match taken {
+            Ok(w) => self.emit(w.event(reason)),
+            Err(e) => self.emit(
+                Event::new(EventKind::SnapshotFailed, None)
+                    .with("reason", reason)
+                    .with("error", format!("{e:#}")),
+            ),
+        }
     }
 
     /// Attaches the control-mode client; on failure the other paths carry on without it

@@ -144,6 +144,10 @@ pub enum Effect {
     },
     /// Restart counters changed: write them to disk, so a new supervisor keeps them.
     Persist,
+    /// Write a snapshot of the session now (ordered before any respawn it must precede).
+    Snapshot {
+        reason: &'static str,
+    },
 }
 
 /// What the core remembers of one agent.
@@ -392,6 +396,11 @@ impl Core {
             ev = ev.with("last_screen", s);
         }
         fx.push(Effect::Emit(ev));
+        // Every exit is snapshotted before anything restarts the pane (a respawn wipes
+        // its screen).
+        fx.push(Effect::Snapshot {
+            reason: "agent_exited",
+        });
 
         match a.intent {
             Intent::Stop => {

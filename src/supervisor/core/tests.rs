@@ -610,3 +610,23 @@ fn reload_adds_stops_and_updates_without_touching_the_rest() {
         Some(RestartPolicy::Never)
     );
 }
+
+#[test]
+fn an_exit_is_snapshotted_before_the_respawn() {
+    let t0 = Instant::now();
+    let mut core = running(SPEC, t0);
+    let fx = crash(&mut core, 100, t0 + Duration::from_secs(10));
+    let snap = fx.iter().position(|e| {
+        matches!(
+            e,
+            Effect::Snapshot {
+                reason: "agent_exited"
+            }
+        )
+    });
+    let respawn = fx.iter().position(|e| matches!(e, Effect::Respawn { .. }));
+    assert!(
+        matches!((snap, respawn), (Some(s), Some(r)) if s < r),
+        "{fx:?}"
+    );
+}
