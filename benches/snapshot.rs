@@ -135,4 +135,77 @@ fn main() {
         ms(median(warm_wall)),
         ms(median(warm_orch))
     );
+
+    // Size growth of an idle session: 1 snapshot, then 49 more.
+    let _ = std::fs::remove_dir_all(&snapshots);
+    server.orch(&["snapshot"]);
+    let one = dir_size(&snapshots);
+    for _ in 0..49 {
+        server.orch(&["snapshot"]);
+    }
+    let fifty = dir_size(&snapshots);
+    println!(
+        "  idle session on disk: 1 snapshot {} KiB, 50 snapshots {} KiB ({:.2}x)",
+        one / 1024,
+        fifty / 1024,
+        fifty as f64 / one as f64
+    );
+
+    // Restore after the tmux server died, until every pane runs with its history shown.
+    let mut restores = Vec::new();
+    let mut reported_restores = Vec::new();
+    for _ in 0..5 {
+        server.tmux(&["kill-server"]);
+        let start = Instant::now();
+        let (_, out) = server.orch(&["restore", "latest", "--no-handover"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let panes = server.tmux(&[
+                "list-panes",
+                "-s",
+                "-t",
+                "=bench",
+                "-F",
+                "#{pane_id} #{pane_dead}",
+            ]);
+            let live: Vec<&str> = panes.lines().filter(|l| l.ends_with(" 0")).collect();
+            let shown = live.len() == 9
+                && live.iter().all(|l| {
+                    let id = l.split(' ').next().unwrap_or_default();
+                    server
+                        .tmux(&["capture-pane", "-p", "-t", id])
+                        .contains("done")
+                });
+            if shown {
+                break;
+            }
+            assert!(Instant::now() < deadline, "restore never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        restores.push(start.elapsed());
+        let reported = out
+            .split(" in ")
+            .last()
+            .and_then(|t| t.trim().trim_end_matches(" ms").parse::<u64>().ok())
+            .unwrap_or(0);
+        reported_restores.push(Duration::from_millis(reported));
+    }
+    println!(
+        "  restore after kill-server, 9 x 10,000 lines, median of 5: all panes running with their history shown {}, orch's own report {}",
+        ms(median(restores)),
+        ms(median(reported_restores))
+    );
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            total += dir_size(&path);
+        } else if let Ok(m) = entry.metadata() {
+            total += m.len();
+        }
+    }
+    total
 }

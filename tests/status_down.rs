@@ -179,12 +179,23 @@ fn down_stops_every_agent_process_and_the_session() {
     let out = env.orch_ok(&["layout", "down", "--grace", "1s"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].starts_with("snapshot ") && lines[0].ends_with(".json"), "a final snapshot first: {out}");
+    assert!(
+        lines[0].starts_with("snapshot ") && lines[0].ends_with(".json"),
+        "a final snapshot first: {out}"
+    );
     let snapshot = lines[0].rsplit(' ').next().expect("path");
     assert!(std::path::Path::new(snapshot).is_file());
-    assert_eq!(lines[1], "session dn stopped (3 panes); killed after 1s: stubborn");
-    let journal = std::fs::read_to_string(env.state.path().join("dn/events.jsonl")).expect("journal");
-    assert!(journal.contains("\"kind\":\"snapshot_written\"") && journal.contains("\"reason\":\"layout_down\""), "{journal}");
+    assert_eq!(
+        lines[1],
+        "session dn stopped (3 panes); killed after 1s: stubborn"
+    );
+    let journal =
+        std::fs::read_to_string(env.state.path().join("dn/events.jsonl")).expect("journal");
+    assert!(
+        journal.contains("\"kind\":\"snapshot_written\"")
+            && journal.contains("\"reason\":\"layout_down\""),
+        "{journal}"
+    );
     assert!(!env.session_exists("dn"));
     for p in pids {
         assert!(!alive(p), "process {p} survived layout down");
@@ -288,7 +299,10 @@ fn builtin_org9_comes_up_with_the_users_shell() {
     let panes = env.panes("org9");
     assert_eq!(panes.len(), 9);
     let out = env.orch_ok(&["layout", "down", "--grace", "3s", "--no-snapshot"]);
-    assert!(!env.state.path().join("org9/snapshots").exists(), "--no-snapshot writes none");
+    assert!(
+        !env.state.path().join("org9/snapshots").exists(),
+        "--no-snapshot writes none"
+    );
     assert_eq!(
         out.trim(),
         "session org9 stopped (9 panes)",

@@ -379,5 +379,8 @@ fn snapshots_are_written_on_the_interval() {
     let second = sup.expect("snapshot_written", None, Duration::from_secs(10));
     assert_ne!(first["id"], second["id"]);
     let listed = env.orch_ok(&["snapshot", "list"]);
-    assert!(listed.contains(first["id"].as_str().expect("id")), "{listed}");
+    assert!(
+        listed.contains(first["id"].as_str().expect("id")),
+        "{listed}"
+    );
 }
