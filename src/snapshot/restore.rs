@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::format::{AgentSnapshot, FORMAT, Snapshot};
+use super::format::{AgentSnapshot, Snapshot};
 use crate::cli::BadInput;
 use crate::layout::{Profile, resume_command};
 use crate::state::{StateDir, create_private_dir};
@@ -72,45 +72,12 @@ pub struct RestoreReport {
     pub notes: Vec<String>,
 }
 
-/// Reads a snapshot document and checks it: format, document checksum, and every blob it
-/// names exists under `blobs_dir` with the right SHA-256.
-pub fn verify(doc_bytes: &[u8], blobs_dir: &Path) -> Result<Snapshot, String> {
-    let snap: Snapshot =
-        serde_json::from_slice(doc_bytes).map_err(|e| format!("not a snapshot: {e}"))?;
-    if snap.format != FORMAT {
-        return Err(format!(
-            "snapshot format {} is not supported (this orch reads format {FORMAT})",
-            snap.format
-        ));
-    }
-    let expected = document_checksum(&snap)?;
-    if snap.checksum != expected {
-        return Err(format!(
-            "checksum mismatch: the document says {}, its content hashes to {expected}",
-            snap.checksum
-        ));
-    }
-    for agent in &snap.agents {
-        for blob in [&agent.scrollback, &agent.alternate].into_iter().flatten() {
-            let path = blobs_dir.join(&blob.sha256);
-            let bytes =
-                fs::read(&path).map_err(|e| format!("blob {} is missing: {e}", blob.sha256))?;
-            if sha256_hex(&bytes) != blob.sha256 {
-                return Err(format!("blob {} is damaged", blob.sha256));
-            }
-        }
-    }
-    Ok(snap)
-}
-
-/// `sha256:<hex>` of the document serialized compactly with `checksum` empty.
+/// `sha256:<hex>` of the document with `checksum` empty (format.rs's rule).
 pub fn document_checksum(snap: &Snapshot) -> Result<String, String> {
-    let mut blank = snap.clone();
-    blank.checksum = String::new();
-    let bytes = serde_json::to_vec(&blank).map_err(|e| e.to_string())?;
-    Ok(format!("sha256:{}", sha256_hex(&bytes)))
+    super::store::checksum(snap).map_err(|e| format!("{e:#}"))
 }
 
+/// Lower-case hex SHA-256, the name of a blob.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     Sha256::digest(bytes)
@@ -123,71 +90,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// `<state-dir>/<session>/snapshots`.
 pub fn snapshots_dir(state: &StateDir, session: &str) -> PathBuf {
-    state.root().join(session).join("snapshots")
+    super::store::snapshots_dir(&state.root().join(session))
 }
 
-/// Loads the snapshot `which` of `session`, verified.
+/// Loads the snapshot `which` of `session`, verified by the store (`latest`: the newest
+/// good one; corrupt ones are skipped with a warning).
 pub fn load(state: &StateDir, session: &str, which: &Which) -> Result<Snapshot> {
-    let dir = snapshots_dir(state, session);
-    let blobs = dir.join("blobs");
-    match which {
-        Which::Id(id) => {
-            if id.is_empty() || id.contains('/') || id.starts_with('.') {
-                return Err(BadInput(format!("{id:?} is not a snapshot id")).into());
-            }
-            let path = dir.join(format!("{id}.json"));
-            let bytes = fs::read(&path).map_err(|_| {
-                BadInput(format!(
-                    "there is no snapshot {id} of session {session} (looked for {})",
-                    path.display()
-                ))
-            })?;
-            verify(&bytes, &blobs).map_err(|e| anyhow::anyhow!("snapshot {id} cannot be used: {e}"))
+    let id = match which {
+        Which::Latest => "latest",
+        Which::Id(id) => id.as_str(),
+    };
+    let loaded = super::store::load(&state.root().join(session), id).map_err(|e| {
+        if e.downcast_ref::<super::store::NoSuchSnapshot>().is_some() {
+            BadInput(format!("{e:#}")).into()
+        } else {
+            e
         }
-        Which::Latest => {
-            let mut ids: Vec<String> = fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    let id = name.strip_suffix(".json")?;
-                    (!id.starts_with('.')).then(|| id.to_owned())
-                })
-                .collect();
-            // Ids sort by time; the newest first.
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            let mut skipped = Vec::new();
-            for id in ids {
-                let Ok(bytes) = fs::read(dir.join(format!("{id}.json"))) else {
-                    continue;
-                };
-                match verify(&bytes, &blobs) {
-                    Ok(snap) => {
-                        for (id, why) in skipped {
-                            tracing::warn!(id, why, "skipped a snapshot that does not verify");
-                        }
-                        return Ok(snap);
-                    }
-                    Err(why) => skipped.push((id, why)),
-                }
-            }
-            let why = skipped
-                .first()
-                .map(|(id, why)| {
-                    format!(
-                        " ({} failed to verify; the newest, {id}: {why})",
-                        skipped.len()
-                    )
-                })
-                .unwrap_or_default();
-            Err(BadInput(format!(
-                "session {session} has no usable snapshot in {}{why}",
-                dir.display()
-            ))
-            .into())
-        }
+    })?;
+    for (id, why) in &loaded.skipped {
+        tracing::warn!(id, why, "skipped a snapshot that does not verify");
     }
+    Ok(loaded.snapshot)
 }
 
 /// Restores a session from a snapshot. Refuses (as bad input) when the target session is
@@ -472,7 +395,7 @@ pub(crate) mod tests {
 
     fn snap(id: &str, history: &[u8]) -> Snapshot {
         Snapshot {
-            format: FORMAT,
+            format: crate::snapshot::format::FORMAT,
             id: id.into(),
             session: "s".into(),
             created: "2026-11-21T23:58:00.123Z".into(),
@@ -532,24 +455,6 @@ pub(crate) mod tests {
         let err = load(&state, "s", &Which::Id("20261121T000001.000Z-bbbb".into()))
             .expect_err("missing blob");
         assert!(format!("{err:#}").contains("missing"), "{err:#}");
-    }
-
-    #[test]
-    fn a_changed_document_fails_its_checksum() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let s = write_snapshot(tmp.path(), snap("x", b"h\n"), &[b"h\n"]);
-        let path = tmp.path().join("x.json");
-        let text = fs::read_to_string(&path).expect("read");
-        assert!(verify(text.as_bytes(), &tmp.path().join("blobs")).is_ok());
-        let tampered = text.replace("\"manual\"", "\"interval\"");
-        assert!(
-            verify(tampered.as_bytes(), &tmp.path().join("blobs"))
-                .expect_err("tampered")
-                .contains("checksum")
-        );
-        fs::write(tmp.path().join("blobs").join(sha256_hex(b"h\n")), b"x").expect("w");
-        assert!(verify(text.as_bytes(), &tmp.path().join("blobs")).is_err());
-        assert_eq!(s.format, FORMAT);
     }
 
     #[test]
