@@ -384,3 +384,39 @@ fn snapshots_are_written_on_the_interval() {
         "{listed}"
     );
 }
+
+#[test]
+fn layout_down_stops_the_supervisor_first() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    let pids: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
+    let out = env.orch_ok(&["layout", "down", "--grace", "2s"]);
+    assert!(
+        out.contains(&format!("supervisor (pid {}) stopped", sup.child.id())),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with("session sup stopped (2 panes)"),
+        "{out}"
+    );
+    let status = sup.child.wait().expect("wait");
+    assert!(status.success(), "the supervisor left cleanly");
+    assert!(
+        !env.session_exists("sup"),
+        "nothing brought the session back"
+    );
+    assert!(pids.iter().all(|&p| !alive(p)));
+    let later = sup.drain_for(Duration::from_millis(300));
+    assert!(
+        !later.iter().any(|e| e["kind"] == "agent_restarted"),
+        "{later:?}"
+    );
+    let snap = sup
+        .seen
+        .iter()
+        .chain(later.iter())
+        .find(|e| e["kind"] == "supervisor_stopped");
+    assert!(snap.is_some(), "{:?}", sup.seen);
+}

@@ -9,6 +9,8 @@ use clap::Subcommand;
 use super::{Context, out};
 use crate::layout::{self, BUILTIN, LayoutSource};
 use crate::session;
+use crate::supervisor::control::{Request, request};
+use crate::supervisor::store::supervisor_pid;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum LayoutCommand {
@@ -89,21 +91,38 @@ fn down(ctx: &Context, grace: layout::Duration, no_snapshot: bool) -> Result<Exi
         .list_panes()?
         .iter()
         .any(|p| p.session == layout.session.as_str());
+    let dir = state.session_dir(layout.session.as_str())?;
+    let supervisor = supervisor_pid(&dir);
     if running && !no_snapshot {
-        // The final snapshot comes first: what the agents showed is kept before they stop.
+        // The final snapshot comes first: what the agents showed is kept before they stop,
+        // with the supervisor's view of them when one runs.
+        let reports = supervisor
+            .and_then(|_| request(&dir, &Request::Status).ok().flatten())
+            .map(|r| r.agents);
         let file = match ctx.layout_source()? {
             layout::LayoutSource::File(p) => Some(p),
             layout::LayoutSource::Builtin(_) => None,
         };
-        let written =
-            crate::snapshot::take(&layout, &tmux, &state, "layout_down", None, file.as_deref())
-                .context("writing the final snapshot (use --no-snapshot to stop without one)")?;
-        written.record(&state.session_dir(layout.session.as_str())?, "layout_down")?;
+        let written = crate::snapshot::take(
+            &layout,
+            &tmux,
+            &state,
+            "layout_down",
+            reports.as_deref(),
+            file.as_deref(),
+        )
+        .context("writing the final snapshot (use --no-snapshot to stop without one)")?;
+        written.record(&dir, "layout_down")?;
         out!(
             "snapshot {} written: {}",
             written.id,
             written.path.display()
         )?;
+    }
+    if let Some(pid) = supervisor {
+        // A supervisor left running would restart the agents this stops.
+        stop_supervisor(&dir, pid)?;
+        out!("supervisor (pid {pid}) stopped")?;
     }
     let report = session::down(&layout, &tmux, grace.0)?;
     let name = layout.session.as_str();
@@ -122,6 +141,23 @@ fn down(ctx: &Context, grace: layout::Duration, no_snapshot: bool) -> Result<Exi
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM to the session's supervisor, then waits until it has released its lock.
+fn stop_supervisor(dir: &std::path::Path, pid: u32) -> Result<()> {
+    crate::process::signal(
+        pid,
+        crate::process::Sig::Stop(layout::StopSignal::Terminate),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while supervisor_pid(dir).is_some() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the supervisor (pid {pid}) did not stop within 10 s; stop it with `kill {pid}` and run `orch layout down` again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn validate(file: &str) -> Result<ExitCode> {
