@@ -319,3 +319,14 @@ fn a_dead_agents_message_stays_queued_and_send_says_so() {
     let unknown = env.orch(&["send", "nobody", "hi"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn no_enter_pastes_without_submitting() {
+    let env = TestEnv::new();
+    let out = up(&env, "hierarchy");
+    let stdout = env.orch_ok(&["send", "--no-enter", "worker1", "draft "]);
+    assert!(stdout.starts_with("worker1: delivered"), "{stdout}");
+    env.orch_ok(&["send", "worker1", "and the rest"]);
+    // One line: the first paste was not submitted on its own.
+    expect_file(&out.join("worker1.txt"), "draft and the rest\n");
+}
