@@ -330,3 +330,35 @@ fn no_enter_pastes_without_submitting() {
     // One line: the first paste was not submitted on its own.
     expect_file(&out.join("worker1.txt"), "draft and the rest\n");
 }
+
+#[test]
+fn text_that_never_shows_fails_without_enter_and_is_set_aside() {
+    let env = TestEnv::new();
+    let file = env.path().join("silent.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: m\nagents:\n  - {{ name: silent, role: WORKER, command: \"stty -echo && exec cat > '{}'\" }}\n",
+            file.display()
+        ),
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for("cat to run", Duration::from_secs(10), || {
+        file.exists().then_some(())
+    });
+    let o = env.orch(&["send", "silent", "you will not see this"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("silent: failed") && stdout.contains("Enter was not sent"),
+        "{stdout}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(read(&file), "", "Enter was pressed");
+    let failed = env.state.path().join("m/queue/silent/failed");
+    assert_eq!(std::fs::read_dir(&failed).expect("failed dir").count(), 1);
+    let events = read(&env.state.path().join("m/events.jsonl"));
+    assert!(events.contains("\"kind\":\"message_failed\""), "{events}");
+    let audit = read(&audit_path(&env));
+    assert!(audit.contains("\"kind\":\"failed\""), "{audit}");
+}

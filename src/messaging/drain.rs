@@ -134,11 +134,17 @@ pub fn drain_agent(
                 break;
             }
             Err(DeliverError::Failed { reason, pasted }) => {
-                // Pasted text without a confirmation must not be pasted again.
-                if pasted {
-                    queue.remove(&msg)?;
-                }
+                // Pasted text without a confirmation must not be pasted again: it is set
+                // aside; a message that never reached the pane stays queued.
+                let kept = if pasted {
+                    Some(queue.give_up(&msg)?)
+                } else {
+                    None
+                };
                 let mut f = Map::new();
+                if let Some(path) = kept {
+                    f.insert("kept".into(), path.to_string_lossy().into_owned().into());
+                }
                 f.insert("id".into(), msg.id.clone().into());
                 f.insert("from".into(), msg.from.clone().into());
                 f.insert("reason".into(), reason.clone().into());

@@ -199,6 +199,18 @@ impl Queue {
         }
     }
 
+    /// Moves a message that cannot be retried (it may already sit in the agent's input)
+    /// out of the queue into `queue/<agent>/failed/`, where a person can read it.
+    pub fn give_up(&self, msg: &Message) -> Result<PathBuf> {
+        let dir = self.agent_dir(&msg.to)?;
+        let failed = dir.join("failed");
+        create_private_dir(&failed)?;
+        let to = failed.join(msg.file_name());
+        fs::rename(dir.join(msg.file_name()), &to)
+            .with_context(|| format!("moving a failed message to {}", to.display()))?;
+        Ok(to)
+    }
+
     /// Whether the message is still queued.
     pub fn contains(&self, msg: &Message) -> bool {
         self.agent_dir(&msg.to)
@@ -300,6 +312,10 @@ mod tests {
         assert_eq!(reopened.pending("nobody").expect("pending"), Vec::new());
         assert_eq!(reopened.agents().expect("agents"), ["worker1", "worker2"]);
         assert!(q.push("user", "../x", Priority::Low, "t").is_err());
+        let second = reopened.pending("worker1").expect("pending").remove(0);
+        let kept = reopened.give_up(&second).expect("give up");
+        assert!(kept.exists() && !reopened.contains(&second));
+        assert_eq!(reopened.pending("worker1").expect("pending").len(), 4);
         let _lock = q.lock("worker1").expect("lock");
     }
 
