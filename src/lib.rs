@@ -11,6 +11,7 @@ pub mod cli;
 pub mod git;
 pub mod layout;
 pub mod logging;
+pub mod messaging;
 pub mod monitor;
 pub mod process;
 pub mod session;

@@ -7,6 +7,7 @@ mod agent;
 mod doctor;
 mod layout;
 mod restore;
+mod send;
 mod snapshot;
 mod status;
 mod supervise;
@@ -87,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         command: Option<snapshot::SnapshotCommand>,
     },
+    /// Message an agent: TARGET is a name, role:ROLE or all; the text from the arguments,
+    /// --file F, or `-` (stdin). Queued, then pasted and confirmed before Enter
+    Send(send::SendArgs),
+    /// The audit log of messages
+    Audit {
+        #[command(subcommand)]
+        command: send::AuditCommand,
+    },
     /// The event journal
     Events {
         /// Keep printing new events as they come
@@ -155,6 +164,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             crate::session::transcript::run_filter(&redact, &file)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Send(args) => send::run(&ctx, args),
+        Command::Audit { command } => send::run_audit(&ctx, command),
         Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
         Command::Hook {
             hook: Hook::PaneDied { session, pane },

@@ -30,6 +30,10 @@ pub enum EventKind {
     SnapshotWritten,
     SnapshotFailed,
     Restored,
+    MessageQueued,
+    MessageDelivered,
+    MessageFailed,
+    MessageRefused,
 }
 
 /// One event. `ts` is stamped by the shell when the event is written: the pure core

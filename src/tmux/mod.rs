@@ -40,6 +40,9 @@ pub enum TmuxError {
     Failed { command: String, message: String },
     #[error("could not run tmux: {0}")]
     Io(#[from] std::io::Error),
+    /// The pane cannot take input now: it is dead, or in copy mode (or another mode).
+    #[error("pane {pane} is {why}; not pasting")]
+    NotReady { pane: String, why: &'static str },
 }
 
 /// A handle on one tmux server, named by its socket.
@@ -544,26 +547,23 @@ impl Tmux {
         })
     }
 
-    /// Types `text` into a pane as one paste, then presses Enter: `load-buffer -b B -`
-    /// (text on stdin) and `paste-buffer -p -d -r -b B -t PANE` in one tmux process, then
-    /// `send-keys -t PANE Enter` in a second one, so the program has the whole paste before
-    /// the key that submits it. ESC and control characters other than `\n` and `\t` are
-    /// removed first: an embedded `ESC [201~` would end a bracketed paste early. Never
-    /// sends Ctrl-C, which would throw away what the agent was typing.
+    /// Types `text` into a pane as one paste, then presses Enter: [`Tmux::paste`], then
+    /// [`Tmux::press_enter`] in a second tmux process, so the program has the whole paste
+    /// before the key that submits it. Never sends Ctrl-C, which would throw away what the
+    /// agent was typing.
     pub fn paste_text(&self, pane: &str, text: &str) -> Result<(), TmuxError> {
-        let state = self.run(vec![
-            DisplayMessage::new()
-                .print()
-                .target_pane(pane.to_owned())
-                .message("#{pane_dead} #{pane_in_mode}")
-                .build(),
-        ])?;
-        if state.trim() != "0 0" {
-            return Err(TmuxError::Failed {
-                command: "paste-buffer".into(),
-                message: format!("pane {pane} is dead or in copy mode, not pasting"),
-            });
-        }
+        self.paste(pane, text)?;
+        self.press_enter(pane)
+    }
+
+    /// Pastes `text` into a pane WITHOUT pressing Enter: `load-buffer -b B -` (text on
+    /// stdin, so neither tmux nor a shell interprets it) and `paste-buffer -p -d -r -b B -t
+    /// PANE` (bracketed paste when the program asked for it; `-r` keeps LF) in one tmux
+    /// process. ESC and control characters other than `\n` and `\t` are removed first: an
+    /// embedded `ESC [201~` would end a bracketed paste early. Refuses a dead pane or one in
+    /// copy mode.
+    pub fn paste(&self, pane: &str, text: &str) -> Result<(), TmuxError> {
+        self.check_ready(pane)?;
         let buffer = unique_buffer_name();
         let load = LoadBuffer::new()
             .buffer_name(buffer.clone())
@@ -576,7 +576,14 @@ impl Tmux {
             .buffer_name(buffer)
             .target_pane(pane.to_owned())
             .build();
-        self.run_with_stdin(vec![load, paste], paste_safe(text).as_bytes())?;
+        self.run_with_stdin(vec![load, paste], paste_safe(text).as_bytes())
+            .map(drop)
+    }
+
+    /// Presses Enter in a pane (`send-keys -t PANE Enter`), as its own key. Refuses a dead
+    /// pane or one in copy mode, where Enter would act on the mode instead.
+    pub fn press_enter(&self, pane: &str) -> Result<(), TmuxError> {
+        self.check_ready(pane)?;
         self.run(vec![
             SendKeys::new()
                 .target_pane(pane.to_owned())
@@ -584,6 +591,26 @@ impl Tmux {
                 .build(),
         ])
         .map(drop)
+    }
+
+    /// [`TmuxError::NotReady`] unless the pane is alive and in no mode.
+    fn check_ready(&self, pane: &str) -> Result<(), TmuxError> {
+        let state = self.run(vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane.to_owned())
+                .message("#{pane_dead} #{pane_in_mode}")
+                .build(),
+        ])?;
+        let why = match state.trim() {
+            "0 0" => return Ok(()),
+            s if s.starts_with('1') => "dead",
+            _ => "in copy mode",
+        };
+        Err(TmuxError::NotReady {
+            pane: pane.to_owned(),
+            why,
+        })
     }
 
     /// Whether `session` exists on this server (no server: it does not).

@@ -1,0 +1,166 @@
+//! Delivering an agent's queued messages, oldest-highest first, with a record (audit line
+//! and journal event) for each delivery and failure. `orch send` calls it now; the
+//! supervisor will call it when an agent (re)starts or leaves copy mode.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use serde_json::{Map, Value};
+
+use super::deliver::{self, DeliverError, Delivered, Options};
+use super::queue::{Message, Queue};
+use crate::supervisor::event::{Event, EventKind};
+use crate::supervisor::store::Journal;
+use crate::tmux::{Pane, Tmux};
+
+/// Writes audit lines and journal events for messages.
+pub struct Recorder {
+    audit: PathBuf,
+    journal: Option<Journal>,
+}
+
+impl Recorder {
+    /// Records into `<session-dir>/audit.jsonl` and `<session-dir>/events.jsonl`.
+    pub fn open(session_dir: &Path) -> Result<Recorder> {
+        Ok(Recorder {
+            audit: session_dir.join(super::AUDIT_FILE),
+            journal: Some(Journal::open(session_dir)?),
+        })
+    }
+
+    /// Appends the audit line (which must succeed) and the journal event (best effort:
+    /// the audit log is the record of truth).
+    pub fn record(
+        &mut self,
+        kind: EventKind,
+        agent: Option<&str>,
+        fields: Map<String, Value>,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let audit_kind = match kind {
+            EventKind::MessageQueued => "send",
+            EventKind::MessageDelivered => "delivered",
+            EventKind::MessageFailed => "failed",
+            EventKind::MessageRefused => "refused",
+            _ => "other",
+        };
+        let mut audit_fields = Map::new();
+        if let Some(a) = agent {
+            audit_fields.insert("to".into(), Value::String(a.to_owned()));
+        }
+        audit_fields.extend(fields.clone());
+        super::audit::append(&self.audit, audit_kind, audit_fields, now)?;
+        if let Some(j) = &mut self.journal {
+            let mut event = Event::new(kind, agent);
+            event.fields = fields;
+            if let Err(e) = j.append(&event, now) {
+                tracing::warn!("could not journal a message event: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one agent's queue.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub delivered: Vec<(Message, Delivered)>,
+    /// Why the rest waits (no pane, dead, in copy mode), with how many are left.
+    pub waiting: Option<(String, usize)>,
+    /// The message that failed, and why. Delivery to this agent stops there.
+    pub failed: Option<(Message, String)>,
+}
+
+/// The pane of `agent` in `session`, from one `list-panes` result.
+pub fn pane_of<'a>(panes: &'a [Pane], session: &str, agent: &str) -> Option<&'a Pane> {
+    panes
+        .iter()
+        .find(|p| p.session == session && p.agent.as_deref() == Some(agent))
+}
+
+/// Delivers what is queued for `agent` while its pane takes input.
+pub fn drain_agent(
+    tmux: &Tmux,
+    queue: &Queue,
+    rec: &mut Recorder,
+    pane: Option<&Pane>,
+    agent: &str,
+    opts: Options,
+) -> Result<Drained> {
+    let mut out = Drained::default();
+    let why = match pane {
+        None => Some("without a pane (is the session up?)"),
+        Some(p) if p.dead => Some("dead"),
+        Some(p) if p.in_mode => Some("in copy mode"),
+        Some(_) => None,
+    };
+    let pane = match (why, pane) {
+        (None, Some(p)) => p,
+        (why, _) => {
+            let n = queue.pending(agent)?.len();
+            if n > 0 {
+                out.waiting = Some((why.unwrap_or("not ready").to_owned(), n));
+            }
+            return Ok(out);
+        }
+    };
+    let _lock = queue.lock(agent)?;
+    let pending = queue.pending(agent)?;
+    let total = pending.len();
+    for (i, msg) in pending.into_iter().enumerate() {
+        if !queue.contains(&msg) {
+            continue; // delivered by someone else meanwhile
+        }
+        let o = Options {
+            enter: opts.enter && msg.enter,
+            ..opts
+        };
+        match deliver::deliver(tmux, &pane.id, &msg.text, o) {
+            Ok(d) => {
+                queue.remove(&msg)?;
+                let latency = now_ms().saturating_sub(msg.queued_at_ms);
+                let mut f = Map::new();
+                f.insert("id".into(), msg.id.clone().into());
+                f.insert("from".into(), msg.from.clone().into());
+                f.insert("latency_ms".into(), latency.into());
+                f.insert("deliver_ms".into(), (d.took.as_millis() as u64).into());
+                f.insert("retries".into(), d.retries.into());
+                rec.record(EventKind::MessageDelivered, Some(agent), f)?;
+                out.delivered.push((msg, d));
+            }
+            Err(DeliverError::NotReady(why)) => {
+                out.waiting = Some((why.to_owned(), total - i));
+                break;
+            }
+            Err(DeliverError::Failed { reason, pasted }) => {
+                // Pasted text without a confirmation must not be pasted again: it is set
+                // aside; a message that never reached the pane stays queued.
+                let kept = if pasted {
+                    Some(queue.give_up(&msg)?)
+                } else {
+                    None
+                };
+                let mut f = Map::new();
+                if let Some(path) = kept {
+                    f.insert("kept".into(), path.to_string_lossy().into_owned().into());
+                }
+                f.insert("id".into(), msg.id.clone().into());
+                f.insert("from".into(), msg.from.clone().into());
+                f.insert("reason".into(), reason.clone().into());
+                f.insert("requeued".into(), (!pasted).into());
+                rec.record(EventKind::MessageFailed, Some(agent), f)?;
+                out.failed = Some((msg, reason));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}

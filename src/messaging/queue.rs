@@ -1,0 +1,336 @@
+//! The persistent per-agent message queue: one file per message,
+//! `<session-dir>/queue/<agent>/<rank>-<priority>-<seq>.json`, written atomically (temp
+//! file, fsync, then a hard link that fails rather than overwrite, so two senders never
+//! clobber each other). File names sort in delivery order: priority high > normal > low,
+//! then FIFO by `seq` (nanoseconds, bumped past the newest queued message). The queue
+//! survives orch restarts; whoever delivers holds the agent's queue lock
+//! ([`Queue::lock`]) so a message is never pasted twice.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rustix::fs::{FlockOperation, flock};
+use serde::{Deserialize, Serialize};
+
+use crate::state::create_private_dir;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+}
+
+/// One queued message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `<seq>-<pid>`: unique and stable from queueing to delivery.
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub priority: Priority,
+    /// Already sanitized (no ESC, no control characters but `\n` and `\t`).
+    pub text: String,
+    /// Unix milliseconds when it was queued.
+    pub queued_at_ms: u64,
+    pub seq: u64,
+    /// Press Enter after the paste (`--no-enter` clears it).
+    #[serde(default = "yes")]
+    pub enter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Message {
+    fn file_name(&self) -> String {
+        format!(
+            "{}-{}-{:020}.json",
+            self.priority.rank(),
+            self.priority.as_str(),
+            self.seq
+        )
+    }
+}
+
+/// The queues of one session.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    dir: PathBuf,
+}
+
+/// Held while delivering to one agent; released on drop (an flock, so a killed orch never
+/// leaves a stale lock).
+#[derive(Debug)]
+pub struct AgentLock {
+    _file: fs::File,
+}
+
+impl Queue {
+    /// The queues under `<session-dir>/queue/`; creates nothing yet.
+    pub fn new(session_dir: &Path) -> Queue {
+        Queue {
+            dir: session_dir.join(super::QUEUE_DIR),
+        }
+    }
+
+    fn agent_dir(&self, agent: &str) -> Result<PathBuf> {
+        if agent.is_empty() || agent.contains(['/', '\0']) || agent.starts_with('.') {
+            bail!("{agent:?} is not an agent name");
+        }
+        Ok(self.dir.join(agent))
+    }
+
+    /// Queues a message for `to`; returns it with its id and sequence number.
+    pub fn push(&self, from: &str, to: &str, priority: Priority, text: &str) -> Result<Message> {
+        self.push_with(from, to, priority, text, true)
+    }
+
+    /// [`Queue::push`], saying whether Enter follows the paste.
+    pub fn push_with(
+        &self,
+        from: &str,
+        to: &str,
+        priority: Priority,
+        text: &str,
+        enter: bool,
+    ) -> Result<Message> {
+        let dir = self.agent_dir(to)?;
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("the clock is before 1970")?;
+        let newest = self.pending(to)?.iter().map(|m| m.seq).max().unwrap_or(0);
+        let mut seq = (now.as_nanos() as u64).max(newest + 1);
+        loop {
+            let msg = Message {
+                id: format!("{seq}-{}", std::process::id()),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                priority,
+                text: text.to_owned(),
+                queued_at_ms: now.as_millis() as u64,
+                seq,
+                enter,
+            };
+            if write_new(&dir.join(msg.file_name()), &serde_json::to_vec(&msg)?)? {
+                return Ok(msg);
+            }
+            seq += 1; // another sender took this name
+        }
+    }
+
+    /// The messages waiting for `agent`, in delivery order. Unreadable files are skipped
+    /// (they are logged), so one bad file never blocks the queue.
+    pub fn pending(&self, agent: &str) -> Result<Vec<Message>> {
+        let dir = self.agent_dir(agent)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
+            match fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<Message>(&b)?))
+            {
+                Ok(m) => out.push(m),
+                Err(e) => tracing::warn!("skipping queued message {}: {e:#}", path.display()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Agents that have a queue folder (maybe empty).
+    pub fn agents(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = match fs::read_dir(&self.dir) {
+            Ok(e) => e
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+        };
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a delivered (or given-up) message. Removing one already gone is fine.
+    pub fn remove(&self, msg: &Message) -> Result<()> {
+        let path = self.agent_dir(&msg.to)?.join(msg.file_name());
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
+    /// Moves a message that cannot be retried (it may already sit in the agent's input)
+    /// out of the queue into `queue/<agent>/failed/`, where a person can read it.
+    pub fn give_up(&self, msg: &Message) -> Result<PathBuf> {
+        let dir = self.agent_dir(&msg.to)?;
+        let failed = dir.join("failed");
+        create_private_dir(&failed)?;
+        let to = failed.join(msg.file_name());
+        fs::rename(dir.join(msg.file_name()), &to)
+            .with_context(|| format!("moving a failed message to {}", to.display()))?;
+        Ok(to)
+    }
+
+    /// Whether the message is still queued.
+    pub fn contains(&self, msg: &Message) -> bool {
+        self.agent_dir(&msg.to)
+            .map(|d| d.join(msg.file_name()).exists())
+            .unwrap_or(false)
+    }
+
+    /// Takes the agent's delivery lock, waiting for another deliverer to finish.
+    pub fn lock(&self, agent: &str) -> Result<AgentLock> {
+        let dir = self.agent_dir(agent)?;
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        let path = dir.join(".lock");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        flock(&file, FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(AgentLock { _file: file })
+    }
+}
+
+/// Writes a new file atomically, never replacing one: false if `path` already exists.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let dir = path.parent().context("a queue file has a folder")?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_order_is_priority_then_fifo_and_survives_reopening() {
+        let d = tempfile::tempdir().expect("tmp");
+        let q = Queue::new(d.path());
+        let pushes = [
+            (Priority::Low, "low 1"),
+            (Priority::Normal, "normal 1"),
+            (Priority::High, "high 1"),
+            (Priority::Low, "low 2"),
+            (Priority::High, "high 2"),
+            (Priority::Normal, "normal 2"),
+        ];
+        for (p, t) in pushes {
+            q.push("user", "worker1", p, t).expect("push");
+        }
+        q.push("user", "worker2", Priority::High, "other")
+            .expect("push");
+        let reopened = Queue::new(d.path());
+        let texts: Vec<String> = reopened
+            .pending("worker1")
+            .expect("pending")
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            texts,
+            ["high 1", "high 2", "normal 1", "normal 2", "low 1", "low 2"]
+        );
+        let first = reopened.pending("worker1").expect("pending").remove(0);
+        assert!(reopened.contains(&first));
+        reopened.remove(&first).expect("remove");
+        reopened.remove(&first).expect("removing twice is fine");
+        assert!(!reopened.contains(&first));
+        assert_eq!(reopened.pending("worker1").expect("pending").len(), 5);
+        assert_eq!(reopened.pending("nobody").expect("pending"), Vec::new());
+        assert_eq!(reopened.agents().expect("agents"), ["worker1", "worker2"]);
+        assert!(q.push("user", "../x", Priority::Low, "t").is_err());
+        let second = reopened.pending("worker1").expect("pending").remove(0);
+        let kept = reopened.give_up(&second).expect("give up");
+        assert!(kept.exists() && !reopened.contains(&second));
+        assert_eq!(reopened.pending("worker1").expect("pending").len(), 4);
+        let _lock = q.lock("worker1").expect("lock");
+    }
+
+    #[test]
+    fn files_are_private_and_a_corrupt_one_is_skipped() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let q = Queue::new(d.path());
+        let m = q.push("boss1", "w", Priority::Normal, "hi").expect("push");
+        let path = d.path().join("queue/w").join(m.file_name());
+        let mode = fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        fs::write(d.path().join("queue/w/0-high-1.json"), "{not json").expect("write");
+        let pending = q.pending("w").expect("pending");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].from, "boss1");
+    }
+}

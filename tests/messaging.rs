@@ -1,0 +1,364 @@
+//! `orch send` and `orch audit verify` on a real (private) tmux server: hostile text
+//! arrives byte-exact, priorities hold across copy mode, the ACL refuses and audits, the
+//! audit chain detects a changed byte, a dead agent's messages wait in its queue.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{TestEnv, poll, wait_for};
+
+/// A session `m` whose agents each copy their input to `<dir>/<agent>.txt` and the screen; `dead1` exits at once.
+fn up(env: &TestEnv, acl: &str) -> PathBuf {
+    let out = env.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    write_layout(env, acl);
+    env.orch_ok(&["layout", "up"]);
+    for a in ["president", "boss1", "worker1"] {
+        wait_for("cat to run", Duration::from_secs(10), || {
+            out.join(format!("{a}.txt")).exists().then_some(())
+        });
+    }
+    out
+}
+
+fn write_layout(env: &TestEnv, acl: &str) {
+    let out = env.path().join("out");
+    // The receiver shows what it reads itself, as an agent's TUI does: with the kernel's
+    // own echo (`cat` in canonical mode) the echo of a 100 KB paste can stall until the
+    // next key arrives when tmux reads the pty slowly, and the paste is never seen.
+    let cat = |a: &str| {
+        format!(
+            "stty -echo -icanon && exec tee '{}'",
+            out.join(format!("{a}.txt")).display()
+        )
+    };
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: m\nmessaging: {{ acl: {acl} }}\nagents:\n  - {{ name: president, role: PRESIDENT, command: \"{}\" }}\n  - {{ name: boss1, role: BOSS, command: \"{}\" }}\n  - {{ name: worker1, role: WORKER, command: \"{}\" }}\n  - {{ name: dead1, role: WORKER, command: 'exit 0' }}\n",
+            cat("president"),
+            cat("boss1"),
+            cat("worker1")
+        ),
+    );
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until `file` holds exactly `expected` (and fails showing the difference).
+fn expect_file(file: &Path, expected: &str) {
+    let got = poll(Duration::from_secs(10), || {
+        let s = read(file);
+        (s == expected).then_some(s)
+    });
+    if got.is_none() {
+        let s = read(file);
+        let at = s
+            .bytes()
+            .zip(expected.bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(s.len().min(expected.len()));
+        panic!(
+            "{} differs at byte {at} (len {} vs expected {}): got {:?}... expected {:?}...",
+            file.display(),
+            s.len(),
+            expected.len(),
+            &s[s.floor_char_boundary(at)..s.floor_char_boundary((at + 80).min(s.len()))],
+            &expected[expected.floor_char_boundary(at)
+                ..expected.floor_char_boundary((at + 80).min(expected.len()))]
+        );
+    }
+}
+
+fn diagnose(env: &TestEnv, pane: &str) -> String {
+    let o = std::process::Command::new("tmux")
+        .args(["-L", &env.socket, "capture-pane", "-p", "-J", "-t", pane])
+        .output()
+        .expect("tmux");
+    let panes = env.tmux(&["list-panes", "-a", "-F", "#{pane_id} #{pane_dead} #{pane_in_mode} #{pane_current_command} #{pane_width}x#{pane_height} cy=#{cursor_y} hist=#{history_size} alt=#{alternate_on}"]);
+    let hist = env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", pane]);
+    let hist: Vec<&str> = hist.lines().collect();
+    let panes = format!(
+        "{panes}\nhistory lines {}; last: {:?}\nfile {}",
+        hist.len(),
+        &hist[hist.len().saturating_sub(5)..],
+        read(&env.path().join("out/worker1.txt")).len()
+    );
+    format!(
+        "{}\nstderr: {}\npanes: {panes}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn audit_path(env: &TestEnv) -> PathBuf {
+    env.state.path().join("m").join("audit.jsonl")
+}
+
+#[test]
+fn hostile_messages_arrive_byte_exact_and_nothing_runs() {
+    let env = TestEnv::new();
+    let out = up(&env, "hierarchy");
+    let pwned = env.path().join("pwned");
+    let big: String = (0..1000)
+        .map(|i| format!("{i:04} {}\n", "abcdefghij".repeat(10)))
+        .collect::<String>()
+        + "END-OF-BIG-MESSAGE";
+    assert!(big.len() > 100_000);
+    let messages: Vec<String> = vec![
+        "it's \"quoted\" 'both' ways".into(),
+        "ends with a separator;".into(),
+        "-n leading dash".into(),
+        format!("$(touch {})", pwned.display()),
+        format!("`touch {}`", pwned.display()),
+        "#{pane_id} #{session_name} ##{x}".into(),
+        "before\x1b[201~after\x1b[31mred\x07bell\x1b]0;title\x07 \r\x03\x04\x7f end".into(),
+        "line one\nline two\n\tindented ; \\ $HOME".into(),
+        "emoji 🎉🚀 and CJK 漢字かなカナ 한국어".into(),
+        big,
+    ];
+    let mut expected = String::new();
+    for m in &messages {
+        let o = env.orch(&["send", "worker1", m]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let pane = env.pane_of("m", "worker1").id;
+        assert!(
+            o.status.success() && stdout.starts_with("worker1: delivered"),
+            "sending {:?}... ({} bytes): {stdout}{}\nscreen:\n{}",
+            &m[..m.floor_char_boundary(40)],
+            m.len(),
+            String::from_utf8_lossy(&o.stderr),
+            diagnose(&env, &pane)
+        );
+        expected.push_str(&orch::tmux::paste_safe(m));
+        expected.push('\n');
+    }
+    expect_file(&out.join("worker1.txt"), &expected);
+    // Also through stdin and --file.
+    let mut child = env
+        .orch_command(&["send", "worker1", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"from stdin; `id`\n").expect("write");
+    }
+    assert!(child.wait_with_output().expect("wait").status.success());
+    let file = env.write("msg.txt", "from a file $(id)\n");
+    env.orch_ok(&["send", "--file", file.to_str().expect("utf8"), "worker1"]);
+    expected.push_str("from stdin; `id`\n\nfrom a file $(id)\n\n");
+    expect_file(&out.join("worker1.txt"), &expected);
+    assert!(!pwned.exists(), "a message ran a command");
+    assert!(
+        !env.tmux(&["list-sessions", "-F", "#{session_name}"])
+            .is_empty(),
+        "the tmux server died"
+    );
+    let events = read(&env.state.path().join("m/events.jsonl"));
+    assert!(
+        events.contains("\"kind\":\"message_delivered\""),
+        "{events}"
+    );
+    assert!(events.contains("\"latency_ms\""), "{events}");
+}
+
+#[test]
+fn priorities_hold_while_the_pane_is_in_copy_mode() {
+    let env = TestEnv::new();
+    let out = up(&env, "hierarchy");
+    let pane = env.pane_of("m", "worker1").id;
+    env.tmux(&["copy-mode", "-t", &pane]);
+    wait_for("copy mode", Duration::from_secs(5), || {
+        (env.tmux(&["display", "-p", "-t", &pane, "#{pane_in_mode}"])
+            .trim()
+            == "1")
+            .then_some(())
+    });
+    for (p, text) in [
+        ("low", "L1"),
+        ("normal", "N1"),
+        ("high", "H1"),
+        ("high", "H2"),
+    ] {
+        let stdout = env.orch_ok(&["send", "--priority", p, "worker1", text]);
+        assert!(stdout.contains("queued"), "{stdout}");
+        assert!(stdout.contains("copy mode"), "{stdout}");
+    }
+    let queued = std::fs::read_dir(env.state.path().join("m/queue/worker1"))
+        .expect("queue dir")
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(queued, 4);
+    assert_eq!(read(&out.join("worker1.txt")), "");
+    env.tmux(&["send-keys", "-t", &pane, "-X", "cancel"]);
+    let stdout = env.orch_ok(&["send", "--wait", "worker1", "N2"]);
+    assert!(stdout.starts_with("worker1: delivered"), "{stdout}");
+    expect_file(&out.join("worker1.txt"), "H1\nH2\nN1\nN2\nL1\n");
+}
+
+#[test]
+fn acl_refuses_upward_skips_under_hierarchy_and_allows_under_open() {
+    let env = TestEnv::new();
+    let out = up(&env, "hierarchy");
+    let as_worker = |args: &[&str]| {
+        env.orch_command(args)
+            .env("ORCH_AGENT", "worker1")
+            .env("ORCH_SESSION", "m")
+            .output()
+            .expect("run orch")
+    };
+    let refused = as_worker(&["send", "president", "let me in"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("WORKER worker1 may not message PRESIDENT president")
+            && err.contains("hierarchy"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let audit = read(&audit_path(&env));
+    assert!(audit.contains("\"kind\":\"refused\""), "{audit}");
+    assert!(audit.contains("\"from\":\"worker1\""), "{audit}");
+    // One level up is a reply: allowed.
+    let ok = as_worker(&["send", "boss1", "done"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    expect_file(&out.join("boss1.txt"), "done\n");
+    assert_eq!(read(&out.join("president.txt")), "");
+    // `all` reaches whom the ACL allows and names the others.
+    let all = as_worker(&["send", "all", "to all"]);
+    assert!(
+        all.status.success(),
+        "{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    let err = String::from_utf8_lossy(&all.stderr);
+    assert!(
+        err.contains("skipped") && err.contains("president"),
+        "{err}"
+    );
+    expect_file(&out.join("boss1.txt"), "done\nto all\n");
+    assert_eq!(read(&out.join("president.txt")), "");
+    // Under `open` the same message goes through.
+    write_layout(&env, "open");
+    let ok = as_worker(&["send", "president", "let me in"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    expect_file(&out.join("president.txt"), "let me in\n");
+    // The user outside panes may message anyone.
+    write_layout(&env, "hierarchy");
+    env.orch_ok(&["send", "president", "from the user"]);
+    expect_file(&out.join("president.txt"), "let me in\nfrom the user\n");
+}
+
+#[test]
+fn audit_verify_passes_then_names_the_line_after_a_changed_byte() {
+    let env = TestEnv::new();
+    up(&env, "hierarchy");
+    env.orch_ok(&["send", "worker1", "one"]);
+    env.orch_ok(&["send", "boss1", "two"]);
+    let stdout = env.orch_ok(&["audit", "verify"]);
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+    let path = audit_path(&env);
+    let mut bytes = std::fs::read(&path).expect("audit");
+    assert!(bytes.split(|&b| b == b'\n').count() > 3);
+    // Change one byte of line 2's sender: the chain breaks at line 3.
+    let line2 = bytes.iter().position(|&b| b == b'\n').expect("line 1") + 1;
+    let at = line2
+        + bytes[line2..]
+            .windows(6)
+            .position(|w| w == b"\"user\"")
+            .expect("a sender in line 2")
+        + 1;
+    bytes[at] = b'U';
+    std::fs::write(&path, &bytes).expect("write");
+    let bad = env.orch(&["audit", "verify"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn a_dead_agents_message_stays_queued_and_send_says_so() {
+    let env = TestEnv::new();
+    up(&env, "hierarchy");
+    wait_for("dead1 to exit", Duration::from_secs(10), || {
+        env.pane_of("m", "dead1").dead.then_some(())
+    });
+    let stdout = env.orch_ok(&["send", "dead1", "are you there?"]);
+    assert!(stdout.contains("dead1: queued"), "{stdout}");
+    assert!(stdout.contains("dead"), "{stdout}");
+    let queue = env.state.path().join("m/queue/dead1");
+    let files: Vec<String> = std::fs::read_dir(&queue)
+        .expect("queue")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let wait = env.orch(&["send", "--wait", "--timeout", "300ms", "dead1", "still?"]);
+    assert_eq!(wait.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wait.stdout).contains("not delivered within"));
+    let unknown = env.orch(&["send", "nobody", "hi"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn no_enter_pastes_without_submitting() {
+    let env = TestEnv::new();
+    let out = up(&env, "hierarchy");
+    let stdout = env.orch_ok(&["send", "--no-enter", "worker1", "draft "]);
+    assert!(stdout.starts_with("worker1: delivered"), "{stdout}");
+    env.orch_ok(&["send", "worker1", "and the rest"]);
+    // One line: the first paste was not submitted on its own.
+    expect_file(&out.join("worker1.txt"), "draft and the rest\n");
+}
+
+#[test]
+fn text_that_never_shows_fails_without_enter_and_is_set_aside() {
+    let env = TestEnv::new();
+    let file = env.path().join("silent.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: m\nagents:\n  - {{ name: silent, role: WORKER, command: \"stty -echo && exec cat > '{}'\" }}\n",
+            file.display()
+        ),
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for("cat to run", Duration::from_secs(10), || {
+        file.exists().then_some(())
+    });
+    let o = env.orch(&["send", "silent", "you will not see this"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("silent: failed") && stdout.contains("Enter was not sent"),
+        "{stdout}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(read(&file), "", "Enter was pressed");
+    let failed = env.state.path().join("m/queue/silent/failed");
+    assert_eq!(std::fs::read_dir(&failed).expect("failed dir").count(), 1);
+    let events = read(&env.state.path().join("m/events.jsonl"));
+    assert!(events.contains("\"kind\":\"message_failed\""), "{events}");
+    let audit = read(&audit_path(&env));
+    assert!(audit.contains("\"kind\":\"failed\""), "{audit}");
+}
