@@ -362,3 +362,30 @@ fn text_that_never_shows_fails_without_enter_and_is_set_aside() {
     let audit = read(&audit_path(&env));
     assert!(audit.contains("\"kind\":\"failed\""), "{audit}");
 }
+
+#[test]
+fn a_message_to_a_stopped_agent_is_delivered_by_the_supervisor_after_its_restart() {
+    let env = TestEnv::new();
+    let file = env.path().join("got.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: q\nmonitor: {{ tick: 200ms }}\nagents:\n  - {{ name: w, role: WORKER, profile: claude, command: \"stty -echo -icanon && exec tee -a '{}'\" }}\n",
+            file.display()
+        ),
+    );
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("agent_started", Some("w"), Duration::from_secs(10));
+    env.orch_ok(&["stop", "w"]);
+    sup.expect("agent_stopped", Some("w"), Duration::from_secs(10));
+    let out = env.orch_ok(&["send", "w", "hello after restart"]);
+    assert!(out.contains("queued"), "{out}");
+    env.orch_ok(&["start", "w"]);
+    sup.expect("agent_restarted", Some("w"), Duration::from_secs(10));
+    let got = support::wait_for("the queued message", Duration::from_secs(10), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("hello after restart\n"))
+    });
+    assert_eq!(got, "hello after restart\n");
+}

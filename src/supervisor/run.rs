@@ -218,6 +218,7 @@ impl Shell {
                 _ = tick.tick() => {
                     self.reconcile(false).await?;
                     self.classify_activity().await?;
+                    self.drain_queues()?;
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
@@ -608,6 +609,49 @@ impl Shell {
         self.layout = new;
         self.activity = activity_profiles(&self.layout);
         self.feed(msg).await
+    }
+
+    /// Delivers queued messages to agents that run again (after a restart, or out of
+    /// copy mode). Costs one directory read per tick while no message waits.
+    fn drain_queues(&mut self) -> Result<()> {
+        use crate::messaging::deliver::Options;
+        use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+        use crate::messaging::queue::Queue;
+        let queue = Queue::new(&self.dir);
+        let waiting: Vec<String> = queue
+            .agents()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| self.core.agent(a).is_some_and(|s| s.pid.is_some()))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let panes = self.tmux.list_panes()?;
+        let mut rec = Recorder::open(&self.dir)?;
+        let session = self.layout.session.to_string();
+        for agent in waiting {
+            let pane = pane_of(&panes, &session, &agent);
+            match drain_agent(
+                &self.tmux,
+                &queue,
+                &mut rec,
+                pane,
+                &agent,
+                Options::default(),
+            ) {
+                Ok(d) if !d.delivered.is_empty() => {
+                    tracing::info!(
+                        agent,
+                        delivered = d.delivered.len(),
+                        "queued messages delivered"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(agent, "delivering queued messages: {e:#}"),
+            }
+        }
+        Ok(())
     }
 
     /// Writes a snapshot and reports it; a failed snapshot is reported, not fatal.
