@@ -389,3 +389,48 @@ fn a_message_to_a_stopped_agent_is_delivered_by_the_supervisor_after_its_restart
     });
     assert_eq!(got, "hello after restart\n");
 }
+
+fn sim(args: &str) -> String {
+    format!("'{}' agent-sim {args}", env!("CARGO_BIN_EXE_orch"))
+}
+
+#[test]
+fn when_idle_waits_for_an_idle_screen_and_instructions_come_first() {
+    let env = TestEnv::new();
+    env.write(
+        "prompts/w.md",
+        "You are worker w.\nTake tasks from boss1.\n",
+    );
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: wi\nmonitor: {{ tick: 200ms }}\nagents:\n  - {{ name: w, role: WORKER, profile: codex, instructions: prompts/w.md, command: \"{}\" }}\n",
+            sim("--profile codex --work-every 100ms --idle-after 2s")
+        ),
+    );
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("agent_started", Some("w"), Duration::from_secs(10));
+    let out = env.orch_ok(&["send", "--when", "idle", "w", "next task please"]);
+    assert!(
+        out.contains("queued"),
+        "while it works, the message waits: {out}"
+    );
+    let pane = env.pane_of("wi", "w").id;
+    let screen = || env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", &pane]);
+    assert!(!screen().contains("received: next task"), "not before idle");
+    let text = wait_for(
+        "instructions, then the message",
+        Duration::from_secs(20),
+        || {
+            let s = screen();
+            s.contains("received: next task please").then_some(s)
+        },
+    );
+    let instructions = text
+        .find("received: You are worker w.")
+        .expect("instructions delivered");
+    let message = text
+        .find("received: next task please")
+        .expect("message delivered");
+    assert!(instructions < message, "instructions first:\n{text}");
+}

@@ -60,6 +60,14 @@ fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
     for note in &report.notes {
         out!("{note}")?;
     }
+    // Role instructions wait in the agents' queues until they look ready; the supervisor
+    // (or the next `orch send`) delivers them.
+    let dir = ctx.state()?.session_dir(layout.session.as_str())?;
+    for (agent, _) in &report.created {
+        if let Some(spec) = layout.agents.iter().find(|a| a.name.as_str() == agent) {
+            crate::messaging::queue_instructions(&dir, spec)?;
+        }
+    }
     if report.created.is_empty() {
         out!("session {name} already up ({} agents)", report.existing)?;
     } else if report.existing == 0 {

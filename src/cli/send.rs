@@ -46,12 +46,22 @@ pub(super) struct SendArgs {
     /// Paste the text without pressing Enter
     #[arg(long)]
     no_enter: bool,
+    /// `idle`: deliver once the agent's screen shows it idle or waiting for input
+    /// (delivered anyway after 30 s)
+    #[arg(long, value_enum, default_value = "now")]
+    when: WhenArg,
     /// Wait until every message is delivered (exit 1 on failure or timeout)
     #[arg(long)]
     wait: bool,
     /// How long --wait waits
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum WhenArg {
+    Now,
+    Idle,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -194,7 +204,11 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
     let mut ours: Vec<Message> = Vec::new();
     let digest = audit::sha256_hex(text.as_bytes());
     for t in &targets {
-        let msg = queue.push_with(&from, t, priority, &text, !args.no_enter)?;
+        let msg = if args.when == WhenArg::Idle {
+            queue.push_when_ready(&from, t, priority, &text, !args.no_enter)?
+        } else {
+            queue.push_with(&from, t, priority, &text, !args.no_enter)?
+        };
         let mut f = Map::new();
         f.insert("id".into(), msg.id.clone().into());
         f.insert("from".into(), from.clone().into());
@@ -220,14 +234,9 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
             if reported.contains(t) {
                 continue;
             }
-            let d = drain_agent(
-                &tmux,
-                &queue,
-                &mut rec,
-                pane_of(&panes, &session, t),
-                t,
-                opts,
-            )?;
+            let pane = pane_of(&panes, &session, t);
+            let ready = looks_ready(&tmux, &layout, t, pane);
+            let d = drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)?;
             let mine: Vec<_> = ours.iter().filter(|m| &m.to == t).collect();
             let delivered_ms: Vec<u128> = d
                 .delivered
@@ -305,4 +314,34 @@ pub(super) fn run_audit(ctx: &Context, command: AuditCommand) -> Result<ExitCode
             }
         }
     }
+}
+
+/// Whether the agent's screen shows it idle or waiting for input, read with its profile's
+/// patterns (the supervisor knows this already; a command has to look).
+fn looks_ready(
+    tmux: &crate::tmux::Tmux,
+    layout: &Layout,
+    agent: &str,
+    pane: Option<&crate::tmux::Pane>,
+) -> bool {
+    use crate::monitor::activity::{Activity, ActivityProfile};
+    let Some(pane) = pane.filter(|p| !p.dead) else {
+        return false;
+    };
+    let Some(spec) = layout.agents.iter().find(|a| a.name.as_str() == agent) else {
+        return false;
+    };
+    let Ok(screen) = tmux.capture_screen(&pane.id) else {
+        return false;
+    };
+    let o = &spec.activity;
+    let base = ActivityProfile::for_profile(spec.profile);
+    let profile = base
+        .clone()
+        .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
+        .unwrap_or(base);
+    matches!(
+        profile.classify(&screen),
+        Activity::Idle | Activity::Waiting
+    )
 }

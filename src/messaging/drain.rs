@@ -79,13 +79,16 @@ pub fn pane_of<'a>(panes: &'a [Pane], session: &str, agent: &str) -> Option<&'a 
         .find(|p| p.session == session && p.agent.as_deref() == Some(agent))
 }
 
-/// Delivers what is queued for `agent` while its pane takes input.
+/// Delivers what is queued for `agent` while its pane takes input. `ready` says whether
+/// the agent's screen shows it idle or waiting for input: messages queued `when_ready`
+/// wait for that (or for their timeout) while the others go ahead.
 pub fn drain_agent(
     tmux: &Tmux,
     queue: &Queue,
     rec: &mut Recorder,
     pane: Option<&Pane>,
     agent: &str,
+    ready: bool,
     opts: Options,
 ) -> Result<Drained> {
     let mut out = Drained::default();
@@ -111,6 +114,12 @@ pub fn drain_agent(
     for (i, msg) in pending.into_iter().enumerate() {
         if !queue.contains(&msg) {
             continue; // delivered by someone else meanwhile
+        }
+        let waited = now_ms().saturating_sub(msg.queued_at_ms);
+        if msg.when_ready && !ready && u128::from(waited) < super::queue::READY_TIMEOUT.as_millis()
+        {
+            out.waiting = Some(("not idle yet".to_owned(), total - i));
+            continue;
         }
         let o = Options {
             enter: opts.enter && msg.enter,

@@ -14,3 +14,28 @@ pub mod queue;
 /// File names inside `<state-dir>/<session>/`.
 pub const QUEUE_DIR: &str = "queue";
 pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// Queues `agent`'s role instructions (its `instructions:` file) as a high-priority
+/// message from `orch`, delivered once the agent looks ready. Does nothing for an agent
+/// without instructions.
+pub fn queue_instructions(
+    session_dir: &std::path::Path,
+    agent: &crate::layout::Agent,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let Some(path) = &agent.instructions else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::tmux::paste_safe(&text);
+    let queue = queue::Queue::new(session_dir);
+    queue.push_when_ready(
+        "orch",
+        agent.name.as_str(),
+        queue::Priority::High,
+        text.trim_end(),
+        true,
+    )?;
+    Ok(())
+}

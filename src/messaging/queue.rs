@@ -60,7 +60,15 @@ pub struct Message {
     /// Press Enter after the paste (`--no-enter` clears it).
     #[serde(default = "yes")]
     pub enter: bool,
+    /// Wait until the agent's screen shows it idle or waiting for input (`--when idle`,
+    /// role instructions), or until [`READY_TIMEOUT`] has passed since queueing.
+    #[serde(default)]
+    pub when_ready: bool,
 }
+
+/// How long a `when_ready` message waits for the agent to look ready before it is
+/// delivered anyway (an agent CLI whose screens orch cannot read must not starve it).
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn yes() -> bool {
     true
@@ -119,6 +127,31 @@ impl Queue {
         text: &str,
         enter: bool,
     ) -> Result<Message> {
+        self.push_msg(from, to, priority, text, enter, false)
+    }
+
+    /// Queues a message delivered only once the agent looks ready (see
+    /// [`Message::when_ready`]).
+    pub fn push_when_ready(
+        &self,
+        from: &str,
+        to: &str,
+        priority: Priority,
+        text: &str,
+        enter: bool,
+    ) -> Result<Message> {
+        self.push_msg(from, to, priority, text, enter, true)
+    }
+
+    fn push_msg(
+        &self,
+        from: &str,
+        to: &str,
+        priority: Priority,
+        text: &str,
+        enter: bool,
+        when_ready: bool,
+    ) -> Result<Message> {
         let dir = self.agent_dir(to)?;
         create_private_dir(&self.dir)?;
         create_private_dir(&dir)?;
@@ -137,6 +170,7 @@ impl Queue {
                 queued_at_ms: now.as_millis() as u64,
                 seq,
                 enter,
+                when_ready,
             };
             if write_new(&dir.join(msg.file_name()), &serde_json::to_vec(&msg)?)? {
                 return Ok(msg);

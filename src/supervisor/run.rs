@@ -21,7 +21,7 @@ use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
-use crate::monitor::activity::ActivityProfile;
+use crate::monitor::activity::{Activity, ActivityProfile};
 use crate::monitor::resources::{ProcessTable, ResourceSampler};
 use crate::process::{Sig, signal};
 use crate::session;
@@ -170,7 +170,9 @@ impl Shell {
         let _watcher = self.watch_layout();
         Counters::load(&self.dir).restore(&mut self.core, Instant::now());
         self.reconcile(true).await?;
-        self.just_created.clear();
+        for agent in std::mem::take(&mut self.just_created) {
+            self.queue_instructions(&agent);
+        }
         // Read every screen once; after that, only screens that printed.
         self.dirty = self
             .core
@@ -456,6 +458,7 @@ impl Shell {
                     Effect::Respawn { agent } => match self.respawn(&agent) {
                         Ok((pane, pid)) => {
                             self.dirty.insert(agent.clone());
+                            self.queue_instructions(&agent);
                             msgs.push_back(Msg::Started {
                                 agent,
                                 pane,
@@ -611,6 +614,17 @@ impl Shell {
         self.feed(msg).await
     }
 
+    /// Queues the agent's role instructions as its first message, delivered once it looks
+    /// ready (SPEC §5.1: after every start, restarts included).
+    fn queue_instructions(&mut self, agent: &str) {
+        let Some(spec) = self.layout.agents.iter().find(|a| a.name.as_str() == agent) else {
+            return;
+        };
+        if let Err(e) = crate::messaging::queue_instructions(&self.dir, spec) {
+            tracing::warn!(agent, "queueing the role instructions: {e:#}");
+        }
+    }
+
     /// Delivers queued messages to agents that run again (after a restart, or out of
     /// copy mode). Costs one directory read per tick while no message waits.
     fn drain_queues(&mut self) -> Result<()> {
@@ -632,12 +646,17 @@ impl Shell {
         let session = self.layout.session.to_string();
         for agent in waiting {
             let pane = pane_of(&panes, &session, &agent);
+            let ready = self
+                .core
+                .agent(&agent)
+                .is_some_and(|a| matches!(a.activity, Activity::Idle | Activity::Waiting));
             match drain_agent(
                 &self.tmux,
                 &queue,
                 &mut rec,
                 pane,
                 &agent,
+                ready,
                 Options::default(),
             ) {
                 Ok(d) if !d.delivered.is_empty() => {
