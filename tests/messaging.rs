@@ -434,3 +434,36 @@ fn when_idle_waits_for_an_idle_screen_and_instructions_come_first() {
         .expect("message delivered");
     assert!(instructions < message, "instructions first:\n{text}");
 }
+
+#[test]
+fn a_queued_message_survives_until_a_new_supervisor_delivers_it() {
+    let env = TestEnv::new();
+    let file = env.path().join("got.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: sr\nmonitor: {{ tick: 200ms }}\nagents:\n  - {{ name: w, role: WORKER, profile: claude, restart: {{ policy: always }}, command: \"stty -echo -icanon && exec tee -a '{}'\" }}\n",
+            file.display()
+        ),
+    );
+    // No supervisor: the agent is stopped, the message can only wait on disk.
+    env.orch_ok(&["layout", "up"]);
+    env.orch_ok(&["stop", "w"]);
+    let out = env.orch_ok(&["send", "w", "kept across orch restarts"]);
+    assert!(out.contains("queued"), "{out}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // A supervisor starting later restarts the agent and delivers what waited.
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("agent_restarted", Some("w"), Duration::from_secs(10));
+    let got = wait_for("the message", Duration::from_secs(10), || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.contains("kept across orch restarts\n"))
+    });
+    assert_eq!(got, "kept across orch restarts\n");
+    assert_eq!(env.orch_ok(&["audit", "verify"]).lines().count(), 1);
+}
