@@ -1,64 +1,14 @@
 //! `cargo bench --bench messaging`: confirmed delivery latency of `orch send` to one agent
 //! and to all 9, on a private tmux server, and the throughput of the persistent queue.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use orch::messaging::queue::{Priority, Queue};
+use support::{Server, median, ms};
 
 const RUNS: usize = 20;
-
-struct Server {
-    socket: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn orch(&self, args: &[&str]) -> (Duration, String) {
-        let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("ORCH_STATE_DIR", self.dir.path().join("state"))
-            .env_remove("TMUX")
-            .env_remove("ORCH_LAYOUT")
-            .env_remove("ORCH_AGENT")
-            .env_remove("ORCH_SESSION")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run orch");
-        let took = start.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "orch {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (took, stdout)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .stderr(Stdio::null())
-            .status();
-        let uid = rustix::process::getuid().as_raw();
-        let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
-    }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn main() {
     let server = Server {

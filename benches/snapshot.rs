@@ -3,59 +3,13 @@
 //! (every blob written) and of 10 runs of the same idle session (blobs already stored),
 //! both as the wall time of the command and as the time orch reports for capture + store.
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
+use support::{Server, median, ms};
+
 const RUNS: usize = 10;
-
-struct Server {
-    socket: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn orch(&self, args: &[&str]) -> (Duration, String) {
-        let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_orch"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("ORCH_STATE_DIR", self.dir.path().join("state"))
-            .env_remove("TMUX")
-            .env_remove("ORCH_LAYOUT")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run orch");
-        let elapsed = start.elapsed();
-        assert!(
-            out.status.success(),
-            "orch {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (elapsed, String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .stderr(Stdio::null())
-            .status();
-        let uid = rustix::process::getuid().as_raw();
-        let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
-    }
-}
 
 /// The "N ms" orch prints for capture + store.
 fn reported(stdout: &str) -> Duration {
@@ -68,20 +22,8 @@ fn reported(stdout: &str) -> Duration {
     Duration::from_millis(ms)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn main() {
-    let server = Server {
-        socket: format!("orch-bench-{}-snapshot", std::process::id()),
-        dir: tempfile::tempdir().expect("temp dir"),
-    };
+    let server = Server::new("snapshot");
     let mut yaml =
         String::from("session: bench\nsnapshot: { scrollback_lines: 20000, keep: 100 }\nagents:\n");
     for i in 0..9 {
