@@ -48,7 +48,8 @@ pub fn prepare_transcript(state: &StateDir, session: &str, agent: &str) -> Resul
 /// file is appended as its last argument. `None` when orch cannot name its own binary.
 pub fn filter_command(redact: &[String]) -> Option<String> {
     let exe = std::env::current_exe().ok()?;
-    let mut cmd = crate::tmux::shell_quote(&exe.to_string_lossy());
+    // `exec`: no shell stays behind for every pane.
+    let mut cmd = format!("exec {}", crate::tmux::shell_quote(&exe.to_string_lossy()));
     cmd.push_str(" transcript");
     for p in redact {
         cmd.push_str(" --redact ");
