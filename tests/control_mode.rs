@@ -117,7 +117,7 @@ async fn output_arrives_and_server_death_is_seen() {
     );
     assert_eq!(client.lost_outputs(), 0);
 
-    env.tmux(&["kill-server"]);
+    env.kill_server();
     let t0 = Instant::now();
     let reason = wait_exit(&mut rx, Duration::from_secs(1)).await;
     println!(

@@ -248,7 +248,7 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
     )
     .expect("torn");
 
-    env.tmux(&["kill-server"]);
+    env.kill_server();
     let started = Instant::now();
     let out = orch_ok(&env, &state, &["restore", "latest", "--no-handover"]);
     let took = started.elapsed();

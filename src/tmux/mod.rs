@@ -961,7 +961,9 @@ mod tests {
         let panes = tmux.list_panes().expect("panes");
         let ids: Vec<&str> = panes.iter().map(|p| p.id.as_str()).collect();
         let screens = tmux.capture_screens(&ids);
-        run(&["kill-server"]);
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", socket.as_str(), "kill-server"])
+            .output();
         let _ = std::fs::remove_file(format!(
             "/tmp/tmux-{}/{socket}",
             rustix::process::getuid().as_raw()
@@ -1037,7 +1039,9 @@ mod tests {
             alternate: false,
         }]);
         let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
-        run(&["kill-server"]);
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", socket.as_str(), "kill-server"])
+            .output();
         let _ = std::fs::remove_file(format!(
             "/tmp/tmux-{}/{socket}",
             rustix::process::getuid().as_raw()

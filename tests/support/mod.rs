@@ -162,15 +162,21 @@ pub struct PaneRow {
     pub title: String,
 }
 
-impl Drop for TestEnv {
-    fn drop(&mut self) {
+impl TestEnv {
+    /// Kills this test's own tmux server (by its socket; never another).
+    pub fn kill_server(&self) {
+        let args = ["-L", self.socket.as_str(), "kill-server"];
         let _ = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .arg("kill-server")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.kill_server();
         // tmux leaves its socket file behind; remove ours (and only ours).
         let uid = rustix::process::getuid().as_raw();
         let dir =
