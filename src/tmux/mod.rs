@@ -935,18 +935,47 @@ mod tests {
         assert_eq!(escape_arg("a;b"), OsString::from("a;b"));
     }
 
-    #[test]
-    fn screens_of_several_panes_in_one_call() {
-        let socket = format!("orch-unit-{}-screens", std::process::id());
-        let tmux = Tmux::new(Some(socket.clone()));
-        let run = |args: &[&str]| {
+    /// A private tmux server for one unit test, killed (by its socket) when dropped, even
+    /// when an assertion fails.
+    struct UnitServer {
+        socket: String,
+    }
+
+    impl UnitServer {
+        fn new(tag: &str) -> (UnitServer, Tmux) {
+            let socket = format!("orch-unit-{}-{tag}", std::process::id());
+            (
+                UnitServer {
+                    socket: socket.clone(),
+                },
+                Tmux::new(Some(socket)),
+            )
+        }
+
+        fn run(&self, args: &[&str]) -> std::process::Output {
             std::process::Command::new("tmux")
                 .arg("-L")
-                .arg(&socket)
+                .arg(&self.socket)
                 .args(args)
                 .output()
                 .expect("tmux")
-        };
+        }
+    }
+
+    impl Drop for UnitServer {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["-L", self.socket.as_str(), "kill-server"])
+                .output();
+            let uid = rustix::process::getuid().as_raw();
+            let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
+        }
+    }
+
+    #[test]
+    fn screens_of_several_panes_in_one_call() {
+        let (server, tmux) = UnitServer::new("screens");
+        let run = |args: &[&str]| server.run(args);
         run(&[
             "-f",
             "/dev/null",
@@ -960,15 +989,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let panes = tmux.list_panes().expect("panes");
         let ids: Vec<&str> = panes.iter().map(|p| p.id.as_str()).collect();
-        let screens = tmux.capture_screens(&ids);
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", socket.as_str(), "kill-server"])
-            .output();
-        let _ = std::fs::remove_file(format!(
-            "/tmp/tmux-{}/{socket}",
-            rustix::process::getuid().as_raw()
-        ));
-        let screens = screens.expect("screens");
+        let screens = tmux.capture_screens(&ids).expect("screens");
         assert_eq!(screens.len(), 2);
         assert!(screens[0].contains("one\n-dash first"), "{screens:?}");
         assert!(
@@ -1004,16 +1025,8 @@ mod tests {
 
     #[test]
     fn captures_go_to_files_and_a_failed_one_leaves_no_buffer() {
-        let socket = format!("orch-unit-{}-capfiles", std::process::id());
-        let tmux = Tmux::new(Some(socket.clone()));
-        let run = |args: &[&str]| {
-            std::process::Command::new("tmux")
-                .arg("-L")
-                .arg(&socket)
-                .args(args)
-                .output()
-                .expect("tmux")
-        };
+        let (server, tmux) = UnitServer::new("capfiles");
+        let run = |args: &[&str]| server.run(args);
         run(&[
             "-f",
             "/dev/null",
@@ -1039,13 +1052,6 @@ mod tests {
             alternate: false,
         }]);
         let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
-        let _ = std::process::Command::new("tmux")
-            .args(["-L", socket.as_str(), "kill-server"])
-            .output();
-        let _ = std::fs::remove_file(format!(
-            "/tmp/tmux-{}/{socket}",
-            rustix::process::getuid().as_raw()
-        ));
         ok.expect("capture");
         let text = std::fs::read(&file).expect("file");
         assert!(
