@@ -388,6 +388,8 @@ fn a_message_to_a_stopped_agent_is_delivered_by_the_supervisor_after_its_restart
             .filter(|t| t.contains("hello after restart\n"))
     });
     assert_eq!(got, "hello after restart\n");
+    let delivered = sup.expect("message_delivered", Some("w"), Duration::from_secs(5));
+    assert!(delivered["latency_ms"].as_u64().is_some(), "{delivered}");
 }
 
 fn sim(args: &str) -> String {

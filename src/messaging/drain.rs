@@ -1,6 +1,6 @@
 //! Delivering an agent's queued messages, oldest-highest first, with a record (audit line
-//! and journal event) for each delivery and failure. `orch send` calls it now; the
-//! supervisor will call it when an agent (re)starts or leaves copy mode.
+//! and journal event) for each delivery and failure. `orch send` calls it, and the
+//! supervisor every tick for agents that run again.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +18,9 @@ use crate::tmux::{Pane, Tmux};
 pub struct Recorder {
     audit: PathBuf,
     journal: Option<Journal>,
+    /// The journal lines written, kept for a caller that also prints its events (the
+    /// supervisor's stdout); `None` keeps nothing.
+    echoed: Option<Vec<String>>,
 }
 
 impl Recorder {
@@ -26,7 +29,21 @@ impl Recorder {
         Ok(Recorder {
             audit: session_dir.join(super::AUDIT_FILE),
             journal: Some(Journal::open(session_dir)?),
+            echoed: None,
         })
+    }
+
+    /// [`Recorder::open`], keeping every journal line for [`Recorder::take_echoed`].
+    pub fn open_echoing(session_dir: &Path) -> Result<Recorder> {
+        Ok(Recorder {
+            echoed: Some(Vec::new()),
+            ..Recorder::open(session_dir)?
+        })
+    }
+
+    /// The journal lines written since the last call.
+    pub fn take_echoed(&mut self) -> Vec<String> {
+        self.echoed.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Appends the audit line (which must succeed) and the journal event (best effort:
@@ -54,8 +71,13 @@ impl Recorder {
         if let Some(j) = &mut self.journal {
             let mut event = Event::new(kind, agent);
             event.fields = fields;
-            if let Err(e) = j.append(&event, now) {
-                tracing::warn!("could not journal a message event: {e:#}");
+            match j.append(&event, now) {
+                Ok(line) => {
+                    if let Some(echoed) = &mut self.echoed {
+                        echoed.push(line);
+                    }
+                }
+                Err(e) => tracing::warn!("could not journal a message event: {e:#}"),
             }
         }
         Ok(())

@@ -642,7 +642,7 @@ impl Shell {
             return Ok(());
         }
         let panes = self.tmux.list_panes()?;
-        let mut rec = Recorder::open(&self.dir)?;
+        let mut rec = Recorder::open_echoing(&self.dir)?;
         let session = self.layout.session.to_string();
         for agent in waiting {
             let pane = pane_of(&panes, &session, &agent);
@@ -669,6 +669,10 @@ impl Shell {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(agent, "delivering queued messages: {e:#}"),
             }
+        }
+        // Already in the journal; the supervisor's stdout shows them too.
+        for line in rec.take_echoed() {
+            let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
         }
         Ok(())
     }
