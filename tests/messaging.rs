@@ -469,3 +469,57 @@ fn a_queued_message_survives_until_a_new_supervisor_delivers_it() {
     assert_eq!(got, "kept across orch restarts\n");
     assert_eq!(env.orch_ok(&["audit", "verify"]).lines().count(), 1);
 }
+
+#[test]
+fn snapshots_carry_the_last_and_the_pending_messages_through_a_restore() {
+    let env = TestEnv::new();
+    let got = env.path().join("v.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: sn\nagents:\n  - {{ name: v, role: WORKER, command: \"stty -echo -icanon && exec tee -a '{}'\" }}\n  - {{ name: w, role: WORKER, command: 'exec sleep 600' }}\n",
+            got.display()
+        ),
+    );
+    env.orch_ok(&["layout", "up"]);
+    let out = env.orch_ok(&["send", "v", "fix the parser"]);
+    assert!(out.contains("delivered"), "{out}");
+    env.orch_ok(&["stop", "w"]);
+    let out = env.orch_ok(&["send", "--priority", "high", "w", "review PR 7"]);
+    assert!(out.contains("queued"), "{out}");
+    let path = env
+        .orch_ok(&["snapshot"])
+        .lines()
+        .last()
+        .expect("path")
+        .to_owned();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("snapshot")).expect("json");
+    let agent = |n: &str| {
+        doc["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == n))
+            .expect("agent")
+            .clone()
+    };
+    assert_eq!(agent("v")["last_message"], "fix the parser");
+    assert_eq!(agent("w")["pending"][0]["text"], "review PR 7");
+
+    // The queue goes with the session: lose it, restore, and the message waits again.
+    env.kill_server();
+    std::fs::remove_dir_all(env.state.path().join("sn/queue")).expect("rm queue");
+    let out = env.orch_ok(&["restore", "latest", "--no-handover"]);
+    assert!(out.contains("restored"), "{out}");
+    let queued: Vec<serde_json::Value> = std::fs::read_dir(env.state.path().join("sn/queue/w"))
+        .expect("w's queue")
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().ends_with(".json")
+                && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("message"))
+        .collect();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["text"], "review PR 7");
+    assert_eq!(queued[0]["priority"], "high");
+}

@@ -150,6 +150,9 @@ pub fn drain_agent(
         match deliver::deliver(tmux, &pane.id, &msg.text, o) {
             Ok(d) => {
                 queue.remove(&msg)?;
+                if let Err(e) = queue.set_last(&msg) {
+                    tracing::warn!(agent, "remembering the last message: {e:#}");
+                }
                 let latency = now_ms().saturating_sub(msg.queued_at_ms);
                 let mut f = Map::new();
                 f.insert("id".into(), msg.id.clone().into());

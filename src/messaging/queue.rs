@@ -224,6 +224,32 @@ impl Queue {
     }
 
     /// Removes a delivered (or given-up) message. Removing one already gone is fine.
+    /// Remembers `msg` as the last message delivered to its agent (`.last.json`, which
+    /// `pending` never lists), for snapshots and the handover after a restore.
+    pub fn set_last(&self, msg: &Message) -> Result<()> {
+        let dir = self.agent_dir(&msg.to)?;
+        crate::state::atomic_write(&dir.join(".last.json"), &serde_json::to_vec(msg)?)
+    }
+
+    /// The last message delivered to `agent`, if any.
+    pub fn last(&self, agent: &str) -> Option<Message> {
+        let bytes = fs::read(self.agent_dir(agent).ok()?.join(".last.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Queues a copy of `msg` (from a snapshot) with its sender, priority and delivery
+    /// options, behind what is already queued.
+    pub fn requeue(&self, msg: &Message) -> Result<Message> {
+        self.push_msg(
+            &msg.from,
+            &msg.to,
+            msg.priority,
+            &msg.text,
+            msg.enter,
+            msg.when_ready,
+        )
+    }
+
     pub fn remove(&self, msg: &Message) -> Result<()> {
         let path = self.agent_dir(&msg.to)?.join(msg.file_name());
         match fs::remove_file(&path) {

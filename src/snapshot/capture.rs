@@ -63,6 +63,7 @@ pub fn capture(
 ) -> Result<Captured> {
     let session = layout.session.as_str();
     let redactor = Redactor::new(&layout.snapshot.redact)?;
+    let queue = crate::messaging::queue::Queue::new(&state.root().join(session));
     let panes = tmux.list_panes()?;
     let ours: Vec<&crate::tmux::Pane> = panes
         .iter()
@@ -183,6 +184,13 @@ pub fn capture(
                 Some(p) if p.dead => ("exited", p.dead_status.or(p.dead_signal.map(|s| 128 + s))),
                 Some(_) => ("running", None),
             };
+            let last_message = queue.last(&name).map(|m| m.text);
+            let pending: Vec<serde_json::Value> = queue
+                .pending(&name)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok())
+                .collect();
             AgentSnapshot {
                 state: report.map_or_else(|| tmux_state.to_owned(), |r| r.state.clone()),
                 activity: report.map_or_else(|| "unknown".to_owned(), |r| r.activity.clone()),
@@ -196,8 +204,10 @@ pub fn capture(
                 name,
                 role,
                 command,
-                last_message: None,
-                pending: Vec::new(),
+                last_message,
+                // Messages still waiting go with the snapshot and are queued again on
+                // restore.
+                pending,
                 scrollback,
                 alternate,
             }

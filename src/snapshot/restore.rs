@@ -203,6 +203,22 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
     let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
 
+    // Messages that were waiting wait again, in the restored session's queues.
+    let queue = crate::messaging::queue::Queue::new(&state.session_dir(&session)?);
+    for agent in &agents {
+        for value in &agent.pending {
+            let requeued =
+                serde_json::from_value::<crate::messaging::queue::Message>(value.clone())
+                    .map_err(anyhow::Error::from)
+                    .and_then(|m| queue.requeue(&m));
+            if let Err(e) = requeued {
+                notes.push(format!(
+                    "{}: a pending message could not be queued again: {e:#}",
+                    agent.name
+                ));
+            }
+        }
+    }
     if req.handover {
         for ((agent, pane), spec) in agents.iter().zip(&panes).zip(&specs) {
             let text = handover_message(&snap, agent, spec.transcript.as_deref());
