@@ -61,6 +61,23 @@ pub fn capture(
     reason: &str,
     supervisor: Option<&[AgentReport]>,
 ) -> Result<Captured> {
+    capture_reusing(layout, tmux, state, reason, supervisor, &Reuse::new())
+}
+
+/// Blob references of panes known not to have changed since an earlier snapshot, by pane
+/// id: those panes are not captured again (a coloured capture of a long history is tmux's
+/// most expensive command, and it blocks the tmux server while it runs).
+pub type Reuse = std::collections::HashMap<String, (Option<BlobRef>, Option<BlobRef>)>;
+
+/// [`capture`], taking the contents of the panes in `reuse` from that earlier snapshot.
+pub fn capture_reusing(
+    layout: &Layout,
+    tmux: &Tmux,
+    state: &StateDir,
+    reason: &str,
+    supervisor: Option<&[AgentReport]>,
+    reuse: &Reuse,
+) -> Result<Captured> {
     let session = layout.session.as_str();
     let redactor = Redactor::new(&layout.snapshot.redact)?;
     let queue = crate::messaging::queue::Queue::new(&state.root().join(session));
@@ -123,8 +140,23 @@ pub fn capture(
         }
     }
 
+    let blobs_dir = snapshots.join(super::store::BLOBS_DIR);
+    let reusable = |p: &crate::tmux::Pane| -> Option<(Option<BlobRef>, Option<BlobRef>)> {
+        let (main, alt) = reuse.get(&p.id)?;
+        // Only while the blobs are still stored.
+        let stored = |b: &Option<BlobRef>| {
+            b.as_ref()
+                .is_none_or(|b| blobs_dir.join(&b.sha256).is_file())
+        };
+        (stored(main) && stored(alt)).then(|| (main.clone(), alt.clone()))
+    };
+    let mut refs: Vec<(Option<BlobRef>, Option<BlobRef>)> = vec![(None, None); agents.len()];
     let mut files: Vec<(usize, bool, PathBuf)> = Vec::new();
     for (i, (_, _, _, pane)) in agents.iter().enumerate() {
+        if let Some(r) = pane.and_then(reusable) {
+            refs[i] = r;
+            continue;
+        }
         if let Some(p) = pane {
             files.push((i, false, temp.path.join(format!("{i}.main"))));
             if window.alternate_on.contains(&p.id) {
@@ -142,7 +174,9 @@ pub fn capture(
             })
         })
         .collect();
-    if let Err(e) = tmux.capture_to_files(&requests) {
+    if requests.is_empty() {
+        // Nothing changed since the snapshot being reused: no tmux call at all.
+    } else if let Err(e) = tmux.capture_to_files(&requests) {
         // A program may have left the alternate screen since we asked; `-a -q` then makes
         // no buffer and the sequence stops. Capture once more without the alternates.
         let main_only: Vec<PaneCapture<'_>> =
@@ -153,7 +187,6 @@ pub fn capture(
     }
 
     let mut blobs: Vec<Blob> = Vec::new();
-    let mut refs: Vec<(Option<BlobRef>, Option<BlobRef>)> = vec![(None, None); agents.len()];
     for (i, alternate, file) in &files {
         let raw = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let bytes = redactor.redact_bytes(&raw);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-pub use capture::{Captured, capture};
+pub use capture::{Captured, Reuse, capture, capture_reusing};
 pub use store::{Listed, Loaded, Store, Written, list, load};
 
 use crate::layout::Layout;
@@ -32,12 +32,60 @@ pub fn take(
     supervisor: Option<&[AgentReport]>,
     layout_file: Option<&Path>,
 ) -> Result<Written> {
+    take_reusing(
+        layout,
+        tmux,
+        state,
+        reason,
+        supervisor,
+        layout_file,
+        &Reuse::new(),
+    )
+    .map(|t| t.written)
+}
+
+/// What [`take_reusing`] did.
+pub struct Taken {
+    pub written: Written,
+    /// This snapshot's pane contents, to reuse for panes that do not change before the
+    /// next one.
+    pub refs: Reuse,
+    /// Panes whose contents came from `reuse` instead of a new capture.
+    pub reused: usize,
+}
+
+/// [`take`], reusing the contents of unchanged panes (see [`capture::Reuse`]).
+pub fn take_reusing(
+    layout: &Layout,
+    tmux: &Tmux,
+    state: &StateDir,
+    reason: &str,
+    supervisor: Option<&[AgentReport]>,
+    layout_file: Option<&Path>,
+    reuse: &Reuse,
+) -> Result<Taken> {
     let started = Instant::now();
-    let captured = capture(layout, tmux, state, reason, supervisor)?.with_layout_file(layout_file);
+    let captured = capture_reusing(layout, tmux, state, reason, supervisor, reuse)?
+        .with_layout_file(layout_file);
+    let mut refs = Reuse::new();
+    let mut reused = 0;
+    for a in &captured.snapshot.agents {
+        if let Some(pane) = &a.pane {
+            let r = (a.scrollback.clone(), a.alternate.clone());
+            if reuse.get(pane) == Some(&r) {
+                reused += 1;
+            }
+            refs.insert(pane.clone(), r);
+        }
+    }
     let store = Store::open(&state.session_dir(layout.session.as_str())?)?;
     let mut written = store.write(captured, layout.snapshot.keep)?;
     written.duration = started.elapsed();
-    Ok(written)
+    Ok(Taken {
+        written,
+        refs,
+        reused,
+    })
 }
 
 impl Written {

@@ -84,6 +84,9 @@ pub fn supervise(
             session_override: opts.session_override.clone(),
             layout_text: None,
             sampler: ResourceSampler::new(),
+            snapshot_refs: crate::snapshot::Reuse::new(),
+            printed: HashSet::new(),
+            reuse_ok: false,
         };
         shell.run(rx, &opts).await
     });
@@ -128,6 +131,12 @@ struct Shell {
     /// it does nothing.
     layout_text: Option<String>,
     sampler: ResourceSampler,
+    /// The last snapshot's pane contents, and the panes that printed since (or died, or
+    /// restarted): the others are not captured again.
+    snapshot_refs: crate::snapshot::Reuse,
+    printed: HashSet<String>,
+    /// False until a snapshot is taken with the control client attached throughout.
+    reuse_ok: bool,
 }
 
 impl Shell {
@@ -136,6 +145,10 @@ impl Shell {
         mut rx: mpsc::UnboundedReceiver<Input>,
         opts: &SuperviseOptions,
     ) -> Result<()> {
+        // Handlers first: a SIGTERM while starting up must stop us cleanly, not kill us.
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let session = self.layout.session.to_string();
         self.emit(
             Event::new(EventKind::SupervisorStarted, None)
@@ -182,9 +195,6 @@ impl Shell {
             .collect();
         self.connect_control().await;
 
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let mut sigterm =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snapshots = tokio::time::interval_at(
@@ -249,6 +259,10 @@ impl Shell {
     async fn input(&mut self, input: Input) -> Result<()> {
         match input {
             Input::Gone { agent, pid } => {
+                // A dead pane's screen changes (tmux notes the death on it).
+                if let Some(pane) = self.core.agent(&agent).and_then(|a| a.pane.clone()) {
+                    self.printed.insert(pane);
+                }
                 let (status, signal, screen) = self.death_details(&agent, pid).await;
                 self.feed(Msg::Exited {
                     agent,
@@ -270,6 +284,7 @@ impl Shell {
             Input::Tmux(ControlEvent::Exit { reason }) => {
                 tracing::warn!(?reason, "the tmux control client ended");
                 self.control = None;
+                self.reuse_ok = false;
                 // If the server died, every agent died with it: find out now.
                 self.reconcile(false).await
             }
@@ -284,6 +299,7 @@ impl Shell {
     }
 
     async fn pane_output(&mut self, pane: &str, bytes: Vec<u8>) -> Result<()> {
+        self.printed.insert(pane.to_owned());
         let agent = self
             .core
             .agents
@@ -397,6 +413,7 @@ impl Shell {
             match pane {
                 None => self.feed(Msg::PaneMissing { agent: name }).await?,
                 Some(p) if p.dead => {
+                    self.printed.insert(p.id.clone());
                     if startup && let Some(pid) = p.pid {
                         // Found dead when the supervisor starts: its death is news to us.
                         self.feed(Msg::Started {
@@ -458,6 +475,7 @@ impl Shell {
                     Effect::Respawn { agent } => match self.respawn(&agent) {
                         Ok((pane, pid)) => {
                             self.dirty.insert(agent.clone());
+                            self.printed.insert(pane.clone());
                             self.queue_instructions(&agent);
                             msgs.push_back(Msg::Started {
                                 agent,
@@ -680,16 +698,34 @@ impl Shell {
     /// Writes a snapshot and reports it; a failed snapshot is reported, not fatal.
     fn snapshot(&mut self, reason: &str) -> Result<()> {
         let reports = self.report();
-        let taken = crate::snapshot::take(
+        // Panes that printed nothing since the last snapshot keep its contents. Without
+        // the control client nothing says which printed, so everything is captured.
+        let reuse: crate::snapshot::Reuse = if self.control.is_some() && self.reuse_ok {
+            let printed = &self.printed;
+            self.snapshot_refs
+                .iter()
+                .filter(|(pane, _)| !printed.contains(*pane))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            crate::snapshot::Reuse::new()
+        };
+        let taken = crate::snapshot::take_reusing(
             &self.layout,
             &self.tmux,
             &self.state,
             reason,
             Some(&reports),
             self.layout_file.as_deref(),
+            &reuse,
         );
         match taken {
-            Ok(w) => self.emit(w.event(reason)),
+            Ok(t) => {
+                self.snapshot_refs = t.refs;
+                self.printed.clear();
+                self.reuse_ok = self.control.is_some();
+                self.emit(t.written.event(reason).with("reused_panes", t.reused))
+            }
             Err(e) => self.emit(
                 Event::new(EventKind::SnapshotFailed, None)
                     .with("reason", reason)
