@@ -11,10 +11,10 @@
 //! `ORCH_BENCH_SETTLE_SECS` (5), `ORCH_BENCH_IDLE_AGENTS` ("9,50,200"; "" skips),
 //! `ORCH_BENCH_KILL_AGENTS` (9; agents in the kill test, killed in turn).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
@@ -103,7 +103,7 @@ impl Supervisor {
         if counting {
             let bin = dir.path().join("bin");
             std::fs::create_dir(&bin).expect("mkdir bin");
-            cmd.env("PATH", counting_path(&bin));
+            cmd.env("PATH", support::counting_path(&bin).0);
         }
         let mut child = cmd.spawn().expect("start orch supervise");
         let stdout = child.stdout.take().expect("stdout");
@@ -239,36 +239,6 @@ impl Drop for Supervisor {
 fn signal(pid: u32, sig: Signal) {
     let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits i32")).expect("pid > 0");
     let _ = kill_process(pid, sig);
-}
-
-/// A `tmux` wrapper in `dir` that counts its invocations in `dir/tmux-calls.log`; returns
-/// a PATH with `dir` first.
-fn counting_path(dir: &Path) -> String {
-    let real = String::from_utf8_lossy(
-        &Command::new("sh")
-            .args(["-c", "command -v tmux"])
-            .output()
-            .expect("sh")
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    let log = dir.join("tmux-calls.log");
-    let wrapper = dir.join("tmux");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho x >> '{}'\nexec '{real}' \"$@\"\n",
-            log.display()
-        ),
-    )
-    .expect("write");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }
 
 fn tmux_calls(sup: &Supervisor) -> usize {

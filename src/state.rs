@@ -67,12 +67,51 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to a new private (0600) file at `tmp` and syncs it to disk: the first
+/// half of every atomic write here (the caller then renames or links it into place).
+pub fn write_synced_temp(tmp: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))
+}
+
+/// Opens (creating it 0600) and exclusively locks `path`, waiting for another holder;
+/// the lock lasts as long as the returned file.
+pub fn lock_exclusive(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// Syncs a folder, so the renames and links done in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
 /// Replaces `path` with `bytes` atomically: a temp file in the same folder, fsync, rename,
 /// fsync of the folder. A crash at any moment leaves the old file or the new one, never a
 /// torn or empty one. The file is mode 0600.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .context("a file to write has a parent folder")?;
@@ -81,20 +120,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         .context("a file to write has a name")?
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
+    if let Err(e) = write_synced_temp(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    sync_dir(dir)
 }

@@ -18,7 +18,7 @@ use crate::messaging::acl::{self, Sender};
 use crate::messaging::audit;
 use crate::messaging::deliver::Options;
 use crate::messaging::drain::{Recorder, drain_agent, pane_of};
-use crate::messaging::queue::{Message, Priority, Queue};
+use crate::messaging::queue::{Delivery, Message, Priority, Queue};
 use crate::supervisor::event::EventKind;
 use crate::tmux::paste_safe;
 
@@ -204,11 +204,11 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
     let mut ours: Vec<Message> = Vec::new();
     let digest = audit::sha256_hex(text.as_bytes());
     for t in &targets {
-        let msg = if args.when == WhenArg::Idle {
-            queue.push_when_ready(&from, t, priority, &text, !args.no_enter)?
-        } else {
-            queue.push_with(&from, t, priority, &text, !args.no_enter)?
+        let how = Delivery {
+            enter: !args.no_enter,
+            when_ready: args.when == WhenArg::Idle,
         };
+        let msg = queue.push_with(&from, t, priority, &text, how)?;
         let mut f = Map::new();
         f.insert("id".into(), msg.id.clone().into());
         f.insert("from".into(), from.clone().into());

@@ -30,12 +30,16 @@ pub fn queue_instructions(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let text = crate::tmux::paste_safe(&text);
     let queue = queue::Queue::new(session_dir);
-    queue.push_when_ready(
+    let how = queue::Delivery {
+        enter: true,
+        when_ready: true,
+    };
+    queue.push_with(
         "orch",
         agent.name.as_str(),
         queue::Priority::High,
         text.trim_end(),
-        true,
+        how,
     )?;
     Ok(())
 }

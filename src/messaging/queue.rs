@@ -7,13 +7,10 @@
 //! ([`Queue::lock`]) so a message is never pasted twice.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use rustix::fs::{FlockOperation, flock};
 use serde::{Deserialize, Serialize};
 
 use crate::state::create_private_dir;
@@ -66,6 +63,24 @@ pub struct Message {
     pub when_ready: bool,
 }
 
+/// How a queued message is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Press Enter after the paste (`--no-enter` clears it).
+    pub enter: bool,
+    /// Wait until the agent looks ready (see [`Message::when_ready`]).
+    pub when_ready: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            enter: true,
+            when_ready: false,
+        }
+    }
+}
+
 /// How long a `when_ready` message waits for the agent to look ready before it is
 /// delivered anyway (an agent CLI whose screens orch cannot read must not starve it).
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -113,45 +128,32 @@ impl Queue {
         Ok(self.dir.join(agent))
     }
 
-    /// Queues a message for `to`; returns it with its id and sequence number.
+    /// Queues a message for `to`, pressed with Enter and delivered as soon as it can be;
+    /// returns it with its id and sequence number.
     pub fn push(&self, from: &str, to: &str, priority: Priority, text: &str) -> Result<Message> {
-        self.push_with(from, to, priority, text, true)
+        self.push_with(from, to, priority, text, Delivery::default())
     }
 
-    /// [`Queue::push`], saying whether Enter follows the paste.
+    /// Queues a copy of `msg` (from a snapshot) with its sender, priority and delivery
+    /// options, behind what is already queued.
+    pub fn requeue(&self, msg: &Message) -> Result<Message> {
+        let how = Delivery {
+            enter: msg.enter,
+            when_ready: msg.when_ready,
+        };
+        self.push_with(&msg.from, &msg.to, msg.priority, &msg.text, how)
+    }
+
+    /// [`Queue::push`] with the delivery options spelt out.
     pub fn push_with(
         &self,
         from: &str,
         to: &str,
         priority: Priority,
         text: &str,
-        enter: bool,
+        how: Delivery,
     ) -> Result<Message> {
-        self.push_msg(from, to, priority, text, enter, false)
-    }
-
-    /// Queues a message delivered only once the agent looks ready (see
-    /// [`Message::when_ready`]).
-    pub fn push_when_ready(
-        &self,
-        from: &str,
-        to: &str,
-        priority: Priority,
-        text: &str,
-        enter: bool,
-    ) -> Result<Message> {
-        self.push_msg(from, to, priority, text, enter, true)
-    }
-
-    fn push_msg(
-        &self,
-        from: &str,
-        to: &str,
-        priority: Priority,
-        text: &str,
-        enter: bool,
-        when_ready: bool,
-    ) -> Result<Message> {
+        let Delivery { enter, when_ready } = how;
         let dir = self.agent_dir(to)?;
         create_private_dir(&self.dir)?;
         create_private_dir(&dir)?;
@@ -237,19 +239,6 @@ impl Queue {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Queues a copy of `msg` (from a snapshot) with its sender, priority and delivery
-    /// options, behind what is already queued.
-    pub fn requeue(&self, msg: &Message) -> Result<Message> {
-        self.push_msg(
-            &msg.from,
-            &msg.to,
-            msg.priority,
-            &msg.text,
-            msg.enter,
-            msg.when_ready,
-        )
-    }
-
     pub fn remove(&self, msg: &Message) -> Result<()> {
         let path = self.agent_dir(&msg.to)?.join(msg.file_name());
         match fs::remove_file(&path) {
@@ -283,16 +272,7 @@ impl Queue {
         let dir = self.agent_dir(agent)?;
         create_private_dir(&self.dir)?;
         create_private_dir(&dir)?;
-        let path = dir.join(".lock");
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        flock(&file, FlockOperation::LockExclusive)
-            .with_context(|| format!("locking {}", path.display()))?;
+        let file = crate::state::lock_exclusive(&dir.join(".lock"))?;
         Ok(AgentLock { _file: file })
     }
 }
@@ -307,25 +287,14 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    if let Err(e) = crate::state::write_synced_temp(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
-        Ok(()) => {
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", dir.display()))?;
-            Ok(true)
-        }
+        Ok(()) => crate::state::sync_dir(dir).map(|()| true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

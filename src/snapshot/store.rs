@@ -15,14 +15,11 @@
 //!   blob present with the right hash); corrupt ones are skipped and reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rustix::fs::{FlockOperation, flock};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -177,7 +174,7 @@ impl Store {
             new_blob_bytes += blob.bytes.len() as u64;
         }
         if new_blobs > 0 {
-            sync_dir(&blobs_dir)?;
+            crate::state::sync_dir(&blobs_dir)?;
         }
         let doc = serde_json::to_vec_pretty(&snapshot)?;
         let path = self.doc_path(&snapshot.id);
@@ -206,18 +203,7 @@ impl Store {
     }
 
     fn lock(&self) -> Result<File> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        flock(&file, FlockOperation::LockExclusive)
-            .with_context(|| format!("locking {}", path.display()))?;
-        Ok(file)
+        crate::state::lock_exclusive(&self.dir.join(LOCK_FILE))
     }
 
     /// Deletes all but the `keep` newest documents, then every blob no remaining document
@@ -248,7 +234,7 @@ impl Store {
             let _ = fs::remove_file(entry.path());
         }
         if !pruned.is_empty() {
-            sync_dir(&self.dir)?;
+            crate::state::sync_dir(&self.dir)?;
         }
         Ok(pruned)
     }
@@ -323,30 +309,13 @@ fn referenced(s: &Snapshot) -> impl Iterator<Item = &str> {
 fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let path = dir.join(name);
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
+    let result = crate::state::write_synced_temp(&tmp, bytes).and_then(|()| {
         fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
-    })();
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// Checks a document against the rules of `format.rs`; returns it and its total size.

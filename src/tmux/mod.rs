@@ -201,37 +201,14 @@ impl Tmux {
 
     /// Runs a sequence of tmux commands in ONE tmux process and returns its stdout.
     fn run(&self, commands: Vec<TmuxCommand<'_>>) -> Result<String, TmuxError> {
-        let mut cmd = self.base_command();
-        let mut what = Vec::new();
-        for (i, c) in commands.iter().enumerate() {
-            if i > 0 {
-                cmd.arg(";");
-            }
-            let argv = c.to_vec();
-            if let Some(name) = argv.first() {
-                what.push(name.to_string());
-            }
-            cmd.args(argv.iter().map(|a| escape_arg(a)));
-        }
-        let output = cmd.stdin(Stdio::null()).output().map_err(not_installed)?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if is_no_server(&message) {
-            return Err(TmuxError::NoServer(self.socket_name()));
-        }
-        Err(TmuxError::Failed {
-            command: what.join("; "),
-            message,
-        })
+        self.run_with_stdin(commands, None)
     }
 
-    /// [`Tmux::run`] with `input` on tmux's stdin (for `load-buffer -`).
+    /// [`Tmux::run`], with `input` on tmux's stdin when given (for `load-buffer -`).
     fn run_with_stdin(
         &self,
         commands: Vec<TmuxCommand<'_>>,
-        input: &[u8],
+        input: Option<&[u8]>,
     ) -> Result<String, TmuxError> {
         use std::io::Write;
         let mut cmd = self.base_command();
@@ -246,16 +223,21 @@ impl Tmux {
             }
             cmd.args(argv.iter().map(|a| escape_arg(a)));
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(not_installed)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input)?;
-        }
-        let output = child.wait_with_output()?;
+        let output = match input {
+            None => cmd.stdin(Stdio::null()).output().map_err(not_installed)?,
+            Some(input) => {
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(not_installed)?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    stdin.write_all(input)?;
+                }
+                child.wait_with_output()?
+            }
+        };
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
@@ -576,7 +558,7 @@ impl Tmux {
             .buffer_name(buffer)
             .target_pane(pane.to_owned())
             .build();
-        self.run_with_stdin(vec![load, paste], paste_safe(text).as_bytes())
+        self.run_with_stdin(vec![load, paste], Some(paste_safe(text).as_bytes()))
             .map(drop)
     }
 
