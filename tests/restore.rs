@@ -68,6 +68,8 @@ fn agent_snapshot(name: &str, role: &str) -> AgentSnapshot {
         last_message: None,
         pending: Vec::new(),
         scrollback: None,
+        history_bytes: None,
+        history_mark: None,
         alternate: None,
     }
 }

@@ -461,3 +461,165 @@ fn states_come_from_the_supervisor_when_one_runs_else_from_tmux() {
     assert_eq!(s.restarts, 1, "{s:?}");
     assert_eq!(s.state, "running");
 }
+
+/// `text` without escape sequences (CSI and two-byte ones: what `capture-pane -e` emits).
+fn plain(text: &[u8]) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == 0x1b {
+            i += 1;
+            if text.get(i) == Some(&b'[') {
+                i += 1;
+                while i < text.len() && !(0x40..=0x7e).contains(&text[i]) {
+                    i += 1;
+                }
+            }
+            i += 1;
+            continue;
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Types `command` into the shell of `pane` and waits for `echo` of a marker after it.
+fn run_in(env: &TestEnv, pane: &str, command: &str, step: u32) {
+    // The marker is computed by the shell, so the typed line never shows it.
+    let line = format!("{command}; echo step-$((0+{step}))-done");
+    env.tmux(&["send-keys", "-t", pane, "-l", &line]);
+    env.tmux(&["send-keys", "-t", pane, "Enter"]);
+    let marker = format!("step-{step}-done");
+    wait_for(&marker, Duration::from_secs(20), || {
+        env.tmux(&["capture-pane", "-p", "-J", "-t", pane])
+            .lines()
+            .any(|l| l.trim_end() == marker)
+            .then_some(())
+    });
+}
+
+/// The last `snapshot_written` event in the session's journal.
+fn last_written(env: &TestEnv, session: &str) -> serde_json::Value {
+    let journal =
+        std::fs::read_to_string(session_dir(env, session).join("events.jsonl")).expect("journal");
+    journal
+        .lines()
+        .rev()
+        .map(json)
+        .find(|e| e["kind"] == "snapshot_written")
+        .expect("a snapshot_written event")
+}
+
+#[test]
+fn snapshots_that_read_only_new_rows_equal_a_whole_capture_whatever_the_pane_did() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: inc\nsnapshot: { scrollback_lines: 2000, keep: 50 }\nagents:\n  - { name: sh, role: BOSS, command: 'PS1=\"$ \" exec sh' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let pane = env.pane_of("inc", "sh").id;
+    let coloured = |from: u32, to: u32| {
+        format!(
+            "i={from}; while [ $i -lt {to} ]; do printf '\\033[3%dmline %d\\033[0m plain %d\\n' $((i%8)) $i $i; i=$((i+1)); done"
+        )
+    };
+    // Each step leaves the pane idle; the snapshot after it must hold exactly what a
+    // whole capture of the pane holds then.
+    let steps: Vec<(String, &str)> = vec![
+        (coloured(0, 800), "full"),
+        (coloured(800, 1100), "appended"),
+        ("echo just-the-screen".to_owned(), "appended"),
+        (
+            "printf '\\033[1;31mstill red at the end of a line\\n'".to_owned(),
+            "appended",
+        ),
+        (coloured(1100, 1300), "appended"),
+        // Over history-limit: tmux drops the oldest rows.
+        (coloured(1300, 3500), "full"),
+        ("printf '\\033[3J'; clear; seq 1 40".to_owned(), "full"),
+        (coloured(3500, 3700), "appended"),
+        (
+            "echo a-key sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123".to_owned(),
+            "appended",
+        ),
+    ];
+    for (n, (command, how)) in steps.iter().enumerate() {
+        let n = n as u32;
+        run_in(&env, &pane, command, n);
+        let doc = read_doc(&snapshot(&env));
+        let event = last_written(&env, "inc");
+        let agent = &doc.agents[0];
+        let stored = blob(&env, "inc", &agent.scrollback.as_ref().expect("scrollback").sha256);
+        let whole = env.tmux(&["capture-pane", "-p", "-e", "-J", "-S", "-", "-E", "-", "-t", &pane]);
+        let expected = whole.replace(
+            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123",
+            "[REDACTED]",
+        );
+        assert_eq!(
+            plain(&stored),
+            plain(expected.as_bytes()),
+            "step {n} ({command}): the snapshot differs from a whole capture"
+        );
+        let appended = event["appended_panes"] == 1;
+        assert_eq!(
+            appended,
+            *how == "appended",
+            "step {n} ({command}): expected {how}, got {event}"
+        );
+        if n > 0 && *how == "appended" {
+            let mark = agent.history_mark.as_ref().expect("mark");
+            assert!(mark.rows > 0 || n < 2, "{mark:?}");
+        }
+    }
+    // Resizing reflows the history: everything is read again.
+    env.tmux(&["resize-window", "-t", &pane, "-x", "61", "-y", "20"]);
+    run_in(&env, &pane, &coloured(3700, 3750), 99);
+    let doc = read_doc(&snapshot(&env));
+    let stored = blob(
+        &env,
+        "inc",
+        &doc.agents[0].scrollback.as_ref().expect("scrollback").sha256,
+    );
+    let whole = env.tmux(&["capture-pane", "-p", "-e", "-J", "-S", "-", "-E", "-", "-t", &pane]);
+    assert_eq!(plain(&stored), plain(whole.replace("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123", "[REDACTED]").as_bytes()));
+    assert_eq!(last_written(&env, "inc")["appended_panes"], 0);
+}
+
+#[test]
+fn a_restored_pane_shows_its_history_then_the_screen_a_program_covered_then_the_program() {
+    let env = TestEnv::new();
+    env.write(
+        "tui.sh",
+        "if [ -f ran ]; then echo second-run; exec sleep 600; fi\ntouch ran\nseq 1 50 | sed 's/^/history /'\necho normal-screen-text\nprintf '\\033[?1049h'\necho ON-ALT-SCREEN\nexec sleep 600\n",
+    );
+    env.write(
+        "orch.yaml",
+        "session: altr\nagents:\n  - { name: tui, role: BOSS, command: 'sh tui.sh' }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let pane = env.pane_of("altr", "tui");
+    wait_for("the alternate screen", Duration::from_secs(10), || {
+        env.tmux(&["capture-pane", "-p", "-t", &pane.id])
+            .contains("ON-ALT-SCREEN")
+            .then_some(())
+    });
+    snapshot(&env);
+    env.kill_server();
+    env.orch_ok(&["restore", "latest", "--no-handover"]);
+    let pane = env.pane_of("altr", "tui");
+    let text = wait_for("the replay and the second run", Duration::from_secs(10), || {
+        let text = env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", &pane.id]);
+        text.contains("second-run").then_some(text)
+    });
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing from the restored pane:\n{text}"))
+    };
+    assert!(at("history 1\n") < at("history 50\n"));
+    assert!(at("history 50\n") < at("normal-screen-text"), "{text}");
+    assert!(at("normal-screen-text") < at("ON-ALT-SCREEN"), "{text}");
+    assert!(at("ON-ALT-SCREEN") < at("second-run"), "{text}");
+    assert_eq!(text.matches("normal-screen-text").count(), 1, "{text}");
+}

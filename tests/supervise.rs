@@ -478,6 +478,10 @@ fn interval_snapshots_capture_only_panes_that_printed() {
             (ev["reused_panes"] == 1).then_some(ev)
         },
     );
+    assert_eq!(
+        after["appended_panes"], 1,
+        "only the talker's new rows and screen were read: {after}"
+    );
     let doc: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(after["path"].as_str().expect("path")).expect("doc"),
     )

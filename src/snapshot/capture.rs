@@ -19,13 +19,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::format::{AgentSnapshot, BlobRef, FORMAT, Snapshot, WindowShape};
+use std::collections::{HashMap, HashSet};
+
+use super::format::{AgentSnapshot, BlobRef, FORMAT, HistoryMark, Snapshot, WindowShape};
 use super::redact::Redactor;
 use crate::layout::Layout;
 use crate::session::NotRunning;
 use crate::state::{StateDir, create_private_dir};
 use crate::supervisor::control::AgentReport;
-use crate::tmux::{PaneCapture, Tmux};
+use crate::tmux::{CapturedAt, PaneCapture, PaneGeometry, Rows, Tmux, WindowInfo};
 
 /// A snapshot taken but not yet stored.
 #[derive(Debug)]
@@ -35,6 +37,16 @@ pub struct Captured {
     /// Contents by SHA-256 (hex), each already redacted.
     pub blobs: Vec<Blob>,
     pub(super) redactor: Redactor,
+    pub stats: CaptureStats,
+}
+
+/// How the panes' contents were read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStats {
+    /// Taken unchanged from the previous snapshot, without a capture.
+    pub kept: usize,
+    /// Only the rows printed since the previous snapshot captured.
+    pub appended: usize,
 }
 
 #[derive(Debug)]
@@ -61,15 +73,127 @@ pub fn capture(
     reason: &str,
     supervisor: Option<&[AgentReport]>,
 ) -> Result<Captured> {
-    capture_reusing(layout, tmux, state, reason, supervisor, &Reuse::new())
+    capture_reusing(layout, tmux, state, reason, supervisor, &Reuse::default())
 }
 
-/// Blob references of panes known not to have changed since an earlier snapshot, by pane
-/// id: those panes are not captured again (a coloured capture of a long history is tmux's
-/// most expensive command, and it blocks the tmux server while it runs).
-pub type Reuse = std::collections::HashMap<String, (Option<BlobRef>, Option<BlobRef>)>;
+/// What a snapshot may take from the one before it.
+#[derive(Clone, Debug, Default)]
+pub struct Reuse {
+    /// Each pane's contents in the previous snapshot, by pane id: a pane whose history
+    /// only grew since gets just its new rows captured.
+    pub previous: HashMap<String, PaneContents>,
+    /// Panes known to have printed nothing since (the supervisor's control client says
+    /// so): their contents are taken as they were, with no capture at all.
+    pub unchanged: HashSet<String>,
+}
 
-/// [`capture`], taking the contents of the panes in `reuse` from that earlier snapshot.
+impl Reuse {
+    /// Everything `snap` captured, to build on.
+    pub fn from_snapshot(snap: &Snapshot) -> Reuse {
+        let previous = snap
+            .agents
+            .iter()
+            .filter_map(|a| Some((a.pane.clone()?, PaneContents::of(a))))
+            .collect();
+        Reuse {
+            previous,
+            unchanged: HashSet::new(),
+        }
+    }
+}
+
+/// A pane's contents in a snapshot (the fields of [`AgentSnapshot`] that hold them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaneContents {
+    pub scrollback: Option<BlobRef>,
+    pub history_bytes: Option<u64>,
+    pub history_mark: Option<HistoryMark>,
+    pub alternate: Option<BlobRef>,
+}
+
+impl PaneContents {
+    fn of(a: &AgentSnapshot) -> PaneContents {
+        PaneContents {
+            scrollback: a.scrollback.clone(),
+            history_bytes: a.history_bytes,
+            history_mark: a.history_mark.clone(),
+            alternate: a.alternate.clone(),
+        }
+    }
+}
+
+/// How many of the newest history rows are checked at their new position before only
+/// the rows below them are captured (see [`HistoryMark`]).
+const ANCHOR_ROWS: u64 = 20;
+
+/// How a pane's contents are read this time.
+#[derive(Clone, Debug)]
+enum Plan {
+    /// Unchanged since the previous snapshot: its contents, no capture.
+    Keep(PaneContents),
+    /// Only the rows printed since the previous snapshot, after its history (`prefix`,
+    /// already redacted, ends with a newline) once the anchor rows are found in place.
+    Append {
+        prefix: Vec<u8>,
+        mark: HistoryMark,
+        geometry: PaneGeometry,
+    },
+    /// History and screen, captured apart so the next snapshot can append.
+    Full { geometry: PaneGeometry },
+    /// One capture of everything, when the pane would not hold still for the others.
+    Whole,
+}
+
+/// The captures a plan makes, by what they hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    OldAnchor,
+    History,
+    Anchor,
+    Screen,
+    Whole,
+    Alternate,
+}
+
+impl Plan {
+    fn parts(&self, alternate_on: bool) -> Vec<(Part, Rows)> {
+        let mut parts = Vec::new();
+        let history = |parts: &mut Vec<(Part, Rows)>, g: &PaneGeometry| {
+            let newest = g.history_size.min(ANCHOR_ROWS);
+            if newest > 0 {
+                parts.push((Part::Anchor, Rows::Range(-(newest as i64), -1)));
+            }
+            parts.push((Part::Screen, Rows::Screen));
+        };
+        match self {
+            Plan::Keep(_) => return parts,
+            Plan::Append { mark, geometry, .. } => {
+                let new = (geometry.history_size - mark.rows) as i64;
+                let anchor = mark.anchor_rows as i64;
+                if anchor > 0 {
+                    parts.push((Part::OldAnchor, Rows::Range(-(new + anchor), -(new + 1))));
+                }
+                if new > 0 {
+                    parts.push((Part::History, Rows::Range(-new, -1)));
+                }
+                history(&mut parts, geometry);
+            }
+            Plan::Full { geometry } => {
+                if geometry.history_size > 0 {
+                    parts.push((Part::History, Rows::History));
+                }
+                history(&mut parts, geometry);
+            }
+            Plan::Whole => parts.push((Part::Whole, Rows::Whole)),
+        }
+        if alternate_on {
+            parts.push((Part::Alternate, Rows::Alternate));
+        }
+        parts
+    }
+}
+
+/// [`capture`], building on an earlier snapshot's pane contents (see [`Reuse`]).
 pub fn capture_reusing(
     layout: &Layout,
     tmux: &Tmux,
@@ -106,7 +230,8 @@ pub fn capture_reusing(
             width: 0,
             height: 0,
             layout: String::new(),
-            alternate_on: Vec::new(),
+            server_pid: 0,
+            panes: Vec::new(),
         },
     };
 
@@ -141,76 +266,153 @@ pub fn capture_reusing(
     }
 
     let blobs_dir = snapshots.join(super::store::BLOBS_DIR);
-    let reusable = |p: &crate::tmux::Pane| -> Option<(Option<BlobRef>, Option<BlobRef>)> {
-        let (main, alt) = reuse.get(&p.id)?;
-        // Only while the blobs are still stored.
-        let stored = |b: &Option<BlobRef>| {
-            b.as_ref()
-                .is_none_or(|b| blobs_dir.join(&b.sha256).is_file())
-        };
-        (stored(main) && stored(alt)).then(|| (main.clone(), alt.clone()))
-    };
-    let mut refs: Vec<(Option<BlobRef>, Option<BlobRef>)> = vec![(None, None); agents.len()];
-    let mut files: Vec<(usize, bool, PathBuf)> = Vec::new();
-    for (i, (_, _, _, pane)) in agents.iter().enumerate() {
-        if let Some(r) = pane.and_then(reusable) {
-            refs[i] = r;
-            continue;
-        }
-        if let Some(p) = pane {
-            files.push((i, false, temp.path.join(format!("{i}.main"))));
-            if window.alternate_on.contains(&p.id) {
-                files.push((i, true, temp.path.join(format!("{i}.alt"))));
-            }
-        }
-    }
-    let requests: Vec<PaneCapture<'_>> = files
+    let mut plans: Vec<(usize, Plan)> = agents
         .iter()
-        .filter_map(|(i, alternate, file)| {
-            agents[*i].3.map(|p| PaneCapture {
-                pane: p.id.as_str(),
-                file,
-                alternate: *alternate,
-            })
+        .enumerate()
+        .filter_map(|(i, (.., pane))| {
+            let pane = (*pane)?;
+            Some((i, plan(pane, &window, reuse, &blobs_dir)))
         })
         .collect();
-    if requests.is_empty() {
-        // Nothing changed since the snapshot being reused: no tmux call at all.
-    } else if let Err(e) = tmux.capture_to_files(&requests) {
-        // A program may have left the alternate screen since we asked; `-a -q` then makes
-        // no buffer and the sequence stops. Capture once more without the alternates.
-        let main_only: Vec<PaneCapture<'_>> =
-            requests.into_iter().filter(|r| !r.alternate).collect();
-        tmux.capture_to_files(&main_only)
-            .with_context(|| format!("capturing the panes (first attempt: {e})"))?;
-        files.retain(|(_, alternate, _)| !alternate);
-    }
-
+    let mut contents: Vec<PaneContents> = vec![PaneContents::default(); agents.len()];
     let mut blobs: Vec<Blob> = Vec::new();
-    for (i, alternate, file) in &files {
-        let raw = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let bytes = redactor.redact_bytes(&raw);
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let blob_ref = BlobRef {
-            sha256: sha256.clone(),
-            bytes: bytes.len() as u64,
-            lines: bytecount_lines(&bytes),
-        };
-        if *alternate {
-            refs[*i].1 = Some(blob_ref);
+    let mut stats = CaptureStats::default();
+    // A pane that printed between our look at it and its capture is planned again from
+    // what the capture saw; a second miss falls back to one capture of everything.
+    for round in 0..3 {
+        if plans.is_empty() {
+            break;
+        }
+        let files: Vec<(usize, Part, Rows, PathBuf)> = plans
+            .iter()
+            .flat_map(|(i, plan)| {
+                let alternate_on = agents[*i]
+                    .3
+                    .and_then(|p| window.pane(&p.id))
+                    .is_some_and(|g| g.alternate_on);
+                plan.parts(alternate_on)
+                    .into_iter()
+                    .map(move |(part, rows)| (*i, part, rows))
+            })
+            .map(|(i, part, rows)| {
+                let file = temp.path.join(format!("{round}.{i}.{part:?}"));
+                (i, part, rows, file)
+            })
+            .collect();
+        let requests: Vec<PaneCapture<'_>> = files
+            .iter()
+            .filter_map(|(i, _, rows, file)| {
+                agents[*i].3.map(|p| PaneCapture {
+                    pane: p.id.as_str(),
+                    file,
+                    rows: *rows,
+                })
+            })
+            .collect();
+        let (at, captured_alternates) = if requests.is_empty() {
+            (Vec::new(), false)
         } else {
-            refs[*i].0 = Some(blob_ref);
+            match tmux.capture_to_files(&requests) {
+                Ok(at) => (at, true),
+                Err(e) => {
+                    // A program may have left the alternate screen since we asked; `-a -q`
+                    // then makes no buffer and the sequence stops. Once more without them.
+                    let main_only: Vec<PaneCapture<'_>> = requests
+                        .into_iter()
+                        .filter(|r| r.rows != Rows::Alternate)
+                        .collect();
+                    let at = tmux
+                        .capture_to_files(&main_only)
+                        .with_context(|| format!("capturing the panes (first attempt: {e})"))?;
+                    (at, false)
+                }
+            }
+        };
+        let read = |i: usize, part: Part| -> Result<Option<Vec<u8>>> {
+            match files.iter().find(|(j, p, ..)| *j == i && *p == part) {
+                Some((_, Part::Alternate, ..)) if !captured_alternates => Ok(None),
+                Some((.., file)) => std::fs::read(file)
+                    .map(Some)
+                    .with_context(|| format!("reading {}", file.display())),
+                None => Ok(None),
+            }
+        };
+        let mut again = Vec::new();
+        for (i, plan) in std::mem::take(&mut plans) {
+            let Some(pane) = agents[i].3 else { continue };
+            let seen = at.iter().find(|a| a.pane == pane.id);
+            let result = match &plan {
+                Plan::Keep(kept) => Ok(kept.clone()),
+                Plan::Whole => {
+                    let whole = read(i, Part::Whole)?.unwrap_or_default();
+                    Ok(PaneContents {
+                        scrollback: Some(keep_blob(&mut blobs, redactor.redact_bytes(&whole))),
+                        ..PaneContents::default()
+                    })
+                }
+                Plan::Append {
+                    prefix,
+                    mark,
+                    geometry,
+                } => {
+                    let anchored = mark.anchor_rows == 0
+                        || read(i, Part::OldAnchor)?
+                            .is_some_and(|a| hex(&Sha256::digest(&a)) == mark.anchor);
+                    match seen {
+                        Some(s) if anchored && still(s, geometry, window.server_pid) => {
+                            Ok(assembled(
+                                &mut blobs,
+                                &redactor,
+                                prefix.clone(),
+                                geometry,
+                                window.server_pid,
+                                read(i, Part::History)?.unwrap_or_default(),
+                                read(i, Part::Screen)?.unwrap_or_default(),
+                                read(i, Part::Anchor)?.unwrap_or_default(),
+                            ))
+                        }
+                        // Moved (or never captured): everything again, as tmux sees it now.
+                        _ => Err(geometry_now(seen, geometry)),
+                    }
+                }
+                Plan::Full { geometry } => match seen {
+                    Some(s) if still(s, geometry, window.server_pid) => Ok(assembled(
+                        &mut blobs,
+                        &redactor,
+                        Vec::new(),
+                        geometry,
+                        window.server_pid,
+                        read(i, Part::History)?.unwrap_or_default(),
+                        read(i, Part::Screen)?.unwrap_or_default(),
+                        read(i, Part::Anchor)?.unwrap_or_default(),
+                    )),
+                    _ => Err(geometry_now(seen, geometry)),
+                },
+            };
+            match result {
+                Ok(mut c) => {
+                    match plan {
+                        Plan::Keep(_) => stats.kept += 1,
+                        Plan::Append { .. } => stats.appended += 1,
+                        Plan::Full { .. } | Plan::Whole => {}
+                    }
+                    if let Some(alt) = read(i, Part::Alternate)? {
+                        c.alternate = Some(keep_blob(&mut blobs, redactor.redact_bytes(&alt)));
+                    }
+                    contents[i] = c;
+                }
+                Err(geometry) if round == 0 => again.push((i, Plan::Full { geometry })),
+                Err(_) => again.push((i, Plan::Whole)),
+            }
         }
-        if !blobs.iter().any(|b| b.sha256 == sha256) {
-            blobs.push(Blob { sha256, bytes });
-        }
+        plans = again;
     }
     drop(temp);
 
     let agents = agents
         .into_iter()
-        .zip(refs)
-        .map(|((name, role, command, pane), (scrollback, alternate))| {
+        .zip(contents)
+        .map(|((name, role, command, pane), contents)| {
             let report = supervisor.and_then(|r| r.iter().find(|a| a.name == name));
             let (tmux_state, exit_status) = match pane {
                 None => ("stopped", None),
@@ -241,8 +443,10 @@ pub fn capture_reusing(
                 // Messages still waiting go with the snapshot and are queued again on
                 // restore.
                 pending,
-                scrollback,
-                alternate,
+                scrollback: contents.scrollback,
+                history_bytes: contents.history_bytes,
+                history_mark: contents.history_mark,
+                alternate: contents.alternate,
             }
         })
         .collect();
@@ -270,7 +474,191 @@ pub fn capture_reusing(
         snapshot,
         blobs,
         redactor,
+        stats,
     })
+}
+
+/// How to read `pane` given what the previous snapshot holds of it.
+fn plan(pane: &crate::tmux::Pane, window: &WindowInfo, reuse: &Reuse, blobs_dir: &Path) -> Plan {
+    let Some(geometry) = window.pane(&pane.id).cloned() else {
+        return Plan::Whole;
+    };
+    let previous = reuse.previous.get(&pane.id);
+    let stored = |b: &Option<BlobRef>| {
+        b.as_ref()
+            .is_none_or(|b| blobs_dir.join(&b.sha256).is_file())
+    };
+    if let Some(prev) = previous
+        && reuse.unchanged.contains(&pane.id)
+        && stored(&prev.scrollback)
+        && stored(&prev.alternate)
+    {
+        return Plan::Keep(prev.clone());
+    }
+    let appendable = previous.and_then(|prev| {
+        let mark = prev.history_mark.as_ref()?;
+        let blob = prev.scrollback.as_ref()?;
+        let cut = usize::try_from(prev.history_bytes?).ok()?;
+        if mark.server_pid != window.server_pid
+            || mark.width != geometry.width
+            || mark.rows > geometry.history_size
+        {
+            return None;
+        }
+        // The stored history, only if the blob is intact and it ends where a line does.
+        let mut bytes = std::fs::read(blobs_dir.join(&blob.sha256)).ok()?;
+        if hex(&Sha256::digest(&bytes)) != blob.sha256 || cut > bytes.len() {
+            return None;
+        }
+        bytes.truncate(cut);
+        (bytes.is_empty() || bytes.ends_with(b"\n")).then(|| (bytes, mark.clone()))
+    });
+    match appendable {
+        Some((prefix, mark)) => Plan::Append {
+            prefix,
+            mark,
+            geometry,
+        },
+        None => Plan::Full { geometry },
+    }
+}
+
+/// Whether the pane is as the plan saw it: same history length, width and server.
+fn still(seen: &CapturedAt, planned: &PaneGeometry, server_pid: u32) -> bool {
+    seen.history_size == planned.history_size
+        && seen.width == planned.width
+        && seen.server_pid == server_pid
+}
+
+/// The pane as the capture saw it, to plan again from.
+fn geometry_now(seen: Option<&CapturedAt>, planned: &PaneGeometry) -> PaneGeometry {
+    match seen {
+        Some(s) => PaneGeometry {
+            history_size: s.history_size,
+            width: s.width,
+            ..planned.clone()
+        },
+        None => planned.clone(),
+    }
+}
+
+/// Adds a blob unless it is there already; its reference.
+fn keep_blob(blobs: &mut Vec<Blob>, bytes: Vec<u8>) -> BlobRef {
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let blob_ref = BlobRef {
+        sha256: sha256.clone(),
+        bytes: bytes.len() as u64,
+        lines: bytecount_lines(&bytes),
+    };
+    if !blobs.iter().any(|b| b.sha256 == sha256) {
+        blobs.push(Blob { sha256, bytes });
+    }
+    blob_ref
+}
+
+/// A pane's contents from its history parts and screen, with the mark for next time.
+#[allow(clippy::too_many_arguments)]
+fn assembled(
+    blobs: &mut Vec<Blob>,
+    redactor: &Redactor,
+    prefix: Vec<u8>,
+    geometry: &PaneGeometry,
+    server_pid: u32,
+    history: Vec<u8>,
+    screen: Vec<u8>,
+    anchor: Vec<u8>,
+) -> PaneContents {
+    let joined = join_history(prefix, &history, &screen, redactor);
+    let history_mark = joined.appendable.then(|| HistoryMark {
+        server_pid,
+        width: geometry.width,
+        rows: geometry.history_size,
+        anchor_rows: geometry.history_size.min(ANCHOR_ROWS),
+        anchor: hex(&Sha256::digest(&anchor)),
+    });
+    PaneContents {
+        scrollback: Some(keep_blob(blobs, joined.bytes)),
+        history_bytes: joined.history_bytes.map(|b| b as u64),
+        history_mark,
+        alternate: None,
+    }
+}
+
+/// Scrollback made of parts captured apart.
+#[derive(Debug, PartialEq, Eq)]
+struct Joined {
+    bytes: Vec<u8>,
+    /// Where the screen starts, if the history ends where a line does.
+    history_bytes: Option<usize>,
+    /// Whether new history rows can simply follow these bytes next time.
+    appendable: bool,
+}
+
+/// `prefix` (redacted history from before, empty or ending with a newline), then the new
+/// history rows and the screen, redacted. Each capture starts with tmux's default colours
+/// while the text before it may have left others on, hence a reset between parts.
+///
+/// Redaction patterns match within a line, so lines can be redacted part by part, except
+/// a private key block left open, which is redacted together with all that follows; a
+/// line the terminal wrapped from the last history row onto the screen goes with the
+/// screen.
+fn join_history(prefix: Vec<u8>, history: &[u8], screen: &[u8], redactor: &Redactor) -> Joined {
+    let mut out = Joiner::new(prefix);
+    if redactor.leaves_block_open(history) {
+        let mut raw = Joiner::new(history.to_vec());
+        raw.push(screen);
+        out.push(&redactor.redact_bytes(&raw.bytes));
+        return Joined {
+            bytes: out.bytes,
+            history_bytes: None,
+            appendable: false,
+        };
+    }
+    let cut = history
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let (lines, partial) = history.split_at(cut);
+    out.push(&redactor.redact_bytes(lines));
+    let history_bytes = out.bytes.len();
+    let mut rest = Joiner::new(partial.to_vec());
+    rest.push(screen);
+    out.push(&redactor.redact_bytes(&rest.bytes));
+    Joined {
+        bytes: out.bytes,
+        history_bytes: Some(history_bytes),
+        appendable: partial.is_empty(),
+    }
+}
+
+/// Concatenates captures, resetting colours between them when the text so far has any.
+pub(super) struct Joiner {
+    bytes: Vec<u8>,
+    coloured: bool,
+}
+
+const RESET: &[u8] = b"\x1b[0m";
+
+impl Joiner {
+    pub(super) fn new(bytes: Vec<u8>) -> Joiner {
+        let coloured = bytes.contains(&0x1b);
+        Joiner { bytes, coloured }
+    }
+
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    pub(super) fn push(&mut self, part: &[u8]) {
+        if part.is_empty() {
+            return;
+        }
+        if self.coloured {
+            self.bytes.extend_from_slice(RESET);
+        }
+        self.coloured |= part.contains(&0x1b);
+        self.bytes.extend_from_slice(part);
+    }
 }
 
 /// `2026-11-21T23:58:00.123Z` → `20261121T235800.123Z-<4 hex>`: sorts by time; the suffix
@@ -331,6 +719,111 @@ mod tests {
         assert!(a.starts_with("20261121T235800.123Z-"), "{a}");
         assert_eq!(a.len(), "20261121T235800.123Z-1a2b".len());
         assert!(new_id("2026-11-21T23:58:00.124Z") > a);
+    }
+
+    fn redactor() -> Redactor {
+        Redactor::new(&[]).expect("patterns")
+    }
+
+    #[test]
+    fn history_and_screen_join_with_a_reset_only_after_colour() {
+        let r = redactor();
+        let plain = join_history(b"old\n".to_vec(), b"a\nb\n", b"screen\n", &r);
+        assert_eq!(plain.bytes, b"old\na\nb\nscreen\n");
+        assert_eq!(plain.history_bytes, Some(8));
+        assert!(plain.appendable);
+
+        let coloured = join_history(Vec::new(), b"\x1b[31ma\n", b"b\n", &r);
+        assert_eq!(coloured.bytes, b"\x1b[31ma\n\x1b[0mb\n");
+        assert_eq!(coloured.history_bytes, Some(7));
+    }
+
+    #[test]
+    fn a_line_wrapped_onto_the_screen_goes_with_the_screen_and_is_redacted_whole() {
+        let r = redactor();
+        // The newest history row continues on the screen: the key spans both captures.
+        let joined = join_history(
+            b"old\n".to_vec(),
+            b"x\nkey sk-abcdefghij",
+            b"klmnopqrstuvwx1234\n$ \n",
+            &r,
+        );
+        assert_eq!(joined.bytes, b"old\nx\nkey [REDACTED]\n$ \n");
+        assert_eq!(joined.history_bytes, Some(6));
+        assert!(!joined.appendable, "the next snapshot must capture everything");
+    }
+
+    #[test]
+    fn a_key_block_open_at_the_end_of_the_history_is_redacted_with_the_screen() {
+        let r = redactor();
+        let joined = join_history(
+            Vec::new(),
+            b"ok\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n",
+            b"c2VjcmV0\n-----END RSA PRIVATE KEY-----\n$ \n",
+            &r,
+        );
+        let text = String::from_utf8_lossy(&joined.bytes);
+        assert!(!text.contains("MIIE") && !text.contains("c2Vj"), "{text}");
+        assert!(text.starts_with("ok\n[REDACTED]"), "{text}");
+        assert_eq!(joined.history_bytes, None);
+        assert!(!joined.appendable);
+    }
+
+    fn geometry(history_size: u64) -> PaneGeometry {
+        PaneGeometry {
+            id: "%1".into(),
+            history_size,
+            width: 80,
+            alternate_on: false,
+        }
+    }
+
+    #[test]
+    fn an_append_checks_the_old_anchor_where_it_moved_to_and_reads_only_new_rows() {
+        let mark = HistoryMark {
+            server_pid: 1,
+            width: 80,
+            rows: 100,
+            anchor_rows: 20,
+            anchor: String::new(),
+        };
+        let plan = Plan::Append {
+            prefix: Vec::new(),
+            mark,
+            geometry: geometry(130),
+        };
+        assert_eq!(
+            plan.parts(false),
+            vec![
+                (Part::OldAnchor, Rows::Range(-50, -31)),
+                (Part::History, Rows::Range(-30, -1)),
+                (Part::Anchor, Rows::Range(-20, -1)),
+                (Part::Screen, Rows::Screen),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pane_with_no_history_is_never_asked_for_history_rows() {
+        // `-E -1` with no history would be the screen's first row.
+        let plan = Plan::Full {
+            geometry: geometry(0),
+        };
+        assert_eq!(plan.parts(true), vec![
+            (Part::Screen, Rows::Screen),
+            (Part::Alternate, Rows::Alternate)
+        ]);
+        let plan = Plan::Full {
+            geometry: geometry(5),
+        };
+        assert_eq!(
+            plan.parts(false),
+            vec![
+                (Part::History, Rows::History),
+                (Part::Anchor, Rows::Range(-5, -1)),
+                (Part::Screen, Rows::Screen),
+            ]
+        );
     }
 
     #[test]

@@ -60,10 +60,37 @@ pub struct AgentSnapshot {
     /// Filled in by messaging (a later issue); empty until then.
     pub last_message: Option<String>,
     pub pending: Vec<serde_json::Value>,
-    /// The pane's whole history and screen, with colours (`capture-pane -e -J -S - -E -`).
+    /// The pane's whole history and then its screen, with colours (`capture-pane -e -J`).
     pub scrollback: Option<BlobRef>,
+    /// How many bytes of `scrollback` are history; the screen follows. Absent when the
+    /// two could not be told apart (they are then one capture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_bytes: Option<u64>,
+    /// What lets the next snapshot of the same pane capture only the rows printed since
+    /// this one (see `capture.rs`). Absent: the next one captures everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_mark: Option<HistoryMark>,
     /// The alternate screen, when the program was on it (`capture-pane -a -e -q`).
     pub alternate: Option<BlobRef>,
+}
+
+/// The history of a pane as captured: tmux keeps history rows unchanged and only adds
+/// new ones below, until the pane is resized (rows reflow), the history is cleared, it
+/// reaches `history-limit` (old rows are dropped) or the server goes; the next snapshot
+/// checks which of those happened before it appends only the new rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryMark {
+    /// The tmux server's pid (pane ids are only unique within one server's life).
+    pub server_pid: u32,
+    /// `#{pane_width}` at capture.
+    pub width: u32,
+    /// `#{history_size}` at capture: the history part of `scrollback` holds these rows.
+    pub rows: u64,
+    /// How many of the newest history rows `anchor` covers.
+    pub anchor_rows: u64,
+    /// SHA-256 (hex) of those rows as captured, before redaction: found unchanged at
+    /// their new position, they show that nothing above them moved.
+    pub anchor: String,
 }
 
 /// A pane content file, by hash.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-pub use capture::{Captured, Reuse, capture, capture_reusing};
+pub use capture::{CaptureStats, Captured, Reuse, capture, capture_reusing};
 pub use store::{Listed, Loaded, Store, Written, list, load};
 
 use crate::layout::Layout;
@@ -23,7 +23,9 @@ use crate::state::StateDir;
 use crate::supervisor::control::AgentReport;
 use crate::tmux::Tmux;
 
-/// Captures the session and stores the snapshot; `Written::duration` covers both.
+/// Captures the session and stores the snapshot; `Written::duration` covers both. Builds
+/// on the newest good snapshot of the session: panes whose history only grew since get
+/// just their new rows captured.
 pub fn take(
     layout: &Layout,
     tmux: &Tmux,
@@ -39,7 +41,7 @@ pub fn take(
         reason,
         supervisor,
         layout_file,
-        &Reuse::new(),
+        &Reuse::default(),
     )
     .map(|t| t.written)
 }
@@ -47,14 +49,12 @@ pub fn take(
 /// What [`take_reusing`] did.
 pub struct Taken {
     pub written: Written,
-    /// This snapshot's pane contents, to reuse for panes that do not change before the
-    /// next one.
+    /// This snapshot's pane contents, for the next one to build on.
     pub refs: Reuse,
-    /// Panes whose contents came from `reuse` instead of a new capture.
-    pub reused: usize,
 }
 
-/// [`take`], reusing the contents of unchanged panes (see [`capture::Reuse`]).
+/// [`take`], building on `reuse` (see [`capture::Reuse`]); with nothing in it, on the
+/// newest good snapshot on disk.
 pub fn take_reusing(
     layout: &Layout,
     tmux: &Tmux,
@@ -65,27 +65,23 @@ pub fn take_reusing(
     reuse: &Reuse,
 ) -> Result<Taken> {
     let started = Instant::now();
+    let session = layout.session.as_str();
+    let from_disk;
+    let reuse = if reuse.previous.is_empty() {
+        from_disk = restore::load(state, session, &restore::Which::Latest)
+            .map(|snap| Reuse::from_snapshot(&snap))
+            .unwrap_or_default();
+        &from_disk
+    } else {
+        reuse
+    };
     let captured = capture_reusing(layout, tmux, state, reason, supervisor, reuse)?
         .with_layout_file(layout_file);
-    let mut refs = Reuse::new();
-    let mut reused = 0;
-    for a in &captured.snapshot.agents {
-        if let Some(pane) = &a.pane {
-            let r = (a.scrollback.clone(), a.alternate.clone());
-            if reuse.get(pane) == Some(&r) {
-                reused += 1;
-            }
-            refs.insert(pane.clone(), r);
-        }
-    }
-    let store = Store::open(&state.session_dir(layout.session.as_str())?)?;
+    let refs = Reuse::from_snapshot(&captured.snapshot);
+    let store = Store::open(&state.session_dir(session)?)?;
     let mut written = store.write(captured, layout.snapshot.keep)?;
     written.duration = started.elapsed();
-    Ok(Taken {
-        written,
-        refs,
-        reused,
-    })
+    Ok(Taken { written, refs })
 }
 
 impl Written {
@@ -98,6 +94,8 @@ impl Written {
             .with("path", self.path.to_string_lossy().as_ref())
             .with("bytes", self.bytes)
             .with("new_blob_bytes", self.new_blob_bytes)
+            .with("reused_panes", self.stats.kept)
+            .with("appended_panes", self.stats.appended)
             .with(
                 "duration_ms",
                 (self.duration.as_secs_f64() * 10_000.0).round() / 10.0,

@@ -37,6 +37,8 @@ const BUILTIN: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct Redactor {
     patterns: Vec<Regex>,
+    pem_begin: Regex,
+    pem_end: Regex,
 }
 
 impl Redactor {
@@ -52,7 +54,11 @@ impl Redactor {
                 Regex::new(p).map_err(|e| anyhow::anyhow!("snapshot.redact pattern {p:?}: {e}"))?,
             );
         }
-        Ok(Redactor { patterns })
+        Ok(Redactor {
+            patterns,
+            pem_begin: Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")?,
+            pem_end: Regex::new(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")?,
+        })
     }
 
     /// `text` with every match replaced, escape sequences inside a match removed with it.
@@ -80,6 +86,23 @@ impl Redactor {
         }
         out.extend_from_slice(&text[at..]);
         out
+    }
+
+    /// Whether `text` ends inside a private key block (a BEGIN line with no END after it):
+    /// text that follows it must then be redacted together with it, not on its own.
+    /// The other patterns match within a line.
+    pub fn leaves_block_open(&self, text: &[u8]) -> bool {
+        let plain;
+        let text = if text.contains(&0x1b) {
+            plain = strip_escapes(text).0;
+            &plain[..]
+        } else {
+            text
+        };
+        self.pem_begin
+            .find_iter(text)
+            .last()
+            .is_some_and(|begin| !self.pem_end.is_match(&text[begin.end()..]))
     }
 
     pub fn redact_str(&self, text: &str) -> String {
@@ -202,6 +225,17 @@ mod tests {
             Redactor::new(&["internal-[0-9]{6}".to_owned()]).expect("patterns")
         });
         &R
+    }
+
+    #[test]
+    fn an_unfinished_key_block_is_open() {
+        let begin = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n";
+        assert!(r().leaves_block_open(begin));
+        assert!(r().leaves_block_open(b"-----BEGIN \x1b[1mRSA PRIVATE KEY-----\nAAAA\n"));
+        let mut whole = begin.to_vec();
+        whole.extend_from_slice(b"-----END OPENSSH PRIVATE KEY-----\nls\n");
+        assert!(!r().leaves_block_open(&whole));
+        assert!(!r().leaves_block_open(b"sk-abcdefghijklmnopqrstuvwx1234\n"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::format::{AgentSnapshot, Snapshot};
+use super::format::{AgentSnapshot, BlobRef, Snapshot};
 use crate::cli::BadInput;
 use crate::layout::{Profile, resume_command};
 use crate::state::{StateDir, create_private_dir};
@@ -287,11 +287,9 @@ fn plan_agent(
     .find(|p| p.is_dir())
     .unwrap_or_else(|| state.root().to_owned());
 
-    let replay = match &agent.scrollback {
-        Some(blob) => {
+    let replay = match replay_bytes(agent, blobs)? {
+        Some(bytes) => {
             let file = replay_dir.join(format!("{}.scrollback", agent.name));
-            let bytes = fs::read(blobs.join(&blob.sha256))
-                .with_context(|| format!("reading the scrollback of {}", agent.name))?;
             write_private(&file, &bytes)?;
             Some(file)
         }
@@ -310,6 +308,38 @@ fn plan_agent(
         command: format!("sh -c {}", shell_quote(&script)),
         env,
     })
+}
+
+/// What a pane shows again before its command starts: its history and screen; when a
+/// program was on the alternate screen, its history, then the normal screen the program
+/// covered (tmux's saved screen), then what the program showed last, so the text that was
+/// on screen is the last thing visible and nothing the pane held is left out.
+fn replay_bytes(agent: &AgentSnapshot, blobs: &Path) -> Result<Option<Vec<u8>>> {
+    let read = |blob: &BlobRef, what: &str| {
+        fs::read(blobs.join(&blob.sha256))
+            .with_context(|| format!("reading the {what} of {}", agent.name))
+    };
+    let Some(scrollback) = &agent.scrollback else {
+        return Ok(None);
+    };
+    let scrollback = read(scrollback, "scrollback")?;
+    let Some(alternate) = &agent.alternate else {
+        return Ok(Some(scrollback));
+    };
+    let normal_screen = read(alternate, "saved normal screen")?;
+    let cut = agent
+        .history_bytes
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|b| *b <= scrollback.len());
+    let (history, program_screen) = match cut {
+        Some(cut) => scrollback.split_at(cut),
+        // Older snapshots did not record where the history ends.
+        None => (&scrollback[..], &[][..]),
+    };
+    let mut out = super::capture::Joiner::new(history.to_vec());
+    out.push(&normal_screen);
+    out.push(program_screen);
+    Ok(Some(out.into_bytes()))
 }
 
 /// The saved layout's entry for `agent` (`layout.agents[]` with that name).
@@ -441,6 +471,8 @@ pub(crate) mod tests {
                     bytes: history.len() as u64,
                     lines: 1,
                 }),
+                history_bytes: None,
+                history_mark: None,
                 alternate: None,
             }],
             checksum: String::new(),

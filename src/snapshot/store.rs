@@ -51,6 +51,8 @@ pub struct Written {
     /// Snapshots deleted by retention.
     pub pruned: Vec<String>,
     pub duration: Duration,
+    /// How the panes were read (filled in by `snapshot::take`).
+    pub stats: super::CaptureStats,
 }
 
 /// One entry of [`list`]. As JSON: `{id, created, reason, ok: bool, error: why|null,
@@ -146,6 +148,7 @@ impl Store {
             mut snapshot,
             blobs,
             redactor,
+            stats: captured_stats,
         } = captured;
         // Redact every string of the document (layout env values, commands, paths...).
         let mut value = serde_json::to_value(&snapshot)?;
@@ -195,6 +198,7 @@ impl Store {
             new_blob_bytes,
             pruned,
             duration: started.elapsed(),
+            stats: captured_stats,
         })
     }
 

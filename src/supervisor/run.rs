@@ -84,7 +84,7 @@ pub fn supervise(
             session_override: opts.session_override.clone(),
             layout_text: None,
             sampler: ResourceSampler::new(),
-            snapshot_refs: crate::snapshot::Reuse::new(),
+            snapshot_refs: crate::snapshot::Reuse::default(),
             printed: HashSet::new(),
             reuse_ok: false,
         };
@@ -699,17 +699,17 @@ impl Shell {
     fn snapshot(&mut self, reason: &str) -> Result<()> {
         let reports = self.report();
         // Panes that printed nothing since the last snapshot keep its contents. Without
-        // the control client nothing says which printed, so everything is captured.
-        let reuse: crate::snapshot::Reuse = if self.control.is_some() && self.reuse_ok {
-            let printed = &self.printed;
-            self.snapshot_refs
-                .iter()
-                .filter(|(pane, _)| !printed.contains(*pane))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            crate::snapshot::Reuse::new()
-        };
+        // the control client nothing says which printed: every pane is read again (of
+        // those whose history only grew, just the new rows).
+        let mut reuse = self.snapshot_refs.clone();
+        if self.control.is_some() && self.reuse_ok {
+            reuse.unchanged = reuse
+                .previous
+                .keys()
+                .filter(|pane| !self.printed.contains(*pane))
+                .cloned()
+                .collect();
+        }
         let taken = crate::snapshot::take_reusing(
             &self.layout,
             &self.tmux,
@@ -724,7 +724,7 @@ impl Shell {
                 self.snapshot_refs = t.refs;
                 self.printed.clear();
                 self.reuse_ok = self.control.is_some();
-                self.emit(t.written.event(reason).with("reused_panes", t.reused))
+                self.emit(t.written.event(reason))
             }
             Err(e) => self.emit(
                 Event::new(EventKind::SnapshotFailed, None)

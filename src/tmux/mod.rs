@@ -96,17 +96,64 @@ pub struct WindowInfo {
     pub height: u32,
     /// `#{window_layout}`, for `select-layout`.
     pub layout: String,
-    /// Pane ids whose program is on the alternate screen (`#{alternate_on}`).
-    pub alternate_on: Vec<String>,
+    /// The tmux server's pid: pane ids and histories belong to one server's lifetime.
+    pub server_pid: u32,
+    /// Every pane of the window's session, with what a capture needs to know.
+    pub panes: Vec<PaneGeometry>,
 }
 
-/// One pane's contents to write to a file: its whole history with colours (or only the
-/// alternate screen).
+impl WindowInfo {
+    pub fn pane(&self, id: &str) -> Option<&PaneGeometry> {
+        self.panes.iter().find(|p| p.id == id)
+    }
+}
+
+/// A pane's history and width, as a capture of row ranges needs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaneGeometry {
+    pub id: String,
+    /// `#{history_size}`: rows above the screen (row -1 is the last of them).
+    pub history_size: u64,
+    /// `#{pane_width}`: a different width reflows the history.
+    pub width: u32,
+    /// `#{alternate_on}`: a program is on the alternate screen.
+    pub alternate_on: bool,
+}
+
+/// Which rows of a pane a capture takes, always with colours and wrapped lines joined
+/// (`capture-pane -e -J`). Rows are numbered like tmux numbers them: 0 is the screen's
+/// first row, -1 the newest history row. tmux clamps a range that reaches past the
+/// history, and `-E -1` with no history is the screen's first row: callers ask only for
+/// rows they know exist, and check [`CapturedAt`] to learn whether that still held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// History and screen, `-S - -E -`.
+    Whole,
+    /// The whole history, `-S - -E -1` (only when there is one).
+    History,
+    /// `-S FIRST -E LAST`.
+    Range(i64, i64),
+    /// The visible screen, `-S 0 -E -`.
+    Screen,
+    /// While a program is on the alternate screen, tmux's saved normal screen, `-a -q`.
+    Alternate,
+}
+
+/// One capture of a pane's rows into a file.
 #[derive(Clone, Debug)]
 pub struct PaneCapture<'a> {
     pub pane: &'a str,
     pub file: &'a Path,
-    pub alternate: bool,
+    pub rows: Rows,
+}
+
+/// What tmux said of a pane in the same command sequence as its captures, before them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedAt {
+    pub pane: String,
+    pub history_size: u64,
+    pub width: u32,
+    pub server_pid: u32,
 }
 
 /// Facts about a running server.
@@ -268,11 +315,12 @@ impl Tmux {
             DisplayMessage::new()
                 .print()
                 .target_pane(window.to_owned())
-                .message("#{window_width}\t#{window_height}\t#{window_name}\t#{window_layout}")
+                .message("#{window_width}\t#{window_height}\t#{pid}\t#{window_name}\t#{window_layout}")
                 .build(),
             ListPanes::new()
+                .session()
                 .target(window.to_owned())
-                .format("#{pane_id}\t#{alternate_on}")
+                .format("#{pane_id}\t#{alternate_on}\t#{history_size}\t#{pane_width}")
                 .build(),
         ];
         let out = self.run(cmds)?;
@@ -282,31 +330,52 @@ impl Tmux {
             message: format!("unexpected reply {out:?}"),
         };
         let first = lines.next().ok_or_else(bad)?;
-        let mut f = first.splitn(4, '\t');
-        let (Some(w), Some(h), Some(name), Some(layout)) = (f.next(), f.next(), f.next(), f.next())
+        let mut f = first.splitn(5, '\t');
+        let (Some(w), Some(h), Some(pid), Some(name), Some(layout)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             return Err(bad());
         };
-        let alternate_on = lines
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(_, on)| *on == "1")
-            .map(|(id, _)| id.to_owned())
-            .collect();
+        let panes = lines
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                match f[..] {
+                    [id, alt, hist, width] => Some(PaneGeometry {
+                        id: id.to_owned(),
+                        alternate_on: alt == "1",
+                        history_size: hist.parse().ok()?,
+                        width: width.parse().ok()?,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
         Ok(WindowInfo {
             name: name.to_owned(),
             width: w.parse().map_err(|_| bad())?,
             height: h.parse().map_err(|_| bad())?,
             layout: layout.to_owned(),
-            alternate_on,
+            server_pid: pid.parse().map_err(|_| bad())?,
+            panes,
         })
     }
 
-    /// Writes each pane's contents with colours (`capture-pane -e -J -S - -E -`, or `-a -q`
-    /// for the alternate screen) straight to its file through a uniquely named tmux buffer
-    /// (`save-buffer`), so the text never passes through a pipe or the control channel.
-    /// One tmux process for all panes (more only past tmux's message size). The files are
-    /// written by the tmux client with the caller's umask: put them in a private folder.
-    pub fn capture_to_files(&self, captures: &[PaneCapture<'_>]) -> Result<(), TmuxError> {
+    /// Writes rows of panes, with colours, straight to files through uniquely named tmux
+    /// buffers (`save-buffer`), so the text never passes through a pipe or the control
+    /// channel. One tmux process for all panes (more only past tmux's message size). The
+    /// files are written by the tmux client with the caller's umask: put them in a
+    /// private folder.
+    ///
+    /// A pane's captures are consecutive in `captures`. In the command sequence each pane
+    /// gets a `display-message` and then its captures, and every `save-buffer` comes after
+    /// all of them: tmux reads no pane output while it runs commands that do not wait (only
+    /// `save-buffer` waits, for the client to write), so a pane's captures and what the
+    /// returned [`CapturedAt`] says of it describe one moment.
+    pub fn capture_to_files(
+        &self,
+        captures: &[PaneCapture<'_>],
+    ) -> Result<Vec<CapturedAt>, TmuxError> {
         let nonce = format!(
             "{:x}-{:x}",
             std::process::id(),
@@ -314,56 +383,81 @@ impl Tmux {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
-        let mut batch: Vec<TmuxCommand<'_>> = Vec::new();
-        let mut buffers: Vec<String> = Vec::new();
-        for (i, c) in captures.iter().enumerate() {
-            let buffer = format!("orch-snap-{nonce}-{i}");
-            let mut capture = CapturePane::new()
-                .escape_sequences()
-                .join()
-                .buffer_name(buffer.clone())
-                .target_pane(c.pane.to_owned());
-            capture = if c.alternate {
-                capture.alternate_screen().quiet()
-            } else {
-                capture.start_line("-").end_line("-")
-            };
-            let group = vec![
-                capture.build(),
-                SaveBuffer::new()
-                    .buffer_name(buffer.clone())
-                    .path(c.file.to_string_lossy().into_owned())
+        let mut at = Vec::new();
+        let mut i = 0;
+        let mut batch = CaptureBatch::default();
+        while i < captures.len() {
+            let pane = captures[i].pane;
+            let n = captures[i..].iter().take_while(|c| c.pane == pane).count();
+            let mut group = CaptureBatch::default();
+            group.reads.push(
+                DisplayMessage::new()
+                    .print()
+                    .target_pane(pane.to_owned())
+                    .message("#{pane_id}\t#{history_size}\t#{pane_width}\t#{pid}")
                     .build(),
-                DeleteBuffer::new().buffer_name(buffer.clone()).build(),
-            ];
-            if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
-                self.run_capture_batch(std::mem::take(&mut batch), &buffers)?;
-                buffers.clear();
+            );
+            for (k, c) in captures[i..i + n].iter().enumerate() {
+                let buffer = format!("orch-snap-{nonce}-{}", i + k);
+                group.reads.push(capture_rows(c, &buffer));
+                group.saves.push(
+                    SaveBuffer::new()
+                        .buffer_name(buffer.clone())
+                        .path(c.file.to_string_lossy().into_owned())
+                        .build(),
+                );
+                group
+                    .saves
+                    .push(DeleteBuffer::new().buffer_name(buffer.clone()).build());
+                group.buffers.push(buffer);
             }
-            batch.extend(group);
-            buffers.push(buffer);
+            if !batch.is_empty() && batch.len() + group.len() > MAX_BATCH_BYTES {
+                at.extend(self.run_capture_batch(std::mem::take(&mut batch))?);
+            }
+            batch.append(group);
+            i += n;
         }
         if !batch.is_empty() {
-            self.run_capture_batch(batch, &buffers)?;
+            at.extend(self.run_capture_batch(batch)?);
         }
-        Ok(())
+        Ok(at)
     }
 
     /// Runs one batch of captures. tmux stops a sequence at its first error, which can
     /// leave buffers holding pane contents (secrets included) in the server: delete them,
     /// one process each since deleting a missing buffer is an error too. Only on failure.
-    fn run_capture_batch(
-        &self,
-        batch: Vec<TmuxCommand<'_>>,
-        buffers: &[String],
-    ) -> Result<(), TmuxError> {
-        let result = self.run(batch).map(drop);
+    fn run_capture_batch(&self, batch: CaptureBatch<'_>) -> Result<Vec<CapturedAt>, TmuxError> {
+        let CaptureBatch {
+            mut reads,
+            saves,
+            buffers,
+        } = batch;
+        reads.extend(saves);
+        let result = self.run(reads);
         if result.is_err() {
-            for b in buffers {
+            for b in &buffers {
                 let _ = self.run(vec![DeleteBuffer::new().buffer_name(b.clone()).build()]);
             }
         }
-        result
+        let out = result?;
+        out.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                match f[..] {
+                    [pane, hist, width, pid] => Some(CapturedAt {
+                        pane: pane.to_owned(),
+                        history_size: hist.parse().ok()?,
+                        width: width.parse().ok()?,
+                        server_pid: pid.parse().ok()?,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| TmuxError::Failed {
+                command: "display-message".into(),
+                message: format!("unexpected reply {out:?}"),
+            })
     }
 
     /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
@@ -750,6 +844,50 @@ fn new_window<'a>(
     cmds
 }
 
+/// Captures into buffers (`reads`, run first) and the saves that write them out.
+#[derive(Default)]
+struct CaptureBatch<'a> {
+    reads: Vec<TmuxCommand<'a>>,
+    saves: Vec<TmuxCommand<'a>>,
+    buffers: Vec<String>,
+}
+
+impl<'a> CaptureBatch<'a> {
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty()
+    }
+
+    /// Bytes of the command line, to stay under tmux's message size.
+    fn len(&self) -> usize {
+        argv_len(&self.reads) + argv_len(&self.saves)
+    }
+
+    fn append(&mut self, other: CaptureBatch<'a>) {
+        self.reads.extend(other.reads);
+        self.saves.extend(other.saves);
+        self.buffers.extend(other.buffers);
+    }
+}
+
+/// `capture-pane -e -J -b BUFFER -t PANE` with the rows of `c`.
+fn capture_rows<'a>(c: &PaneCapture<'_>, buffer: &str) -> TmuxCommand<'a> {
+    let capture = CapturePane::new()
+        .escape_sequences()
+        .join()
+        .buffer_name(buffer.to_owned())
+        .target_pane(c.pane.to_owned());
+    match c.rows {
+        Rows::Whole => capture.start_line("-").end_line("-"),
+        Rows::History => capture.start_line("-").end_line("-1"),
+        Rows::Range(first, last) => capture
+            .start_line(first.to_string())
+            .end_line(last.to_string()),
+        Rows::Screen => capture.start_line("0").end_line("-"),
+        Rows::Alternate => capture.alternate_screen().quiet(),
+    }
+    .build()
+}
+
 /// Bytes tmux receives for these commands (arguments plus separators).
 fn argv_len(cmds: &[TmuxCommand<'_>]) -> usize {
     cmds.iter()
@@ -1026,15 +1164,17 @@ mod tests {
         let ok = tmux.capture_to_files(&[PaneCapture {
             pane: &pane,
             file: &file,
-            alternate: false,
+            rows: Rows::Whole,
         }]);
         let failed = tmux.capture_to_files(&[PaneCapture {
             pane: &pane,
             file: &missing,
-            alternate: false,
+            rows: Rows::Whole,
         }]);
         let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
-        ok.expect("capture");
+        let at = ok.expect("capture");
+        assert_eq!(at.len(), 1);
+        assert_eq!(at[0].pane, pane);
         let text = std::fs::read(&file).expect("file");
         assert!(
             text.windows(8).any(|w| w == b"\x1b[31mred"),
