@@ -28,7 +28,7 @@ fn main() {
         String::from("session: bench\nsnapshot: { scrollback_lines: 20000, keep: 100 }\nagents:\n");
     for i in 0..9 {
         yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 10000 | sed \"s/^/agent a{i} line /\"; echo done; exec sleep 3600' }}\n"
+            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 10000 | sed \"s/^/agent a{i} line /\"; echo done; while read r n; do seq 1 $n | sed \"s/^/agent a{i} round $r line /\"; echo round-$r; done' }}\n"
         ));
     }
     std::fs::write(server.dir.path().join("orch.yaml"), yaml).expect("layout");
@@ -76,6 +76,84 @@ fn main() {
         "  idle session, blobs already stored: wall {}, capture+store {}",
         ms(median(warm_wall)),
         ms(median(warm_orch))
+    );
+
+    // A working session: every pane printed 100 more lines since the previous snapshot,
+    // which then reads only those rows (and the screens).
+    let ids: Vec<String> = server
+        .tmux(&["list-panes", "-s", "-t", "=bench", "-F", "#{pane_id}"])
+        .lines()
+        .filter(|l| l.starts_with('%'))
+        .map(str::to_owned)
+        .collect();
+    let (mut busy_wall, mut busy_orch) = (Vec::new(), Vec::new());
+    for round in 0..RUNS {
+        let mut keys: Vec<String> = Vec::new();
+        for id in &ids {
+            keys.extend(["send-keys", "-t", id, "-l", &format!("{round} 100")].map(String::from));
+            keys.push(";".into());
+            keys.extend(["send-keys", "-t", id, "Enter", ";"].map(String::from));
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        server.tmux(&keys);
+        let marker = format!("round-{round}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ids.iter().all(|id| {
+            server
+                .tmux(&["capture-pane", "-p", "-t", id])
+                .lines()
+                .any(|l| l.trim_end() == marker)
+        }) {
+            assert!(Instant::now() < deadline, "round {round} never printed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (wall, out) = server.orch(&["snapshot"]);
+        busy_wall.push(wall);
+        busy_orch.push(reported(&out));
+    }
+    // The restore below waits for "done" on every screen, as after the first printing.
+    for id in &ids {
+        server.tmux(&["send-keys", "-t", id, "-l", "done 0"]);
+        server.tmux(&["send-keys", "-t", id, "Enter"]);
+    }
+    println!(
+        "  working session, 100 new lines per pane since the previous snapshot: wall {}, capture+store {}",
+        ms(median(busy_wall)),
+        ms(median(busy_orch))
+    );
+
+    // What tmux-resurrect does for pane contents, on the same session: one
+    // `tmux capture-pane -epJ -S -` process per pane into a file (its save runs more
+    // tmux commands besides, so this is a lower bound of its time).
+    let out_dir = server.dir.path().join("resurrect-style");
+    std::fs::create_dir_all(&out_dir).expect("dir");
+    let mut baseline = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        for id in &ids {
+            let file =
+                std::fs::File::create(out_dir.join(id.trim_start_matches('%'))).expect("file");
+            let status = std::process::Command::new("tmux")
+                .args([
+                    "-L",
+                    &server.socket,
+                    "capture-pane",
+                    "-epJ",
+                    "-S",
+                    "-",
+                    "-t",
+                    id,
+                ])
+                .stdout(file)
+                .status()
+                .expect("tmux");
+            assert!(status.success());
+        }
+        baseline.push(start.elapsed());
+    }
+    println!(
+        "  tmux-resurrect-style content capture (9 tmux processes), median of {RUNS}: {}",
+        ms(median(baseline))
     );
 
     // Size growth of an idle session: 1 snapshot, then 49 more.

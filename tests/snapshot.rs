@@ -551,12 +551,24 @@ fn snapshots_that_read_only_new_rows_equal_a_whole_capture_whatever_the_pane_did
         let doc = read_doc(&snapshot(&env));
         let event = last_written(&env, "inc");
         let agent = &doc.agents[0];
-        let stored = blob(&env, "inc", &agent.scrollback.as_ref().expect("scrollback").sha256);
-        let whole = env.tmux(&["capture-pane", "-p", "-e", "-J", "-S", "-", "-E", "-", "-t", &pane]);
-        let expected = whole.replace(
-            "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123",
-            "[REDACTED]",
+        let stored = blob(
+            &env,
+            "inc",
+            &agent.scrollback.as_ref().expect("scrollback").sha256,
         );
+        let whole = env.tmux(&[
+            "capture-pane",
+            "-p",
+            "-e",
+            "-J",
+            "-S",
+            "-",
+            "-E",
+            "-",
+            "-t",
+            &pane,
+        ]);
+        let expected = whole.replace("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123", "[REDACTED]");
         assert_eq!(
             plain(&stored),
             plain(expected.as_bytes()),
@@ -580,10 +592,32 @@ fn snapshots_that_read_only_new_rows_equal_a_whole_capture_whatever_the_pane_did
     let stored = blob(
         &env,
         "inc",
-        &doc.agents[0].scrollback.as_ref().expect("scrollback").sha256,
+        &doc.agents[0]
+            .scrollback
+            .as_ref()
+            .expect("scrollback")
+            .sha256,
     );
-    let whole = env.tmux(&["capture-pane", "-p", "-e", "-J", "-S", "-", "-E", "-", "-t", &pane]);
-    assert_eq!(plain(&stored), plain(whole.replace("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123", "[REDACTED]").as_bytes()));
+    let whole = env.tmux(&[
+        "capture-pane",
+        "-p",
+        "-e",
+        "-J",
+        "-S",
+        "-",
+        "-E",
+        "-",
+        "-t",
+        &pane,
+    ]);
+    assert_eq!(
+        plain(&stored),
+        plain(
+            whole
+                .replace("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123", "[REDACTED]")
+                .as_bytes()
+        )
+    );
     assert_eq!(last_written(&env, "inc")["appended_panes"], 0);
 }
 
@@ -609,10 +643,24 @@ fn a_restored_pane_shows_its_history_then_the_screen_a_program_covered_then_the_
     env.kill_server();
     env.orch_ok(&["restore", "latest", "--no-handover"]);
     let pane = env.pane_of("altr", "tui");
-    let text = wait_for("the replay and the second run", Duration::from_secs(10), || {
-        let text = env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-E", "-", "-t", &pane.id]);
-        text.contains("second-run").then_some(text)
-    });
+    let text = wait_for(
+        "the replay and the second run",
+        Duration::from_secs(10),
+        || {
+            let text = env.tmux(&[
+                "capture-pane",
+                "-p",
+                "-J",
+                "-S",
+                "-",
+                "-E",
+                "-",
+                "-t",
+                &pane.id,
+            ]);
+            text.contains("second-run").then_some(text)
+        },
+    );
     let at = |needle: &str| {
         text.find(needle)
             .unwrap_or_else(|| panic!("{needle} missing from the restored pane:\n{text}"))

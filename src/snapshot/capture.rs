@@ -1,25 +1,33 @@
 //! Reading a running session into a [`Captured`] snapshot: the document plus the pane
-//! contents it refers to, redacted, in memory, not yet stored.
+//! contents it refers to, redacted, in memory, not yet stored. Nothing unredacted is
+//! written anywhere: the captures come back on a tmux client's stdout.
 //!
-//! tmux work per snapshot, whatever the number of agents: one `list-panes -a`, one call
-//! for the window's geometry and alternate-screen flags, and one call that writes every
-//! pane's contents straight to files (`capture-pane … \; save-buffer … \; delete-buffer`).
-//! Those files go to a private temporary folder under `snapshots/` and are removed before
-//! this returns.
+//! tmux work per snapshot, whatever the number of agents: one call for the panes and the
+//! session's geometry (history size, width, alternate-screen flag of each pane,
+//! [`Tmux::session_view`]) and one that captures every pane ([`Tmux::capture_panes`]); a
+//! third or fourth only for a pane that printed between the two.
+//!
+//! What is captured of a pane depends on the previous snapshot of it ([`Reuse`]): nothing
+//! if the supervisor knows it printed nothing since; only the rows added to its history
+//! since, plus its screen, when the history provably only grew ([`HistoryMark`]: same
+//! server, same width, at least as many rows, and the newest rows of then found unchanged
+//! where they must have moved to); else its whole history and its screen. A coloured
+//! capture of a long history is tmux's most expensive command and blocks the server while
+//! it runs, so a snapshot of a working session costs what the agents printed since the
+//! last one, not what they printed since they started.
 //!
 //! The alternate screen (tmux 3.3a, checked by `tests/snapshot.rs`): while a program is on
-//! it, `capture-pane -S - -E -` (the `scrollback` blob) returns the normal history FOLLOWED
-//! BY THE ALTERNATE SCREEN (its last `window.height`-ish lines), and `capture-pane -a`
-//! (the `alternate` blob) returns tmux's saved NORMAL screen: the lines the program
-//! covered, which are in neither. So the normal transcript is `scrollback` without its
-//! trailing screen, then `alternate`; what the program showed is the end of `scrollback`.
+//! it, the history rows are the normal history and the screen rows are the ALTERNATE
+//! screen, and `capture-pane -a` (the `alternate` blob) returns tmux's saved NORMAL screen:
+//! the lines the program covered, which are in neither. So the normal transcript is the
+//! history part of `scrollback`, then `alternate`; what the program showed is the screen
+//! part of `scrollback` (see `restore::replay_bytes`).
 
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-
-use std::collections::{HashMap, HashSet};
 
 use super::format::{AgentSnapshot, BlobRef, FORMAT, HistoryMark, Snapshot, WindowShape};
 use super::redact::Redactor;
@@ -27,7 +35,9 @@ use crate::layout::Layout;
 use crate::session::NotRunning;
 use crate::state::{StateDir, create_private_dir};
 use crate::supervisor::control::AgentReport;
-use crate::tmux::{CapturedAt, PaneCapture, PaneGeometry, Rows, Tmux, WindowInfo};
+use crate::tmux::{
+    CapturedAt, PaneCapture, PaneCaptures, PaneGeometry, Rows, SessionView, Tmux, WindowInfo,
+};
 
 /// A snapshot taken but not yet stored.
 #[derive(Debug)]
@@ -85,6 +95,9 @@ pub struct Reuse {
     /// Panes known to have printed nothing since (the supervisor's control client says
     /// so): their contents are taken as they were, with no capture at all.
     pub unchanged: HashSet<String>,
+    /// The blobs of `previous` were checked against their hashes just now (loading the
+    /// snapshot does that); otherwise a blob is checked before anything builds on it.
+    pub verified: bool,
 }
 
 impl Reuse {
@@ -98,6 +111,7 @@ impl Reuse {
         Reuse {
             previous,
             unchanged: HashSet::new(),
+            verified: false,
         }
     }
 }
@@ -205,7 +219,8 @@ pub fn capture_reusing(
     let session = layout.session.as_str();
     let redactor = Redactor::new(&layout.snapshot.redact)?;
     let queue = crate::messaging::queue::Queue::new(&state.root().join(session));
-    let panes = tmux.list_panes()?;
+    let view = tmux.session_view(session)?;
+    let panes = &view.panes;
     let ours: Vec<&crate::tmux::Pane> = panes
         .iter()
         .filter(|p| p.session == session && p.agent.is_some())
@@ -223,23 +238,23 @@ pub fn capture_reusing(
         .find(|p| p.window_name == layout.window.as_str())
         .or(ours.first())
         .map(|p| p.window_id.clone());
-    let window = match &window_id {
-        Some(id) => tmux.window_info(id)?,
-        None => crate::tmux::WindowInfo {
+    let window = window_id
+        .and_then(|id| view.windows.iter().find(|w| w.id == id))
+        .cloned()
+        .unwrap_or_else(|| WindowInfo {
+            id: String::new(),
             name: layout.window.as_str().to_owned(),
             width: 0,
             height: 0,
             layout: String::new(),
-            server_pid: 0,
+            server_pid: view.windows.first().map_or(0, |w| w.server_pid),
             panes: Vec::new(),
-        },
-    };
+        });
 
     let snapshots = state
         .session_dir(session)?
         .join(super::store::SNAPSHOTS_DIR);
     create_private_dir(&snapshots)?;
-    let temp = TempDir::new(&snapshots)?;
 
     // Agents in layout order, then panes of agents the layout no longer names.
     let mut agents: Vec<(String, String, Option<String>, Option<&crate::tmux::Pane>)> = layout
@@ -271,7 +286,7 @@ pub fn capture_reusing(
         .enumerate()
         .filter_map(|(i, (.., pane))| {
             let pane = (*pane)?;
-            Some((i, plan(pane, &window, reuse, &blobs_dir)))
+            Some((i, plan(pane, &view, window.server_pid, reuse, &blobs_dir)))
         })
         .collect();
     let mut contents: Vec<PaneContents> = vec![PaneContents::default(); agents.len()];
@@ -283,59 +298,39 @@ pub fn capture_reusing(
         if plans.is_empty() {
             break;
         }
-        let files: Vec<(usize, Part, Rows, PathBuf)> = plans
+        let asked: Vec<(usize, Part, Rows)> = plans
             .iter()
             .flat_map(|(i, plan)| {
                 let alternate_on = agents[*i]
                     .3
-                    .and_then(|p| window.pane(&p.id))
+                    .and_then(|p| view.pane(&p.id))
                     .is_some_and(|g| g.alternate_on);
                 plan.parts(alternate_on)
                     .into_iter()
                     .map(move |(part, rows)| (*i, part, rows))
             })
-            .map(|(i, part, rows)| {
-                let file = temp.path.join(format!("{round}.{i}.{part:?}"));
-                (i, part, rows, file)
-            })
             .collect();
-        let requests: Vec<PaneCapture<'_>> = files
+        let requests: Vec<PaneCapture<'_>> = asked
             .iter()
-            .filter_map(|(i, _, rows, file)| {
+            .filter_map(|(i, _, rows)| {
                 agents[*i].3.map(|p| PaneCapture {
                     pane: p.id.as_str(),
-                    file,
                     rows: *rows,
                 })
             })
             .collect();
-        let (at, captured_alternates) = if requests.is_empty() {
-            (Vec::new(), false)
+        let PaneCaptures { at, parts } = if requests.is_empty() {
+            PaneCaptures::default()
         } else {
-            match tmux.capture_to_files(&requests) {
-                Ok(at) => (at, true),
-                Err(e) => {
-                    // A program may have left the alternate screen since we asked; `-a -q`
-                    // then makes no buffer and the sequence stops. Once more without them.
-                    let main_only: Vec<PaneCapture<'_>> = requests
-                        .into_iter()
-                        .filter(|r| r.rows != Rows::Alternate)
-                        .collect();
-                    let at = tmux
-                        .capture_to_files(&main_only)
-                        .with_context(|| format!("capturing the panes (first attempt: {e})"))?;
-                    (at, false)
-                }
-            }
+            tmux.capture_panes(&requests)
+                .context("capturing the panes")?
         };
-        let read = |i: usize, part: Part| -> Result<Option<Vec<u8>>> {
-            match files.iter().find(|(j, p, ..)| *j == i && *p == part) {
-                Some((_, Part::Alternate, ..)) if !captured_alternates => Ok(None),
-                Some((.., file)) => std::fs::read(file)
-                    .map(Some)
-                    .with_context(|| format!("reading {}", file.display())),
-                None => Ok(None),
-            }
+        let read = |i: usize, part: Part| -> Option<Vec<u8>> {
+            asked
+                .iter()
+                .zip(&parts)
+                .find(|((j, p, _), _)| *j == i && *p == part)
+                .map(|(_, bytes)| bytes.clone())
         };
         let mut again = Vec::new();
         for (i, plan) in std::mem::take(&mut plans) {
@@ -344,7 +339,7 @@ pub fn capture_reusing(
             let result = match &plan {
                 Plan::Keep(kept) => Ok(kept.clone()),
                 Plan::Whole => {
-                    let whole = read(i, Part::Whole)?.unwrap_or_default();
+                    let whole = read(i, Part::Whole).unwrap_or_default();
                     Ok(PaneContents {
                         scrollback: Some(keep_blob(&mut blobs, redactor.redact_bytes(&whole))),
                         ..PaneContents::default()
@@ -356,7 +351,7 @@ pub fn capture_reusing(
                     geometry,
                 } => {
                     let anchored = mark.anchor_rows == 0
-                        || read(i, Part::OldAnchor)?
+                        || read(i, Part::OldAnchor)
                             .is_some_and(|a| hex(&Sha256::digest(&a)) == mark.anchor);
                     match seen {
                         Some(s) if anchored && still(s, geometry, window.server_pid) => {
@@ -366,9 +361,9 @@ pub fn capture_reusing(
                                 prefix.clone(),
                                 geometry,
                                 window.server_pid,
-                                read(i, Part::History)?.unwrap_or_default(),
-                                read(i, Part::Screen)?.unwrap_or_default(),
-                                read(i, Part::Anchor)?.unwrap_or_default(),
+                                read(i, Part::History).unwrap_or_default(),
+                                read(i, Part::Screen).unwrap_or_default(),
+                                read(i, Part::Anchor).unwrap_or_default(),
                             ))
                         }
                         // Moved (or never captured): everything again, as tmux sees it now.
@@ -382,9 +377,9 @@ pub fn capture_reusing(
                         Vec::new(),
                         geometry,
                         window.server_pid,
-                        read(i, Part::History)?.unwrap_or_default(),
-                        read(i, Part::Screen)?.unwrap_or_default(),
-                        read(i, Part::Anchor)?.unwrap_or_default(),
+                        read(i, Part::History).unwrap_or_default(),
+                        read(i, Part::Screen).unwrap_or_default(),
+                        read(i, Part::Anchor).unwrap_or_default(),
                     )),
                     _ => Err(geometry_now(seen, geometry)),
                 },
@@ -396,7 +391,8 @@ pub fn capture_reusing(
                         Plan::Append { .. } => stats.appended += 1,
                         Plan::Full { .. } | Plan::Whole => {}
                     }
-                    if let Some(alt) = read(i, Part::Alternate)? {
+                    // `-a -q` gives nothing when the program has left the alternate screen.
+                    if let Some(alt) = read(i, Part::Alternate).filter(|a| a != b"\n") {
                         c.alternate = Some(keep_blob(&mut blobs, redactor.redact_bytes(&alt)));
                     }
                     contents[i] = c;
@@ -407,7 +403,6 @@ pub fn capture_reusing(
         }
         plans = again;
     }
-    drop(temp);
 
     let agents = agents
         .into_iter()
@@ -479,8 +474,14 @@ pub fn capture_reusing(
 }
 
 /// How to read `pane` given what the previous snapshot holds of it.
-fn plan(pane: &crate::tmux::Pane, window: &WindowInfo, reuse: &Reuse, blobs_dir: &Path) -> Plan {
-    let Some(geometry) = window.pane(&pane.id).cloned() else {
+fn plan(
+    pane: &crate::tmux::Pane,
+    view: &SessionView,
+    server_pid: u32,
+    reuse: &Reuse,
+    blobs_dir: &Path,
+) -> Plan {
+    let Some(geometry) = view.pane(&pane.id).cloned() else {
         return Plan::Whole;
     };
     let previous = reuse.previous.get(&pane.id);
@@ -499,7 +500,7 @@ fn plan(pane: &crate::tmux::Pane, window: &WindowInfo, reuse: &Reuse, blobs_dir:
         let mark = prev.history_mark.as_ref()?;
         let blob = prev.scrollback.as_ref()?;
         let cut = usize::try_from(prev.history_bytes?).ok()?;
-        if mark.server_pid != window.server_pid
+        if mark.server_pid != server_pid
             || mark.width != geometry.width
             || mark.rows > geometry.history_size
         {
@@ -507,7 +508,12 @@ fn plan(pane: &crate::tmux::Pane, window: &WindowInfo, reuse: &Reuse, blobs_dir:
         }
         // The stored history, only if the blob is intact and it ends where a line does.
         let mut bytes = std::fs::read(blobs_dir.join(&blob.sha256)).ok()?;
-        if hex(&Sha256::digest(&bytes)) != blob.sha256 || cut > bytes.len() {
+        let intact = if reuse.verified {
+            bytes.len() as u64 == blob.bytes
+        } else {
+            hex(&Sha256::digest(&bytes)) == blob.sha256
+        };
+        if !intact || cut > bytes.len() {
             return None;
         }
         bytes.truncate(cut);
@@ -686,29 +692,6 @@ fn bytecount_lines(bytes: &[u8]) -> u64 {
     newlines + u64::from(!bytes.is_empty() && bytes.last() != Some(&b'\n'))
 }
 
-/// `snapshots/.capture.tmp-<pid>-<nanos>/`, mode 0700 (tmux's client writes the files with
-/// our umask), removed when dropped. A killed capture leaves it for the store's cleanup.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(parent: &Path) -> Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!(".capture.tmp-{}-{nanos:x}", std::process::id()));
-        create_private_dir(&path)?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,7 +733,10 @@ mod tests {
         );
         assert_eq!(joined.bytes, b"old\nx\nkey [REDACTED]\n$ \n");
         assert_eq!(joined.history_bytes, Some(6));
-        assert!(!joined.appendable, "the next snapshot must capture everything");
+        assert!(
+            !joined.appendable,
+            "the next snapshot must capture everything"
+        );
     }
 
     #[test]
@@ -809,10 +795,13 @@ mod tests {
         let plan = Plan::Full {
             geometry: geometry(0),
         };
-        assert_eq!(plan.parts(true), vec![
-            (Part::Screen, Rows::Screen),
-            (Part::Alternate, Rows::Alternate)
-        ]);
+        assert_eq!(
+            plan.parts(true),
+            vec![
+                (Part::Screen, Rows::Screen),
+                (Part::Alternate, Rows::Alternate)
+            ]
+        );
         let plan = Plan::Full {
             geometry: geometry(5),
         };

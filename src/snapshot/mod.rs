@@ -69,7 +69,10 @@ pub fn take_reusing(
     let from_disk;
     let reuse = if reuse.previous.is_empty() {
         from_disk = restore::load(state, session, &restore::Which::Latest)
-            .map(|snap| Reuse::from_snapshot(&snap))
+            .map(|snap| Reuse {
+                verified: true,
+                ..Reuse::from_snapshot(&snap)
+            })
             .unwrap_or_default();
         &from_disk
     } else {

@@ -165,17 +165,27 @@ impl Store {
         snapshot.checksum = checksum(&snapshot)?;
 
         let blobs_dir = self.dir.join(BLOBS_DIR);
-        let mut new_blobs = 0;
-        let mut new_blob_bytes = 0;
-        for blob in &blobs {
-            let path = blobs_dir.join(&blob.sha256);
-            if fs::metadata(&path).is_ok_and(|m| m.len() == blob.bytes.len() as u64) {
-                continue;
-            }
-            write_synced(&blobs_dir, &blob.sha256, &blob.bytes)?;
-            new_blobs += 1;
-            new_blob_bytes += blob.bytes.len() as u64;
-        }
+        let new: Vec<&super::capture::Blob> = blobs
+            .iter()
+            .filter(|b| {
+                !fs::metadata(blobs_dir.join(&b.sha256))
+                    .is_ok_and(|m| m.len() == b.bytes.len() as u64)
+            })
+            .collect();
+        let new_blobs = new.len();
+        let new_blob_bytes = new.iter().map(|b| b.bytes.len() as u64).sum();
+        // One thread per blob: the file system commits their fsyncs together instead of
+        // one after the other (a working session changes every pane's blob).
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = new
+                .iter()
+                .map(|b| scope.spawn(|| write_synced(&blobs_dir, &b.sha256, &b.bytes)))
+                .collect();
+            writers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a blob writer panicked")))
+            })
+        })?;
         if new_blobs > 0 {
             crate::state::sync_dir(&blobs_dir)?;
         }
@@ -224,8 +234,8 @@ impl Store {
         }
         let mut wanted: HashSet<String> = HashSet::new();
         for id in ids.iter().skip(pruned.len()) {
-            if let Ok(s) = read_doc(&self.doc_path(id)) {
-                wanted.extend(referenced(&s).map(str::to_owned));
+            if let Ok(refs) = read_blob_refs(&self.doc_path(id)) {
+                wanted.extend(refs);
             }
         }
         let blobs_dir = self.dir.join(BLOBS_DIR);
@@ -295,9 +305,31 @@ fn doc_ids(dir: &Path) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-fn read_doc(path: &Path) -> Result<Snapshot> {
+/// The blobs a document references, reading nothing else of it (retention reads every
+/// document at every snapshot).
+fn read_blob_refs(path: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        agents: Vec<Agent>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Agent {
+        scrollback: Option<Sha>,
+        alternate: Option<Sha>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Sha {
+        sha256: String,
+    }
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_json::from_slice(&bytes)?)
+    let doc: Doc = serde_json::from_slice(&bytes)?;
+    Ok(doc
+        .agents
+        .into_iter()
+        .flat_map(|a| [a.scrollback, a.alternate])
+        .flatten()
+        .map(|s| s.sha256)
+        .collect())
 }
 
 fn referenced(s: &Snapshot) -> impl Iterator<Item = &str> {

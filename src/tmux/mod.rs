@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DeleteBuffer, DisplayMessage, KillSession, KillWindow, ListPanes, LoadBuffer,
-    NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SaveBuffer, SelectLayout,
-    SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, ListWindows, LoadBuffer,
+    NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout, SelectPane, SendKeys,
+    SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -91,6 +91,8 @@ pub enum PanesTarget<'a> {
 /// A window's geometry and which of its panes show the alternate screen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowInfo {
+    /// `@N`.
+    pub id: String,
     pub name: String,
     pub width: u32,
     pub height: u32,
@@ -98,8 +100,24 @@ pub struct WindowInfo {
     pub layout: String,
     /// The tmux server's pid: pane ids and histories belong to one server's lifetime.
     pub server_pid: u32,
-    /// Every pane of the window's session, with what a capture needs to know.
+    /// The window's panes, with what a capture needs to know.
     pub panes: Vec<PaneGeometry>,
+}
+
+/// What [`Tmux::session_view`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct SessionView {
+    /// Every pane on the server.
+    pub panes: Vec<Pane>,
+    /// The session's windows.
+    pub windows: Vec<WindowInfo>,
+}
+
+impl SessionView {
+    /// A pane's geometry, whichever window of the session it is in.
+    pub fn pane(&self, id: &str) -> Option<&PaneGeometry> {
+        self.windows.iter().find_map(|w| w.pane(id))
+    }
 }
 
 impl WindowInfo {
@@ -139,12 +157,30 @@ pub enum Rows {
     Alternate,
 }
 
-/// One capture of a pane's rows into a file.
+impl Rows {
+    /// The history row a capture of these rows ends on, if it ends in the history.
+    fn last_history_row(self) -> Option<i64> {
+        match self {
+            Rows::History => Some(-1),
+            Rows::Range(_, last) if last < 0 => Some(last),
+            _ => None,
+        }
+    }
+}
+
+/// One capture of a pane's rows.
 #[derive(Clone, Debug)]
 pub struct PaneCapture<'a> {
     pub pane: &'a str,
-    pub file: &'a Path,
     pub rows: Rows,
+}
+
+/// What [`Tmux::capture_panes`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct PaneCaptures {
+    pub at: Vec<CapturedAt>,
+    /// Each capture's bytes, as a tmux buffer would hold them.
+    pub parts: Vec<Vec<u8>>,
 }
 
 /// What tmux said of a pane in the same command sequence as its captures, before them.
@@ -257,6 +293,16 @@ impl Tmux {
         commands: Vec<TmuxCommand<'_>>,
         input: Option<&[u8]>,
     ) -> Result<String, TmuxError> {
+        self.run_bytes(commands, input)
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// [`Tmux::run_with_stdin`], returning stdout as it came.
+    fn run_bytes(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, TmuxError> {
         use std::io::Write;
         let mut cmd = self.base_command();
         let mut what = Vec::new();
@@ -286,7 +332,7 @@ impl Tmux {
             }
         };
         if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+            return Ok(output.stdout);
         }
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         if is_no_server(&message) {
@@ -308,156 +354,174 @@ impl Tmux {
         }
     }
 
-    /// Geometry of a window (by id, `@3`) and the alternate-screen state of its panes, in
-    /// ONE tmux process.
-    pub fn window_info(&self, window: &str) -> Result<WindowInfo, TmuxError> {
+    /// Every pane on the server (as [`Tmux::list_panes`]) and the geometry of `session`'s
+    /// windows and panes, in ONE tmux process. No server, or no such session: `panes`
+    /// says which, `windows` is empty.
+    pub fn session_view(&self, session: &str) -> Result<SessionView, TmuxError> {
+        let nonce = nonce();
+        let target = format!("={session}");
         let cmds = vec![
+            ListPanes::new().all().format(PANE_FORMAT).build(),
             DisplayMessage::new()
                 .print()
-                .target_pane(window.to_owned())
-                .message("#{window_width}\t#{window_height}\t#{pid}\t#{window_name}\t#{window_layout}")
+                .message(format!("{nonce} windows"))
+                .build(),
+            ListWindows::new()
+                .target_session(target.clone())
+                .format("#{window_id}\t#{window_width}\t#{window_height}\t#{pid}\t#{window_name}\t#{window_layout}")
+                .build(),
+            DisplayMessage::new()
+                .print()
+                .message(format!("{nonce} panes"))
                 .build(),
             ListPanes::new()
                 .session()
-                .target(window.to_owned())
-                .format("#{pane_id}\t#{alternate_on}\t#{history_size}\t#{pane_width}")
+                .target(target)
+                .format("#{window_id}\t#{pane_id}\t#{alternate_on}\t#{history_size}\t#{pane_width}")
                 .build(),
         ];
-        let out = self.run(cmds)?;
-        let mut lines = out.lines();
-        let bad = || TmuxError::Failed {
-            command: "display-message".into(),
-            message: format!("unexpected reply {out:?}"),
+        let out = match self.run(cmds) {
+            Ok(out) => out,
+            // No session of that name (or no server): only the panes are of interest.
+            Err(TmuxError::Failed { .. } | TmuxError::NoServer(_)) => {
+                return Ok(SessionView {
+                    panes: self.list_panes()?,
+                    windows: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
         };
-        let first = lines.next().ok_or_else(bad)?;
-        let mut f = first.splitn(5, '\t');
-        let (Some(w), Some(h), Some(pid), Some(name), Some(layout)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            return Err(bad());
+        let bad = |line: &str| TmuxError::Failed {
+            command: "list-windows".into(),
+            message: format!("unexpected reply {line:?}"),
         };
-        let panes = lines
-            .map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                match f[..] {
-                    [id, alt, hist, width] => Some(PaneGeometry {
+        let mut view = SessionView::default();
+        let mut section = "";
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix(&nonce) {
+                section = if rest == " windows" {
+                    "windows"
+                } else {
+                    "panes"
+                };
+                continue;
+            }
+            match section {
+                "" => view.panes.extend(Pane::parse(line)),
+                "windows" => {
+                    let f: Vec<&str> = line.splitn(6, '\t').collect();
+                    let [id, w, h, pid, name, layout] = f[..] else {
+                        return Err(bad(line));
+                    };
+                    view.windows.push(WindowInfo {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                        width: w.parse().map_err(|_| bad(line))?,
+                        height: h.parse().map_err(|_| bad(line))?,
+                        layout: layout.to_owned(),
+                        server_pid: pid.parse().map_err(|_| bad(line))?,
+                        panes: Vec::new(),
+                    });
+                }
+                _ => {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let [window, id, alt, hist, width] = f[..] else {
+                        return Err(bad(line));
+                    };
+                    let pane = PaneGeometry {
                         id: id.to_owned(),
                         alternate_on: alt == "1",
-                        history_size: hist.parse().ok()?,
-                        width: width.parse().ok()?,
-                    }),
-                    _ => None,
+                        history_size: hist.parse().map_err(|_| bad(line))?,
+                        width: width.parse().map_err(|_| bad(line))?,
+                    };
+                    let Some(w) = view.windows.iter_mut().find(|w| w.id == window) else {
+                        return Err(bad(line));
+                    };
+                    w.panes.push(pane);
                 }
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(bad)?;
-        Ok(WindowInfo {
-            name: name.to_owned(),
-            width: w.parse().map_err(|_| bad())?,
-            height: h.parse().map_err(|_| bad())?,
-            layout: layout.to_owned(),
-            server_pid: pid.parse().map_err(|_| bad())?,
-            panes,
-        })
+            }
+        }
+        Ok(view)
     }
 
-    /// Writes rows of panes, with colours, straight to files through uniquely named tmux
-    /// buffers (`save-buffer`), so the text never passes through a pipe or the control
-    /// channel. One tmux process for all panes (more only past tmux's message size). The
-    /// files are written by the tmux client with the caller's umask: put them in a
-    /// private folder.
+    /// Captures rows of panes, with colours, in one tmux process (more only past tmux's
+    /// message size). Returns what tmux said of each pane and each capture's bytes, in the
+    /// order of `captures`, in which a pane's captures must be consecutive.
     ///
-    /// A pane's captures are consecutive in `captures`. In the command sequence each pane
-    /// gets a `display-message` and then its captures, and every `save-buffer` comes after
-    /// all of them: tmux reads no pane output while it runs commands that do not wait (only
-    /// `save-buffer` waits, for the client to write), so a pane's captures and what the
-    /// returned [`CapturedAt`] says of it describe one moment.
-    pub fn capture_to_files(
-        &self,
-        captures: &[PaneCapture<'_>],
-    ) -> Result<Vec<CapturedAt>, TmuxError> {
-        let nonce = format!(
-            "{:x}-{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        );
-        let mut at = Vec::new();
+    /// Every command in the sequence returns at once (`capture-pane -p` only queues its
+    /// output for the client), and tmux reads no pane output while it runs such a sequence:
+    /// a pane's captures and its [`CapturedAt`] describe one moment. The output comes back
+    /// on stdout between marker lines that start with a random nonce no pane can have
+    /// printed. Nothing is written to disk and no buffer is left in the server.
+    ///
+    /// `-p` ends every capture with a newline, also one whose last row the terminal
+    /// wrapped onto the next (where a buffer would have none); for a capture that ends
+    /// on a history row, a probe of that row and the next (two newlines: not wrapped)
+    /// tells which, and the bytes are returned as a buffer would hold them.
+    pub fn capture_panes(&self, captures: &[PaneCapture<'_>]) -> Result<PaneCaptures, TmuxError> {
+        let nonce = nonce();
+        let marker = |what: String| {
+            DisplayMessage::new()
+                .print()
+                .message(format!("{nonce} {what}"))
+                .build()
+        };
+        let mut result = PaneCaptures::default();
+        let mut batch: Vec<TmuxCommand<'_>> = Vec::new();
         let mut i = 0;
-        let mut batch = CaptureBatch::default();
         while i < captures.len() {
             let pane = captures[i].pane;
             let n = captures[i..].iter().take_while(|c| c.pane == pane).count();
-            let mut group = CaptureBatch::default();
-            group.reads.push(
+            let mut group = vec![
                 DisplayMessage::new()
                     .print()
                     .target_pane(pane.to_owned())
-                    .message("#{pane_id}\t#{history_size}\t#{pane_width}\t#{pid}")
+                    .message(format!(
+                        "{nonce} at #{{pane_id}}\t#{{history_size}}\t#{{pane_width}}\t#{{pid}}"
+                    ))
                     .build(),
-            );
+            ];
             for (k, c) in captures[i..i + n].iter().enumerate() {
-                let buffer = format!("orch-snap-{nonce}-{}", i + k);
-                group.reads.push(capture_rows(c, &buffer));
-                group.saves.push(
-                    SaveBuffer::new()
-                        .buffer_name(buffer.clone())
-                        .path(c.file.to_string_lossy().into_owned())
-                        .build(),
-                );
-                group
-                    .saves
-                    .push(DeleteBuffer::new().buffer_name(buffer.clone()).build());
-                group.buffers.push(buffer);
+                group.push(marker(format!("part {}", i + k)));
+                group.push(capture_rows(c).build());
+                if let Some(last) = c.rows.last_history_row() {
+                    group.push(marker(format!("probe {}", i + k)));
+                    group.push(
+                        CapturePane::new()
+                            .stdout()
+                            .join()
+                            .start_line(last.to_string())
+                            .end_line((last + 1).to_string())
+                            .target_pane(pane.to_owned())
+                            .build(),
+                    );
+                }
             }
-            if !batch.is_empty() && batch.len() + group.len() > MAX_BATCH_BYTES {
-                at.extend(self.run_capture_batch(std::mem::take(&mut batch))?);
+            group.push(marker("end".into()));
+            if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                parse_captures(
+                    &self.run_bytes(std::mem::take(&mut batch), None)?,
+                    &nonce,
+                    &mut result,
+                )?;
             }
-            batch.append(group);
+            batch.extend(group);
             i += n;
         }
         if !batch.is_empty() {
-            at.extend(self.run_capture_batch(batch)?);
+            parse_captures(&self.run_bytes(batch, None)?, &nonce, &mut result)?;
         }
-        Ok(at)
-    }
-
-    /// Runs one batch of captures. tmux stops a sequence at its first error, which can
-    /// leave buffers holding pane contents (secrets included) in the server: delete them,
-    /// one process each since deleting a missing buffer is an error too. Only on failure.
-    fn run_capture_batch(&self, batch: CaptureBatch<'_>) -> Result<Vec<CapturedAt>, TmuxError> {
-        let CaptureBatch {
-            mut reads,
-            saves,
-            buffers,
-        } = batch;
-        reads.extend(saves);
-        let result = self.run(reads);
-        if result.is_err() {
-            for b in &buffers {
-                let _ = self.run(vec![DeleteBuffer::new().buffer_name(b.clone()).build()]);
-            }
+        if result.parts.len() != captures.len() {
+            return Err(TmuxError::Failed {
+                command: "capture-pane".into(),
+                message: format!(
+                    "{} captures asked for, {} returned",
+                    captures.len(),
+                    result.parts.len()
+                ),
+            });
         }
-        let out = result?;
-        out.lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                match f[..] {
-                    [pane, hist, width, pid] => Some(CapturedAt {
-                        pane: pane.to_owned(),
-                        history_size: hist.parse().ok()?,
-                        width: width.parse().ok()?,
-                        server_pid: pid.parse().ok()?,
-                    }),
-                    _ => None,
-                }
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| TmuxError::Failed {
-                command: "display-message".into(),
-                message: format!("unexpected reply {out:?}"),
-            })
+        Ok(result)
     }
 
     /// Creates one pane per spec, named and arranged, in as few tmux processes as tmux's
@@ -844,37 +908,12 @@ fn new_window<'a>(
     cmds
 }
 
-/// Captures into buffers (`reads`, run first) and the saves that write them out.
-#[derive(Default)]
-struct CaptureBatch<'a> {
-    reads: Vec<TmuxCommand<'a>>,
-    saves: Vec<TmuxCommand<'a>>,
-    buffers: Vec<String>,
-}
-
-impl<'a> CaptureBatch<'a> {
-    fn is_empty(&self) -> bool {
-        self.reads.is_empty()
-    }
-
-    /// Bytes of the command line, to stay under tmux's message size.
-    fn len(&self) -> usize {
-        argv_len(&self.reads) + argv_len(&self.saves)
-    }
-
-    fn append(&mut self, other: CaptureBatch<'a>) {
-        self.reads.extend(other.reads);
-        self.saves.extend(other.saves);
-        self.buffers.extend(other.buffers);
-    }
-}
-
-/// `capture-pane -e -J -b BUFFER -t PANE` with the rows of `c`.
-fn capture_rows<'a>(c: &PaneCapture<'_>, buffer: &str) -> TmuxCommand<'a> {
+/// `capture-pane -p -e -J -t PANE` with the rows of `c`.
+fn capture_rows<'a>(c: &PaneCapture<'_>) -> CapturePane<'a> {
     let capture = CapturePane::new()
+        .stdout()
         .escape_sequences()
         .join()
-        .buffer_name(buffer.to_owned())
         .target_pane(c.pane.to_owned());
     match c.rows {
         Rows::Whole => capture.start_line("-").end_line("-"),
@@ -885,7 +924,93 @@ fn capture_rows<'a>(c: &PaneCapture<'_>, buffer: &str) -> TmuxCommand<'a> {
         Rows::Screen => capture.start_line("0").end_line("-"),
         Rows::Alternate => capture.alternate_screen().quiet(),
     }
-    .build()
+}
+
+/// 128 random bits as hex: `RandomState` is seeded from the OS once per process and
+/// then per instance, so two instances hash the same input differently.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let word = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("orch-{:016x}{:016x}", word(), word())
+}
+
+/// Splits the output of a capture sequence at its marker lines into `into`.
+fn parse_captures(out: &[u8], nonce: &str, into: &mut PaneCaptures) -> Result<(), TmuxError> {
+    let bad = |why: &str| TmuxError::Failed {
+        command: "capture-pane".into(),
+        message: format!("unexpected capture output: {why}"),
+    };
+    let prefix = format!("{nonce} ");
+    // (marker text, start of the marker line, start of the bytes after it)
+    let mut markers: Vec<(&[u8], usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at < out.len() {
+        let end = out[at..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(out.len(), |p| at + p);
+        if out[at..end].starts_with(prefix.as_bytes()) {
+            markers.push((&out[at + prefix.len()..end], at, (end + 1).min(out.len())));
+        }
+        at = end + 1;
+    }
+    let mut pending_part: Option<Vec<u8>> = None;
+    for (k, (text, _, body)) in markers.iter().enumerate() {
+        let next = markers.get(k + 1).map_or(out.len(), |m| m.1);
+        let bytes = &out[*body..next.max(*body)];
+        let text = String::from_utf8_lossy(text);
+        let (kind, rest) = text.split_once(' ').unwrap_or((&text, ""));
+        match kind {
+            "at" => {
+                let f: Vec<&str> = rest.split('\t').collect();
+                let seen = match f[..] {
+                    [pane, hist, width, pid] => (|| {
+                        Some(CapturedAt {
+                            pane: pane.to_owned(),
+                            history_size: hist.parse().ok()?,
+                            width: width.parse().ok()?,
+                            server_pid: pid.parse().ok()?,
+                        })
+                    })(),
+                    _ => None,
+                };
+                into.at.push(seen.ok_or_else(|| bad(&text))?);
+            }
+            "part" => {
+                if let Some(done) = pending_part.take() {
+                    into.parts.push(done);
+                }
+                pending_part = Some(bytes.to_vec());
+            }
+            "probe" => {
+                let wrapped = bytes.iter().filter(|b| **b == b'\n').count() < 2;
+                if let Some(part) = pending_part.as_mut()
+                    && wrapped
+                    && part.last() == Some(&b'\n')
+                {
+                    part.pop();
+                }
+            }
+            "end" => {
+                if let Some(done) = pending_part.take() {
+                    into.parts.push(done);
+                }
+            }
+            _ => return Err(bad(&text)),
+        }
+    }
+    if pending_part.is_some() {
+        return Err(bad("the output stops inside a capture"));
+    }
+    Ok(())
 }
 
 /// Bytes tmux receives for these commands (arguments plus separators).
@@ -1063,7 +1188,7 @@ mod tests {
 
     impl UnitServer {
         fn new(tag: &str) -> (UnitServer, Tmux) {
-            let socket = format!("orch-unit-{}-{tag}", std::process::id());
+            let socket = format!("orch-test-unit-{}-{tag}", std::process::id());
             (
                 UnitServer {
                     socket: socket.clone(),
@@ -1144,9 +1269,11 @@ mod tests {
     }
 
     #[test]
-    fn captures_go_to_files_and_a_failed_one_leaves_no_buffer() {
-        let (server, tmux) = UnitServer::new("capfiles");
+    fn captures_return_exact_bytes_with_colours_and_leave_nothing_behind() {
+        let (server, tmux) = UnitServer::new("capture");
         let run = |args: &[&str]| server.run(args);
+        // 20 columns: the first line wraps onto a second row; a line that looks like a
+        // marker cannot confuse the parser, which needs the nonce.
         run(&[
             "-f",
             "/dev/null",
@@ -1154,34 +1281,83 @@ mod tests {
             "-d",
             "-s",
             "u",
-            "printf '\\033[31mred\\033[0m line\\n'; exec sleep 30",
+            "-x",
+            "20",
+            "-y",
+            "5",
+            "printf 'aaaaaaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbbbbbcc\\n\\033[31mred\\033[0m line\\norch- part 0\\n'; seq 1 6; exec sleep 30",
         ]);
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("p.txt");
-        let missing = dir.path().join("no/such/dir/p.txt");
         let pane = tmux.list_panes().expect("panes")[0].id.clone();
-        let ok = tmux.capture_to_files(&[PaneCapture {
-            pane: &pane,
-            file: &file,
-            rows: Rows::Whole,
-        }]);
-        let failed = tmux.capture_to_files(&[PaneCapture {
-            pane: &pane,
-            file: &missing,
-            rows: Rows::Whole,
-        }]);
-        let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
-        let at = ok.expect("capture");
-        assert_eq!(at.len(), 1);
-        assert_eq!(at[0].pane, pane);
-        let text = std::fs::read(&file).expect("file");
+        // What tmux buffers hold for the same rows, to compare with.
+        let buffered = |first: &str, last: &str| {
+            run(&[
+                "capture-pane",
+                "-e",
+                "-J",
+                "-b",
+                "t",
+                "-S",
+                first,
+                "-E",
+                last,
+                "-t",
+                &pane,
+            ]);
+            run(&["show-buffer", "-b", "t"]).stdout
+        };
+        let hist: u64 = String::from_utf8_lossy(
+            &run(&["display", "-p", "-t", &pane, "#{history_size}"]).stdout,
+        )
+        .trim()
+        .parse()
+        .expect("history size");
+        assert!(hist >= 6, "{hist}");
+        let rows = [
+            Rows::Whole,
+            Rows::History,
+            Rows::Range(-(hist as i64), -(hist as i64) + 1), // ends inside the wrapped line
+            Rows::Range(-(hist as i64), -(hist as i64) + 2), // ends after it
+            Rows::Screen,
+        ];
+        let captures: Vec<PaneCapture<'_>> = rows
+            .iter()
+            .map(|r| PaneCapture {
+                pane: &pane,
+                rows: *r,
+            })
+            .collect();
+        let got = tmux.capture_panes(&captures).expect("capture");
+        assert_eq!(got.at.len(), 1);
+        assert_eq!(got.at[0].pane, pane);
+        assert_eq!(got.at[0].history_size, hist);
+        assert_eq!(got.at[0].width, 20);
+        let h = hist as i64;
+        let expected = [
+            buffered("-", "-"),
+            buffered("-", "-1"),
+            buffered(&(-h).to_string(), &(-h + 1).to_string()),
+            buffered(&(-h).to_string(), &(-h + 2).to_string()),
+            buffered("0", "-"),
+        ];
+        run(&["delete-buffer", "-b", "t"]);
+        for (i, (got, want)) in got.parts.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(got),
+                String::from_utf8_lossy(want),
+                "capture {i} ({:?})",
+                rows[i]
+            );
+        }
         assert!(
-            text.windows(8).any(|w| w == b"\x1b[31mred"),
-            "{}",
-            String::from_utf8_lossy(&text)
+            !got.parts[2].ends_with(b"\n"),
+            "a wrapped row has no newline"
         );
-        assert!(failed.is_err());
+        assert!(
+            got.parts[0].windows(8).any(|w| w == b"\x1b[31mred"),
+            "colours kept"
+        );
+        let buffers = run(&["list-buffers", "-F", "#{buffer_name}"]);
         assert!(buffers.stdout.is_empty(), "{buffers:?}");
     }
 
