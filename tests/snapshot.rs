@@ -671,3 +671,41 @@ fn a_restored_pane_shows_its_history_then_the_screen_a_program_covered_then_the_
     assert!(at("ON-ALT-SCREEN") < at("second-run"), "{text}");
     assert_eq!(text.matches("normal-screen-text").count(), 1, "{text}");
 }
+
+#[test]
+fn snapshots_of_a_pane_that_never_stops_printing_hold_every_line_once_in_order() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: busy\nsnapshot: { scrollback_lines: 50000, keep: 50 }\nagents:\n  - { name: counter, role: BOSS, command: \"i=0; while :; do echo n$i; i=$((i+1)); [ $((i % 200)) = 0 ] && sleep 0.01; done\" }\n",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let mut appended = 0;
+    let mut last_count = 0;
+    for _ in 0..15 {
+        let doc = read_doc(&snapshot(&env));
+        appended += last_written(&env, "busy")["appended_panes"].as_u64().unwrap_or(0);
+        let agent = &doc.agents[0];
+        let text = plain(&blob(
+            &env,
+            "busy",
+            &agent.scrollback.as_ref().expect("scrollback").sha256,
+        ));
+        let numbers: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix('n')?.parse().ok())
+            .collect();
+        last_count = numbers.len();
+        let first = numbers.first().copied().unwrap_or(0);
+        for (k, n) in numbers.iter().enumerate() {
+            assert_eq!(
+                *n,
+                first + k as u64,
+                "line {k} of the snapshot is out of sequence"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(last_count > 1000, "the counter printed {last_count} lines");
+    assert!(appended > 0, "no snapshot appended to the previous one");
+}
