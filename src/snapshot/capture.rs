@@ -145,17 +145,22 @@ const ANCHOR_ROWS: u64 = 20;
 enum Plan {
     /// Unchanged since the previous snapshot: its contents, no capture.
     Keep(PaneContents),
-    /// Only the rows printed since the previous snapshot, after its history (`prefix`,
-    /// already redacted, ends with a newline) once the anchor rows are found in place.
-    Append {
-        prefix: Vec<u8>,
-        mark: HistoryMark,
+    /// History and screen, captured apart so that the next snapshot can append; with
+    /// `append`, only the history rows added since the previous snapshot.
+    Read {
         geometry: PaneGeometry,
+        append: Option<Append>,
     },
-    /// History and screen, captured apart so the next snapshot can append.
-    Full { geometry: PaneGeometry },
     /// One capture of everything, when the pane would not hold still for the others.
     Whole,
+}
+
+/// The previous snapshot's history of a pane, to add new rows to.
+#[derive(Clone, Debug)]
+struct Append {
+    /// Already redacted; empty or ending with a newline.
+    prefix: Vec<u8>,
+    mark: HistoryMark,
 }
 
 /// The captures a plan makes, by what they hold.
@@ -181,7 +186,10 @@ impl Plan {
         };
         match self {
             Plan::Keep(_) => return parts,
-            Plan::Append { mark, geometry, .. } => {
+            Plan::Read {
+                geometry,
+                append: Some(Append { mark, .. }),
+            } => {
                 let new = (geometry.history_size - mark.rows) as i64;
                 let anchor = mark.anchor_rows as i64;
                 if anchor > 0 {
@@ -192,7 +200,10 @@ impl Plan {
                 }
                 history(&mut parts, geometry);
             }
-            Plan::Full { geometry } => {
+            Plan::Read {
+                geometry,
+                append: None,
+            } => {
                 if geometry.history_size > 0 {
                     parts.push((Part::History, Rows::History));
                 }
@@ -293,8 +304,9 @@ pub fn capture_reusing(
     let mut blobs: Vec<Blob> = Vec::new();
     let mut stats = CaptureStats::default();
     // A pane that printed between our look at it and its capture is planned again from
-    // what the capture saw; a second miss falls back to one capture of everything.
-    for round in 0..3 {
+    // what the capture saw (see `read_outcome`); after a third miss, one capture of
+    // everything.
+    for round in 0..4 {
         if plans.is_empty() {
             break;
         }
@@ -336,8 +348,18 @@ pub fn capture_reusing(
         for (i, plan) in std::mem::take(&mut plans) {
             let Some(pane) = agents[i].3 else { continue };
             let seen = at.iter().find(|a| a.pane == pane.id);
-            let result = match &plan {
-                Plan::Keep(kept) => Ok(kept.clone()),
+            let appending = matches!(
+                plan,
+                Plan::Read {
+                    append: Some(_),
+                    ..
+                }
+            );
+            let result = match plan {
+                Plan::Keep(kept) => {
+                    stats.kept += 1;
+                    Ok(kept)
+                }
                 Plan::Whole => {
                     let whole = read(i, Part::Whole).unwrap_or_default();
                     Ok(PaneContents {
@@ -345,59 +367,42 @@ pub fn capture_reusing(
                         ..PaneContents::default()
                     })
                 }
-                Plan::Append {
-                    prefix,
-                    mark,
-                    geometry,
-                } => {
-                    let anchored = mark.anchor_rows == 0
-                        || read(i, Part::OldAnchor)
-                            .is_some_and(|a| hex(&Sha256::digest(&a)) == mark.anchor);
-                    match seen {
-                        Some(s) if anchored && still(s, geometry, window.server_pid) => {
-                            Ok(assembled(
-                                &mut blobs,
-                                &redactor,
-                                prefix.clone(),
-                                geometry,
-                                window.server_pid,
-                                read(i, Part::History).unwrap_or_default(),
-                                read(i, Part::Screen).unwrap_or_default(),
-                                read(i, Part::Anchor).unwrap_or_default(),
-                            ))
-                        }
-                        // Moved (or never captured): everything again, as tmux sees it now.
-                        _ => Err(geometry_now(seen, geometry)),
-                    }
-                }
-                Plan::Full { geometry } => match seen {
-                    Some(s) if still(s, geometry, window.server_pid) => Ok(assembled(
-                        &mut blobs,
-                        &redactor,
-                        Vec::new(),
+                Plan::Read { geometry, append } => match seen {
+                    None => Err(Plan::Read {
                         geometry,
-                        window.server_pid,
-                        read(i, Part::History).unwrap_or_default(),
-                        read(i, Part::Screen).unwrap_or_default(),
-                        read(i, Part::Anchor).unwrap_or_default(),
-                    )),
-                    _ => Err(geometry_now(seen, geometry)),
+                        append: None,
+                    }),
+                    Some(seen) => read_outcome(&ReadOutcome {
+                        geometry,
+                        append,
+                        seen,
+                        server_pid: window.server_pid,
+                        first_try: round == 0,
+                        old_anchor: read(i, Part::OldAnchor),
+                    })
+                    .map(|(prefix, mark)| {
+                        stats.appended += usize::from(appending);
+                        assembled(
+                            &mut blobs,
+                            &redactor,
+                            prefix,
+                            mark,
+                            read(i, Part::History).unwrap_or_default(),
+                            read(i, Part::Screen).unwrap_or_default(),
+                            read(i, Part::Anchor).unwrap_or_default(),
+                        )
+                    }),
                 },
             };
             match result {
                 Ok(mut c) => {
-                    match plan {
-                        Plan::Keep(_) => stats.kept += 1,
-                        Plan::Append { .. } => stats.appended += 1,
-                        Plan::Full { .. } | Plan::Whole => {}
-                    }
                     // `-a -q` gives nothing when the program has left the alternate screen.
                     if let Some(alt) = read(i, Part::Alternate).filter(|a| a != b"\n") {
                         c.alternate = Some(keep_blob(&mut blobs, redactor.redact_bytes(&alt)));
                     }
                     contents[i] = c;
                 }
-                Err(geometry) if round == 0 => again.push((i, Plan::Full { geometry })),
+                Err(retry) if round < 2 => again.push((i, retry)),
                 Err(_) => again.push((i, Plan::Whole)),
             }
         }
@@ -519,32 +524,78 @@ fn plan(
         bytes.truncate(cut);
         (bytes.is_empty() || bytes.ends_with(b"\n")).then(|| (bytes, mark.clone()))
     });
-    match appendable {
-        Some((prefix, mark)) => Plan::Append {
-            prefix,
-            mark,
-            geometry,
-        },
-        None => Plan::Full { geometry },
+    Plan::Read {
+        geometry,
+        append: appendable.map(|(prefix, mark)| Append { prefix, mark }),
     }
 }
 
-/// Whether the pane is as the plan saw it: same history length, width and server.
-fn still(seen: &CapturedAt, planned: &PaneGeometry, server_pid: u32) -> bool {
-    seen.history_size == planned.history_size
-        && seen.width == planned.width
-        && seen.server_pid == server_pid
+/// A pane's captures under [`Plan::Read`], and what tmux said of the pane then.
+struct ReadOutcome<'a> {
+    geometry: PaneGeometry,
+    append: Option<Append>,
+    seen: &'a CapturedAt,
+    server_pid: u32,
+    first_try: bool,
+    old_anchor: Option<Vec<u8>>,
 }
 
-/// The pane as the capture saw it, to plan again from.
-fn geometry_now(seen: Option<&CapturedAt>, planned: &PaneGeometry) -> PaneGeometry {
-    match seen {
-        Some(s) => PaneGeometry {
-            history_size: s.history_size,
-            width: s.width,
-            ..planned.clone()
-        },
-        None => planned.clone(),
+/// Whether the captures of a [`Plan::Read`] can be used: the history prefix to build on
+/// and the mark of the result; otherwise the plan to try next.
+///
+/// The rows a capture asked for were counted from the history size seen just before; the
+/// capture itself reports the size at its moment. Appending needs the two to agree (the
+/// new rows and the old anchor were counted from the bottom) and the anchor to match; a
+/// pane that printed in between is tried once more from what the capture saw, then read
+/// whole. Reading the whole history does not depend on the count, except that a pane
+/// with no history had none asked for, and the anchor rows must still exist.
+fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
+    let planned = &o.geometry;
+    let now = PaneGeometry {
+        history_size: o.seen.history_size,
+        width: o.seen.width,
+        ..planned.clone()
+    };
+    let anchor_rows = planned.history_size.min(ANCHOR_ROWS);
+    let mark = |g: &PaneGeometry| HistoryMark {
+        server_pid: o.seen.server_pid,
+        width: g.width,
+        rows: g.history_size,
+        anchor_rows,
+        anchor: String::new(),
+    };
+    let moved = o.seen.history_size != planned.history_size
+        || o.seen.width != planned.width
+        || o.seen.server_pid != o.server_pid;
+    match &o.append {
+        Some(append) => {
+            let anchored = append.mark.anchor_rows == 0
+                || o.old_anchor
+                    .as_ref()
+                    .is_some_and(|rows| hex(&Sha256::digest(rows)) == append.mark.anchor);
+            if !moved && anchored {
+                Ok((append.prefix.clone(), mark(planned)))
+            } else if moved && o.first_try {
+                Err(Plan::Read {
+                    geometry: now,
+                    append: Some(append.clone()),
+                })
+            } else {
+                Err(Plan::Read {
+                    geometry: now,
+                    append: None,
+                })
+            }
+        }
+        None if o.seen.history_size >= anchor_rows
+            && (planned.history_size > 0 || o.seen.history_size == 0) =>
+        {
+            Ok((Vec::new(), mark(&now)))
+        }
+        None => Err(Plan::Read {
+            geometry: now,
+            append: None,
+        }),
     }
 }
 
@@ -562,30 +613,23 @@ fn keep_blob(blobs: &mut Vec<Blob>, bytes: Vec<u8>) -> BlobRef {
     blob_ref
 }
 
-/// A pane's contents from its history parts and screen, with the mark for next time.
-#[allow(clippy::too_many_arguments)]
+/// A pane's contents from its history parts and screen, with the mark for next time
+/// (`mark.anchor` is filled in here, from the newest history rows as captured).
 fn assembled(
     blobs: &mut Vec<Blob>,
     redactor: &Redactor,
     prefix: Vec<u8>,
-    geometry: &PaneGeometry,
-    server_pid: u32,
+    mut mark: HistoryMark,
     history: Vec<u8>,
     screen: Vec<u8>,
     anchor: Vec<u8>,
 ) -> PaneContents {
     let joined = join_history(prefix, &history, &screen, redactor);
-    let history_mark = joined.appendable.then(|| HistoryMark {
-        server_pid,
-        width: geometry.width,
-        rows: geometry.history_size,
-        anchor_rows: geometry.history_size.min(ANCHOR_ROWS),
-        anchor: hex(&Sha256::digest(&anchor)),
-    });
+    mark.anchor = hex(&Sha256::digest(&anchor));
     PaneContents {
         scrollback: Some(keep_blob(blobs, joined.bytes)),
         history_bytes: joined.history_bytes.map(|b| b as u64),
-        history_mark,
+        history_mark: joined.appendable.then_some(mark),
         alternate: None,
     }
 }
@@ -773,10 +817,12 @@ mod tests {
             anchor_rows: 20,
             anchor: String::new(),
         };
-        let plan = Plan::Append {
-            prefix: Vec::new(),
-            mark,
+        let plan = Plan::Read {
             geometry: geometry(130),
+            append: Some(Append {
+                prefix: Vec::new(),
+                mark,
+            }),
         };
         assert_eq!(
             plan.parts(false),
@@ -792,8 +838,9 @@ mod tests {
     #[test]
     fn a_pane_with_no_history_is_never_asked_for_history_rows() {
         // `-E -1` with no history would be the screen's first row.
-        let plan = Plan::Full {
+        let plan = Plan::Read {
             geometry: geometry(0),
+            append: None,
         };
         assert_eq!(
             plan.parts(true),
@@ -802,8 +849,9 @@ mod tests {
                 (Part::Alternate, Rows::Alternate)
             ]
         );
-        let plan = Plan::Full {
+        let plan = Plan::Read {
             geometry: geometry(5),
+            append: None,
         };
         assert_eq!(
             plan.parts(false),
@@ -813,6 +861,81 @@ mod tests {
                 (Part::Screen, Rows::Screen),
             ]
         );
+    }
+
+    fn seen(history_size: u64) -> CapturedAt {
+        CapturedAt {
+            pane: "%1".into(),
+            history_size,
+            width: 80,
+            server_pid: 1,
+        }
+    }
+
+    fn outcome(
+        planned: u64,
+        seen_rows: u64,
+        append: Option<Append>,
+        first_try: bool,
+        old_anchor: &[u8],
+    ) -> Result<(Vec<u8>, HistoryMark), Plan> {
+        let seen = seen(seen_rows);
+        read_outcome(&ReadOutcome {
+            geometry: geometry(planned),
+            append,
+            seen: &seen,
+            server_pid: 1,
+            first_try,
+            old_anchor: Some(old_anchor.to_vec()),
+        })
+    }
+
+    #[test]
+    fn appending_needs_the_pane_to_hold_still_and_its_anchor_in_place() {
+        let append = Append {
+            prefix: b"old\n".to_vec(),
+            mark: HistoryMark {
+                server_pid: 1,
+                width: 80,
+                rows: 100,
+                anchor_rows: 20,
+                anchor: hex(&Sha256::digest(b"rows")),
+            },
+        };
+        let (prefix, mark) =
+            outcome(130, 130, Some(append.clone()), true, b"rows").expect("append");
+        assert_eq!(prefix, b"old\n");
+        assert_eq!((mark.rows, mark.anchor_rows), (130, 20));
+        // Printed between the look and the capture: once more, from what the capture saw.
+        match outcome(130, 140, Some(append.clone()), true, b"rows") {
+            Err(Plan::Read {
+                geometry,
+                append: Some(_),
+            }) => assert_eq!(geometry.history_size, 140),
+            other => panic!("{other:?}"),
+        }
+        // Again: the whole history.
+        assert!(matches!(
+            outcome(140, 150, Some(append.clone()), false, b"rows"),
+            Err(Plan::Read { append: None, .. })
+        ));
+        // Rows dropped or cleared: the anchor is not where it should be.
+        assert!(matches!(
+            outcome(130, 130, Some(append), true, b"other rows"),
+            Err(Plan::Read { append: None, .. })
+        ));
+    }
+
+    #[test]
+    fn a_whole_history_read_records_the_size_the_capture_saw() {
+        let (prefix, mark) = outcome(500, 520, None, true, b"").expect("read");
+        assert!(prefix.is_empty());
+        assert_eq!((mark.rows, mark.anchor_rows), (520, 20));
+        // No history was asked for, but by then there was one.
+        assert!(outcome(0, 3, None, true, b"").is_err());
+        // Fewer rows than the anchor asked for (cleared in between).
+        assert!(outcome(500, 5, None, true, b"").is_err());
+        assert!(outcome(0, 0, None, true, b"").is_ok());
     }
 
     #[test]
