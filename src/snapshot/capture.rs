@@ -144,7 +144,7 @@ const ANCHOR_ROWS: u64 = 20;
 #[derive(Clone, Debug)]
 enum Plan {
     /// Unchanged since the previous snapshot: its contents, no capture.
-    Keep(PaneContents),
+    Keep(Box<PaneContents>),
     /// History and screen, captured apart so that the next snapshot can append; with
     /// `append`, only the history rows added since the previous snapshot.
     Read {
@@ -358,7 +358,7 @@ pub fn capture_reusing(
             let result = match plan {
                 Plan::Keep(kept) => {
                     stats.kept += 1;
-                    Ok(kept)
+                    Ok(*kept)
                 }
                 Plan::Whole => {
                     let whole = read(i, Part::Whole).unwrap_or_default();
@@ -499,7 +499,7 @@ fn plan(
         && stored(&prev.scrollback)
         && stored(&prev.alternate)
     {
-        return Plan::Keep(prev.clone());
+        return Plan::Keep(Box::new(prev.clone()));
     }
     let appendable = previous.and_then(|prev| {
         let mark = prev.history_mark.as_ref()?;
