@@ -9,7 +9,9 @@
 //!
 //! Knobs (environment): `ORCH_BENCH_KILLS` (100), `ORCH_BENCH_IDLE_SECS` (60),
 //! `ORCH_BENCH_SETTLE_SECS` (5), `ORCH_BENCH_IDLE_AGENTS` ("9,50,200"; "" skips),
-//! `ORCH_BENCH_KILL_AGENTS` (9; agents in the kill test, killed in turn).
+//! `ORCH_BENCH_KILL_AGENTS` (9; agents in the kill test, killed in turn),
+//! `ORCH_BENCH_HISTORY_LINES` (0; lines each agent prints when it starts, so the snapshot
+//! taken at every exit has long histories to deal with).
 
 mod support;
 
@@ -258,9 +260,15 @@ fn layout(agents: usize, restart: bool) -> String {
         );
     }
     yaml.push_str("agents:\n");
+    let lines = env_num("ORCH_BENCH_HISTORY_LINES", 0);
+    let print = if lines > 0 {
+        format!("seq 1 {lines}; ")
+    } else {
+        String::new()
+    };
     for i in 0..agents {
         yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'exec sleep 3600' }}\n"
+            "  - {{ name: a{i}, role: WORKER, command: '{print}exec sleep 3600' }}\n"
         ));
     }
     yaml
