@@ -86,7 +86,6 @@ pub fn hand_over(redact: &[String], file: &Path) -> Result<()> {
     };
     let stdin = std::io::stdin();
     let deadline = Instant::now() + HAND_OVER_WITHIN;
-    let mut started: Option<Instant> = None;
     loop {
         match handover::send(socket, stdin.as_fd(), &request) {
             Ok(()) => return Ok(()),
@@ -94,14 +93,7 @@ pub fn hand_over(redact: &[String], file: &Path) -> Result<()> {
                 "the transcript writer refused {}: {why}; check the folder's permissions and the layout's snapshot.redact patterns",
                 file.display()
             ),
-            // Started a moment ago: give it time to bind before starting another.
-            Err(Failed::NoWriter)
-                if !writer::alive(dir)
-                    && started.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) =>
-            {
-                writer::spawn(dir)?;
-                started = Some(Instant::now());
-            }
+            Err(Failed::NoWriter) => writer::start(dir)?,
             Err(_) => {}
         }
         if Instant::now() >= deadline {

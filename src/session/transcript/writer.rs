@@ -30,6 +30,8 @@ use crate::snapshot::redact::Redactor;
 
 pub const SOCKET: &str = ".writer.sock";
 pub const LOCK: &str = ".writer.lock";
+/// Held by whoever is starting a writer, so panes that start together start one.
+const START_LOCK: &str = ".writer-start.lock";
 /// How long a writer with nothing to write waits for a newcomer before exiting.
 pub const IDLE_EXIT: Duration = Duration::from_secs(5);
 /// A writer that cannot take the lock within this long leaves the work to its holder.
@@ -238,9 +240,24 @@ pub fn died(dir: &Path) -> bool {
     dir.join(SOCKET).exists() && !alive(dir)
 }
 
+/// Starts a writer for `dir` unless one holds the lock already; returns once the new one
+/// holds it (or after a second), so a pane starting at the same time finds it.
+pub fn start(dir: &Path) -> Result<()> {
+    let _starting = crate::state::lock_exclusive(&dir.join(START_LOCK))?;
+    if alive(dir) {
+        return Ok(());
+    }
+    spawn(dir)?;
+    let since = Instant::now();
+    while !alive(dir) && since.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// Starts a writer for `dir` that outlives the caller: its own process group (a signal
 /// to the pane's group does not reach it), no terminal, no inherited pipe.
-pub fn spawn(dir: &Path) -> Result<()> {
+fn spawn(dir: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("finding the orch binary")?;
     Command::new(exe)
         .arg("transcript-writer")
