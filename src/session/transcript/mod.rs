@@ -145,6 +145,39 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn live_agent_panes_without_a_pipe_are_piped_again_or_all_when_the_writer_died() {
+        let pane = |id: &str, session: &str, agent: Option<&str>, dead: bool, pipe: bool| Pane {
+            session: session.into(),
+            window_id: "@1".into(),
+            window_name: "w".into(),
+            id: id.into(),
+            pid: Some(1),
+            dead,
+            dead_status: None,
+            dead_signal: None,
+            in_mode: false,
+            pipe,
+            agent: agent.map(Into::into),
+            role: None,
+            current_path: "/".into(),
+        };
+        let panes = [
+            pane("%1", "s", Some("a"), false, true),
+            pane("%2", "s", Some("b"), false, false),
+            pane("%3", "s", Some("c"), true, false),
+            pane("%4", "s", None, false, false),
+            pane("%5", "other", Some("a"), false, false),
+        ];
+        let ids = |died| -> Vec<&str> {
+            panes_to_repipe(&panes, "s", died)
+                .map(|p| p.id.as_str())
+                .collect()
+        };
+        assert_eq!(ids(false), ["%2"]);
+        assert_eq!(ids(true), ["%1", "%2"]);
+    }
+
+    #[test]
     fn created_private_and_rotated_when_big() {
         let tmp = tempfile::tempdir().expect("tmp");
         let state = StateDir::resolve(Some(tmp.path().to_owned())).expect("state");

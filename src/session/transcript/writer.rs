@@ -271,3 +271,21 @@ fn spawn(dir: &Path) -> Result<()> {
         .context("starting the transcript writer")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_left_without_its_lock_holder_is_a_dead_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert!(!alive(dir.path()) && !died(dir.path()), "never started");
+        let lock = take_lock(dir.path()).expect("lock").expect("free");
+        assert!(alive(dir.path()));
+        assert!(take_lock(dir.path()).expect("lock").is_none(), "one writer");
+        fs::write(dir.path().join(SOCKET), b"").expect("socket stand-in");
+        assert!(!died(dir.path()), "running");
+        drop(lock);
+        assert!(died(dir.path()), "gone, socket left");
+    }
+}
