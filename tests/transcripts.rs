@@ -197,6 +197,18 @@ fn a_killed_writer_is_replaced_and_panes_are_piped_again() {
         },
     );
     assert!(started.elapsed() < Duration::from_secs(20));
+    wait_for(
+        "the re-attach in the session log",
+        Duration::from_secs(5),
+        || {
+            let logs = std::fs::read_dir(env.state.path().join("tw")).ok()?;
+            logs.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("orch."))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .any(|t| t.contains("transcripts re-attached"))
+                .then_some(())
+        },
+    );
     drop(sup);
     writer_exits_with_the_server(&env);
 }
