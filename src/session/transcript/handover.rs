@@ -113,10 +113,13 @@ pub fn send(socket: &Path, pipe: BorrowedFd<'_>, request: &Request) -> Result<()
 }
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+const REQUEST_WITHIN: Duration = Duration::from_secs(1);
 
 /// Reads one request and its pipe from a connection just accepted.
 pub fn receive(conn: BorrowedFd<'_>) -> Result<(Request, OwnedFd), String> {
-    let _ = sockopt::set_socket_timeout(conn, sockopt::Timeout::Recv, Some(ANSWER_WITHIN));
+    // The asker sends as soon as it is connected; one that does not must not stall every
+    // other pane's output for long.
+    let _ = sockopt::set_socket_timeout(conn, sockopt::Timeout::Recv, Some(REQUEST_WITHIN));
     let mut body = vec![0u8; MAX_REQUEST];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

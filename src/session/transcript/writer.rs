@@ -69,6 +69,11 @@ pub fn run(dir: &Path) -> Result<()> {
     fs::set_permissions(socket, fs::Permissions::from_mode(0o600))?;
     rustix::net::listen(&listener, 128)?;
     tracing::info!(dir = %dir.display(), "transcript writer started");
+    // Two fds per pane (its pipe, its file): the usual soft limit of 1,024 would stop at
+    // about 500 agents.
+    let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, limit);
 
     let result = serve(&listener);
     // Socket first, lock second: a newcomer that finds the lock free never finds a socket
@@ -116,17 +121,34 @@ fn serve(listener: &OwnedFd) -> Result<()> {
         for ev in &events {
             let token = ev.data.u64();
             if token == LISTENER {
-                while let Ok(conn) = rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+                loop {
+                    let conn = match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+                        Ok(conn) => conn,
+                        Err(rustix::io::Errno::AGAIN) => break,
+                        Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {
+                            continue;
+                        }
+                        Err(e) => {
+                            // Out of fds, say: the newcomer waits in the backlog; do not
+                            // spin on a listener that stays readable.
+                            tracing::warn!(error = %e, "could not accept a transcript handover");
+                            std::thread::sleep(Duration::from_millis(100));
+                            break;
+                        }
+                    };
                     idle_since = Instant::now();
                     let Some(pipe) = take_over(&conn, &mut redactors) else {
                         continue;
                     };
-                    epoll::add(
+                    if let Err(e) = epoll::add(
                         &epoll,
                         &pipe.fd,
                         epoll::EventData::new_u64(next),
                         epoll::EventFlags::IN,
-                    )?;
+                    ) {
+                        handover::answer(&conn, format!("watching the pipe: {e}").as_bytes());
+                        continue;
+                    }
                     pipes.insert(next, pipe);
                     next += 1;
                     // Only now that the pipe is watched: the asker exits on this answer.
@@ -146,9 +168,11 @@ fn serve(listener: &OwnedFd) -> Result<()> {
                 // The pane's pipe closed (pane gone, re-piped, or tmux exited).
                 _ => {
                     if let Some(mut pipe) = pipes.remove(&token) {
+                        // Explicitly: the pipe child may still hold its copy of the fd for
+                        // an instant, which would keep the closed pipe in the set.
+                        let _ = epoll::delete(&epoll, &pipe.fd);
                         let out = pipe.lines.finish(&pipe.redactor);
                         append(&mut pipe.file, &out);
-                        // Dropping the fd also takes it out of the epoll set.
                     }
                     if pipes.is_empty() {
                         idle_since = Instant::now();
