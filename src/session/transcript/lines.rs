@@ -21,16 +21,17 @@ pub struct Lines {
 impl Lines {
     /// Takes the next bytes the pane printed; returns what is ready to append (redacted).
     pub fn feed(&mut self, bytes: &[u8], redactor: &Redactor) -> Vec<u8> {
-        self.partial.extend_from_slice(bytes);
+        let mut pending = std::mem::take(&mut self.partial);
+        pending.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some(end) = self.partial[start..].iter().position(|&b| b == b'\n') {
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
             let end = start + end + 1;
-            let line = self.partial[start..end].to_vec();
-            self.line(&line, redactor, &mut out);
+            self.line(&pending[start..end], redactor, &mut out);
             start = end;
         }
-        self.partial.drain(..start);
+        pending.drain(..start);
+        self.partial = pending;
         if self.partial.len() >= MAX_PARTIAL {
             let line = std::mem::take(&mut self.partial);
             self.line(&line, redactor, &mut out);
