@@ -108,10 +108,13 @@ fn nine_agents_share_one_writer_and_it_leaves_with_the_server() {
 fn concurrent_panes_keep_their_own_lines_in_order() {
     const N: usize = 3000;
     let env = TestEnv::new();
+    let count = format!(
+        "i=0; while [ $i -lt {N} ]; do i=$((i+1)); echo \"$ORCH_AGENT $i\"; done; exec sleep 600"
+    );
     env.write(
         "orch.yaml",
         &format!(
-            "session: tw\nagents:\n  - {{ name: left, role: R, command: 'i=0; while [ $i -lt {N} ]; do i=$((i+1)); echo \"$ORCH_AGENT $i\"; done; exec sleep 600' }}\n  - {{ name: right, role: R, command: 'i=0; while [ $i -lt {N} ]; do i=$((i+1)); echo \"$ORCH_AGENT $i\"; done; exec sleep 600' }}\n"
+            "session: tw\nagents:\n  - {{ name: left, role: R, command: '{count}' }}\n  - {{ name: right, role: R, command: '{count}' }}\n"
         ),
     );
     env.orch_ok(&["layout", "up"]);
@@ -138,7 +141,11 @@ fn a_killed_writer_is_replaced_and_panes_are_piped_again() {
     let env = TestEnv::new();
     env.write(
         "orch.yaml",
-        "session: tw\nagents:\n  - { name: talky, role: R, command: 'while true; do echo \"tick $(date +%s%N)\"; sleep 0.2; done' }\n  - { name: quiet, role: R, command: 'read line; echo \"got $line\"; exec sleep 600' }\n",
+        concat!(
+            "session: tw\nagents:\n",
+            "  - { name: talky, role: R, command: 'while true; do echo \"tick $(date +%s%N)\"; sleep 0.2; done' }\n",
+            "  - { name: quiet, role: R, command: 'read line; echo \"got $line\"; exec sleep 600' }\n",
+        ),
     );
     let mut sup = Supervisor::start(&env);
     sup.expect("agent_started", Some("talky"), Duration::from_secs(15));

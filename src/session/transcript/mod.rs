@@ -55,7 +55,8 @@ pub fn prepare_transcript(state: &StateDir, session: &str, agent: &str) -> Resul
 }
 
 /// The command `pipe-pane` runs to hand a pane's output to the transcript writer, which
-/// redacts it; the file is appended as its last argument. `None` when orch cannot name its own binary.
+/// redacts it; the file is appended as its last argument. `None` when orch cannot name its
+/// own binary.
 pub fn filter_command(redact: &[String]) -> Option<String> {
     let exe = std::env::current_exe().ok()?;
     // `exec`: no shell stays behind for every pane.
@@ -94,7 +95,8 @@ pub fn hand_over(redact: &[String], file: &Path) -> Result<()> {
                 file.display()
             ),
             Err(Failed::NoWriter) => writer::start(dir)?,
-            Err(_) => {}
+            // The writer was exiting (idle) as we arrived: the next one will take it.
+            Err(Failed::Lost) => {}
         }
         if Instant::now() >= deadline {
             bail!(
