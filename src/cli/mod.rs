@@ -13,7 +13,7 @@ mod status;
 mod supervise;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -105,13 +105,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Appends stdin to a transcript file with secrets redacted (run by tmux pipe-pane)
+    /// Hands stdin to the session's transcript writer, which appends it to FILE with
+    /// secrets redacted (run by tmux pipe-pane)
     #[command(hide = true)]
     Transcript {
         #[arg(long)]
         redact: Vec<String>,
         file: PathBuf,
     },
+    /// Appends the output of every pane handed over to it to the transcripts in DIR
+    /// (started by `orch transcript`)
+    #[command(hide = true)]
+    TranscriptWriter { dir: PathBuf },
     /// Called by tmux hooks to reach the supervisor
     #[command(hide = true)]
     Hook {
@@ -161,7 +166,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore { id, no_handover } => restore::run(&ctx, id.as_deref(), no_handover),
         Command::Snapshot { command } => snapshot::run(&ctx, command),
         Command::Transcript { redact, file } => {
-            crate::session::transcript::run_filter(&redact, &file)?;
+            if let Err(e) = crate::session::transcript::hand_over(&redact, &file) {
+                // tmux throws away a pipe child's stderr: the session log is where it shows.
+                let session_dir = file.parent().and_then(Path::parent);
+                let _log = session_dir.and_then(crate::logging::init);
+                tracing::error!(file = %file.display(), "no transcript: {e:#}");
+                return Err(e);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TranscriptWriter { dir } => {
+            let _log = dir.parent().and_then(crate::logging::init);
+            crate::session::transcript::writer::run(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(args) => send::run(&ctx, args),

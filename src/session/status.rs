@@ -170,6 +170,7 @@ mod tests {
             dead_status: status,
             dead_signal: signal,
             in_mode: false,
+            pipe: true,
             agent: Some("a".into()),
             role: Some("BOSS".into()),
             current_path: String::new(),

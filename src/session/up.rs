@@ -258,6 +258,7 @@ mod tests {
             dead_status: None,
             dead_signal: None,
             in_mode: false,
+            pipe: true,
             agent: agent.map(Into::into),
             role: None,
             current_path: "/".into(),

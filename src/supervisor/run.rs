@@ -398,6 +398,7 @@ impl Shell {
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
     async fn reconcile(&mut self, startup: bool) -> Result<()> {
         let panes = self.tmux.list_panes().context("listing panes")?;
+        self.repipe_transcripts(&panes);
         let session = self.layout.session.to_string();
         let names: Vec<String> = self
             .core
@@ -457,6 +458,36 @@ impl Shell {
             }
         }
         self.feed(Msg::Tick).await
+    }
+
+    /// Pipes again the agent panes whose output stopped reaching their transcripts (the
+    /// transcript writer died), in one tmux call; the next `orch transcript` starts a new
+    /// writer. Only agents that have a transcript file: one that could not be made stays
+    /// without.
+    fn repipe_transcripts(&self, panes: &[Pane]) {
+        let session = self.layout.session.as_str();
+        let died = session::transcript::writer_died(&self.state, session);
+        let files: Vec<(&str, PathBuf)> =
+            session::transcript::panes_to_repipe(panes, session, died)
+                .filter_map(|p| {
+                    let agent = p.agent.as_deref()?;
+                    let file = session::transcript::transcript_path(&self.state, session, agent);
+                    file.exists().then_some((p.id.as_str(), file))
+                })
+                .collect();
+        if files.is_empty() {
+            return;
+        }
+        let pipes: Vec<(&str, &Path)> = files.iter().map(|(p, f)| (*p, f.as_path())).collect();
+        let filter = session::transcript::filter_command(&self.layout.snapshot.redact);
+        match self.tmux.pipe_transcripts(&pipes, filter.as_deref()) {
+            Ok(()) => tracing::warn!(
+                panes = pipes.len(),
+                writer_died = died,
+                "transcripts re-attached: their pipes had closed"
+            ),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not re-attach transcripts"),
+        }
     }
 
     /// Runs the core on `msg` and carries out its effects, and those of the messages the

@@ -687,6 +687,27 @@ impl Tmux {
         })
     }
 
+    /// Pipes each `(pane, transcript)` again, replacing any pipe the pane still has, in as
+    /// few tmux processes as the command size allows (one for any usual session).
+    pub fn pipe_transcripts(
+        &self,
+        pipes: &[(&str, &Path)],
+        filter: Option<&str>,
+    ) -> Result<(), TmuxError> {
+        let mut batch = Vec::new();
+        for (pane, file) in pipes {
+            let group = vec![pipe_command(pane, file, filter)];
+            if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                self.run(std::mem::take(&mut batch))?;
+            }
+            batch.extend(group);
+        }
+        if !batch.is_empty() {
+            self.run(batch)?;
+        }
+        Ok(())
+    }
+
     /// Types `text` into a pane as one paste, then presses Enter: [`Tmux::paste`], then
     /// [`Tmux::press_enter`] in a second tmux process, so the program has the whole paste
     /// before the key that submits it. Never sends Ctrl-C, which would throw away what the
@@ -1042,20 +1063,23 @@ fn split_pane<'a>(win: &str, spec: &PaneSpec<'a>, arrange: &str) -> Vec<TmuxComm
 
 /// `pipe-pane -O -t PANE 'cat >> FILE'`: appends what the pane prints to its transcript.
 fn pipe_transcript<'a>(pane: &str, spec: &PaneSpec<'_>) -> Option<TmuxCommand<'a>> {
-    let file = shell_quote(&spec.transcript.as_ref()?.to_string_lossy());
-    let command = match &spec.transcript_filter {
+    let file = spec.transcript.as_deref()?;
+    Some(pipe_command(pane, file, spec.transcript_filter.as_deref()))
+}
+
+fn pipe_command<'a>(pane: &str, file: &Path, filter: Option<&str>) -> TmuxCommand<'a> {
+    let file = shell_quote(&file.to_string_lossy());
+    let command = match filter {
         Some(filter) => format!("{filter} {file}"),
         None => format!("cat >> {file}"),
     };
     // tmux_interface names the flags after the pane's side: its `stdin()` emits `-O`
     // (what the pane writes goes to the command).
-    Some(
-        PipePane::new()
-            .stdin()
-            .target_pane(pane.to_owned())
-            .shell_command(command)
-            .build(),
-    )
+    PipePane::new()
+        .stdin()
+        .target_pane(pane.to_owned())
+        .shell_command(command)
+        .build()
 }
 
 /// Quotes `s` as one word for a POSIX shell.
