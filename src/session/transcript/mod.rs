@@ -6,8 +6,8 @@
 //! `orch transcript` ([`hand_over`]), which passes the pipe to the session's one
 //! transcript [`writer`] process and exits; the writer redacts secrets (built-in patterns
 //! and `snapshot.redact`) line by line ([`lines`]) before anything reaches the disk. A
-//! file over [`ROTATE_BYTES`] when its pane (re)starts becomes `<agent>.log.1`, replacing
-//! an older one. If the writer dies, the supervisor pipes the panes again
+//! file over [`ROTATE_BYTES`], when its pane (re)starts or as the writer appends past
+//! it, becomes `<agent>.log.1`, replacing an older one. If the writer dies, the supervisor pipes the panes again
 //! ([`panes_to_repipe`]).
 
 mod handover;
@@ -129,7 +129,7 @@ pub fn writer_died(state: &StateDir, session: &str) -> bool {
     writer::died(&state.root().join(session).join("transcripts"))
 }
 
-fn rotate_if_big(path: &Path, limit: u64) -> Result<()> {
+pub(super) fn rotate_if_big(path: &Path, limit: u64) -> Result<()> {
     let Ok(meta) = fs::metadata(path) else {
         return Ok(());
     };

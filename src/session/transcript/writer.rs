@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,9 +41,66 @@ const LISTENER: u64 = 0;
 /// One pane's pipe and where its output goes.
 struct Pipe {
     fd: OwnedFd,
-    file: File,
+    file: Transcript,
     lines: Lines,
     redactor: Rc<Redactor>,
+}
+
+/// An agent's transcript file, rotated when it grows past `limit` (an agent that runs for
+/// weeks never restarts, which is when `prepare_transcript` rotates).
+struct Transcript {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    limit: u64,
+}
+
+impl Transcript {
+    fn open(path: &Path, limit: u64) -> std::io::Result<Transcript> {
+        let file = open_append(path)?;
+        let len = file.metadata()?.len();
+        Ok(Transcript {
+            path: path.to_owned(),
+            file,
+            len,
+            limit,
+        })
+    }
+
+    /// Appends whole lines (what [`Lines`] hands out), then rotates if the file has grown
+    /// past its limit, so a rotated file ends where a line does.
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // A full disk loses transcript lines, never the pane: keep reading its pipe.
+        if let Err(e) = self.file.write_all(bytes) {
+            tracing::warn!(error = %e, "could not append to a transcript");
+            return;
+        }
+        self.len += bytes.len() as u64;
+        if self.len <= self.limit {
+            return;
+        }
+        let rotated = super::rotate_if_big(&self.path, self.limit)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|()| open_append(&self.path).map_err(|e| e.to_string()));
+        match rotated {
+            Ok(file) => {
+                self.file = file;
+                self.len = 0;
+            }
+            Err(why) => tracing::warn!(why, "could not rotate a transcript"),
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Runs the writer for the transcripts in `dir` until it has been idle for [`IDLE_EXIT`].
@@ -162,7 +219,7 @@ fn serve(listener: &OwnedFd) -> Result<()> {
             match rustix::io::read(&pipe.fd, &mut buf) {
                 Ok(n) if n > 0 => {
                     let out = pipe.lines.feed(&buf[..n], &pipe.redactor);
-                    append(&mut pipe.file, &out);
+                    pipe.file.append(&out);
                 }
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                 // The pane's pipe closed (pane gone, re-piped, or tmux exited).
@@ -172,7 +229,7 @@ fn serve(listener: &OwnedFd) -> Result<()> {
                         // an instant, which would keep the closed pipe in the set.
                         let _ = epoll::delete(&epoll, &pipe.fd);
                         let out = pipe.lines.finish(&pipe.redactor);
-                        append(&mut pipe.file, &out);
+                        pipe.file.append(&out);
                     }
                     if pipes.is_empty() {
                         idle_since = Instant::now();
@@ -188,11 +245,7 @@ fn take_over(conn: &OwnedFd, redactors: &mut HashMap<Vec<String>, Rc<Redactor>>)
     let result = (|| -> Result<Pipe, String> {
         let (request, fd) = handover::receive(conn.as_fd())?;
         rustix::io::ioctl_fionbio(&fd, true).map_err(|e| format!("setting up the pipe: {e}"))?;
-        let file = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&request.file)
+        let file = Transcript::open(&request.file, super::ROTATE_BYTES)
             .map_err(|e| format!("opening {}: {e}", request.file.display()))?;
         let redactor = match redactors.get(&request.redact) {
             Some(r) => r.clone(),
@@ -216,16 +269,6 @@ fn take_over(conn: &OwnedFd, redactors: &mut HashMap<Vec<String>, Rc<Redactor>>)
             handover::answer(conn, why.as_bytes());
             None
         }
-    }
-}
-
-fn append(file: &mut File, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    // A full disk loses transcript lines, never the pane: keep reading its pipe.
-    if let Err(e) = file.write_all(bytes) {
-        tracing::warn!(error = %e, "could not append to a transcript");
     }
 }
 
@@ -299,6 +342,26 @@ fn spawn(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transcript_over_its_limit_rotates_after_a_whole_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"old\n").expect("write");
+        let mut t = Transcript::open(&path, 10).expect("open");
+        t.append(b"12345\n");
+        assert_eq!(std::fs::read(&path).expect("read"), b"old\n12345\n");
+        t.append(b"next line\n");
+        let rotated = dir.path().join("a.log.1");
+        assert_eq!(
+            std::fs::read(&rotated).expect("rotated"),
+            b"old\n12345\nnext line\n"
+        );
+        t.append(b"after\n");
+        assert_eq!(std::fs::read(&path).expect("read"), b"after\n");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn a_socket_left_without_its_lock_holder_is_a_dead_writer() {
