@@ -292,122 +292,16 @@ pub fn capture_reusing(
     }
 
     let blobs_dir = snapshots.join(super::store::BLOBS_DIR);
-    let mut plans: Vec<(usize, Plan)> = agents
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (.., pane))| {
-            let pane = (*pane)?;
-            Some((i, plan(pane, &view, window.server_pid, reuse, &blobs_dir)))
-        })
-        .collect();
-    let mut contents: Vec<PaneContents> = vec![PaneContents::default(); agents.len()];
-    let mut blobs: Vec<Blob> = Vec::new();
-    let mut stats = CaptureStats::default();
-    // A pane that printed between our look at it and its capture is planned again from
-    // what the capture saw (see `read_outcome`); after a third miss, one capture of
-    // everything.
-    for round in 0..4 {
-        if plans.is_empty() {
-            break;
-        }
-        let asked: Vec<(usize, Part, Rows)> = plans
-            .iter()
-            .flat_map(|(i, plan)| {
-                let alternate_on = agents[*i]
-                    .3
-                    .and_then(|p| view.pane(&p.id))
-                    .is_some_and(|g| g.alternate_on);
-                plan.parts(alternate_on)
-                    .into_iter()
-                    .map(move |(part, rows)| (*i, part, rows))
-            })
-            .collect();
-        let requests: Vec<PaneCapture<'_>> = asked
-            .iter()
-            .filter_map(|(i, _, rows)| {
-                agents[*i].3.map(|p| PaneCapture {
-                    pane: p.id.as_str(),
-                    rows: *rows,
-                })
-            })
-            .collect();
-        let PaneCaptures { at, parts } = if requests.is_empty() {
-            PaneCaptures::default()
-        } else {
-            tmux.capture_panes(&requests)
-                .context("capturing the panes")?
-        };
-        let read = |i: usize, part: Part| -> Option<Vec<u8>> {
-            asked
-                .iter()
-                .zip(&parts)
-                .find(|((j, p, _), _)| *j == i && *p == part)
-                .map(|(_, bytes)| bytes.clone())
-        };
-        let mut again = Vec::new();
-        for (i, plan) in std::mem::take(&mut plans) {
-            let Some(pane) = agents[i].3 else { continue };
-            let seen = at.iter().find(|a| a.pane == pane.id);
-            let appending = matches!(
-                plan,
-                Plan::Read {
-                    append: Some(_),
-                    ..
-                }
-            );
-            let result = match plan {
-                Plan::Keep(kept) => {
-                    stats.kept += 1;
-                    Ok(*kept)
-                }
-                Plan::Whole => {
-                    let whole = read(i, Part::Whole).unwrap_or_default();
-                    Ok(PaneContents {
-                        scrollback: Some(keep_blob(&mut blobs, redactor.redact_bytes(&whole))),
-                        ..PaneContents::default()
-                    })
-                }
-                Plan::Read { geometry, append } => match seen {
-                    None => Err(Plan::Read {
-                        geometry,
-                        append: None,
-                    }),
-                    Some(seen) => read_outcome(&ReadOutcome {
-                        geometry,
-                        append,
-                        seen,
-                        server_pid: window.server_pid,
-                        first_try: round == 0,
-                        old_anchor: read(i, Part::OldAnchor),
-                    })
-                    .map(|(prefix, mark)| {
-                        stats.appended += usize::from(appending);
-                        assembled(
-                            &mut blobs,
-                            &redactor,
-                            prefix,
-                            mark,
-                            read(i, Part::History).unwrap_or_default(),
-                            read(i, Part::Screen).unwrap_or_default(),
-                            read(i, Part::Anchor).unwrap_or_default(),
-                        )
-                    }),
-                },
-            };
-            match result {
-                Ok(mut c) => {
-                    // `-a -q` gives nothing when the program has left the alternate screen.
-                    if let Some(alt) = read(i, Part::Alternate).filter(|a| a != b"\n") {
-                        c.alternate = Some(keep_blob(&mut blobs, redactor.redact_bytes(&alt)));
-                    }
-                    contents[i] = c;
-                }
-                Err(retry) if round < 2 => again.push((i, retry)),
-                Err(_) => again.push((i, Plan::Whole)),
-            }
-        }
-        plans = again;
-    }
+    let agent_panes: Vec<Option<&crate::tmux::Pane>> = agents.iter().map(|a| a.3).collect();
+    let (contents, blobs, stats) = read_panes(
+        tmux,
+        &view,
+        window.server_pid,
+        &agent_panes,
+        reuse,
+        &blobs_dir,
+        &redactor,
+    )?;
 
     let agents = agents
         .into_iter()
@@ -476,6 +370,132 @@ pub fn capture_reusing(
         redactor,
         stats,
     })
+}
+
+/// Reads the contents of each pane in `panes` (by agent; `None`: no pane), building on
+/// `reuse`: the contents, the blobs they need, and how they were read.
+fn read_panes(
+    tmux: &Tmux,
+    view: &SessionView,
+    server_pid: u32,
+    panes: &[Option<&crate::tmux::Pane>],
+    reuse: &Reuse,
+    blobs_dir: &Path,
+    redactor: &Redactor,
+) -> Result<(Vec<PaneContents>, Vec<Blob>, CaptureStats)> {
+    let mut plans: Vec<(usize, Plan)> = panes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, pane)| Some((i, plan((*pane)?, view, server_pid, reuse, blobs_dir))))
+        .collect();
+    let mut contents: Vec<PaneContents> = vec![PaneContents::default(); panes.len()];
+    let mut blobs: Vec<Blob> = Vec::new();
+    let mut stats = CaptureStats::default();
+    // A pane that printed between our look at it and its capture is planned again from
+    // what the capture saw (see `read_outcome`); after a third miss, one capture of
+    // everything.
+    for round in 0..4 {
+        if plans.is_empty() {
+            break;
+        }
+        let asked: Vec<(usize, Part, Rows)> = plans
+            .iter()
+            .flat_map(|(i, plan)| {
+                let alternate_on = panes[*i]
+                    .and_then(|p| view.pane(&p.id))
+                    .is_some_and(|g| g.alternate_on);
+                plan.parts(alternate_on)
+                    .into_iter()
+                    .map(move |(part, rows)| (*i, part, rows))
+            })
+            .collect();
+        let requests: Vec<PaneCapture<'_>> = asked
+            .iter()
+            .filter_map(|(i, _, rows)| {
+                panes[*i].map(|p| PaneCapture {
+                    pane: p.id.as_str(),
+                    rows: *rows,
+                })
+            })
+            .collect();
+        let PaneCaptures { at, parts } = if requests.is_empty() {
+            PaneCaptures::default()
+        } else {
+            tmux.capture_panes(&requests)
+                .context("capturing the panes")?
+        };
+        let read = |i: usize, part: Part| -> Option<Vec<u8>> {
+            asked
+                .iter()
+                .zip(&parts)
+                .find(|((j, p, _), _)| *j == i && *p == part)
+                .map(|(_, bytes)| bytes.clone())
+        };
+        let mut again = Vec::new();
+        for (i, plan) in std::mem::take(&mut plans) {
+            let Some(pane) = panes[i] else { continue };
+            let seen = at.iter().find(|a| a.pane == pane.id);
+            let appending = matches!(
+                plan,
+                Plan::Read {
+                    append: Some(_),
+                    ..
+                }
+            );
+            let result = match plan {
+                Plan::Keep(kept) => {
+                    stats.kept += 1;
+                    Ok(*kept)
+                }
+                Plan::Whole => {
+                    let whole = read(i, Part::Whole).unwrap_or_default();
+                    Ok(PaneContents {
+                        scrollback: Some(keep_blob(&mut blobs, redactor.redact_bytes(&whole))),
+                        ..PaneContents::default()
+                    })
+                }
+                Plan::Read { geometry, append } => match seen {
+                    None => Err(Plan::Read {
+                        geometry,
+                        append: None,
+                    }),
+                    Some(seen) => read_outcome(&ReadOutcome {
+                        geometry,
+                        append,
+                        seen,
+                        server_pid,
+                        first_try: round == 0,
+                        old_anchor: read(i, Part::OldAnchor),
+                    })
+                    .map(|(prefix, mark)| {
+                        stats.appended += usize::from(appending);
+                        assembled(
+                            &mut blobs,
+                            redactor,
+                            prefix,
+                            mark,
+                            read(i, Part::History).unwrap_or_default(),
+                            read(i, Part::Screen).unwrap_or_default(),
+                            read(i, Part::Anchor).unwrap_or_default(),
+                        )
+                    }),
+                },
+            };
+            match result {
+                Ok(mut c) => {
+                    // `-a -q` gives nothing when the program has left the alternate screen.
+                    if let Some(alt) = read(i, Part::Alternate).filter(|a| a != b"\n") {
+                        c.alternate = Some(keep_blob(&mut blobs, redactor.redact_bytes(&alt)));
+                    }
+                    contents[i] = c;
+                }
+                Err(retry) if round < 2 => again.push((i, retry)),
+                Err(_) => again.push((i, Plan::Whole)),
+            }
+        }
+        plans = again;
+    }
+    Ok((contents, blobs, stats))
 }
 
 /// How to read `pane` given what the previous snapshot holds of it.
