@@ -124,9 +124,13 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let snap = load(state, req.from_session, &req.which)?;
     let session = req.as_session.unwrap_or(&snap.session).to_owned();
 
-    tmux.wait_server_settled(SERVER_SETTLE)
+    let server_up = tmux
+        .wait_server_settled(SERVER_SETTLE)
         .context("waiting for the tmux server to settle")?;
-    if tmux.has_session(&session)? {
+    tracing::debug!(elapsed = ?started.elapsed(), server_up, "snapshot loaded, server settled");
+    // No server (the usual case after a crash): no session to collide with, and one tmux
+    // round trip saved.
+    if server_up && tmux.has_session(&session)? {
         return Err(BadInput(format!(
             "session {session} is already running on tmux socket {}; restore under another name with --session NAME, or stop it first with `orch layout down`",
             tmux.socket_name()
@@ -150,6 +154,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     for agent in &agents {
         plans.push(plan_agent(&snap, agent, &blobs, &replay_dir, state)?);
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "replay files written");
     // The layout's own secret patterns keep applying to what the restored panes print.
     let redact: Vec<String> =
         serde_json::from_value(snap.layout["snapshot"]["redact"].clone()).unwrap_or_default();
@@ -205,6 +210,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
     }
     let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
+    tracing::debug!(elapsed = ?started.elapsed(), "panes running");
     let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
 
     // Messages that were waiting wait again, in the restored session's queues.
