@@ -73,6 +73,11 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    out!(
+        "waiting up to {} for {} agent(s) to look ready for their handover (interrupting leaves them queued)",
+        humantime::format_duration(READY_TIMEOUT),
+        report.handovers.len()
+    )?;
     let started = std::time::Instant::now();
     let outcomes = handover::deliver(
         &tmux,
