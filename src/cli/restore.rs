@@ -35,6 +35,7 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
         .ok()
         .and_then(|()| crate::logging::init(&state.root().join(&from_session)));
     let tmux = ctx.tmux();
+    let began = std::time::Instant::now();
     let report = restore::restore(
         &tmux,
         &state,
@@ -85,6 +86,7 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
         &report.session,
         &report.handovers,
         READY_TIMEOUT,
+        began,
     )?;
     let mut delivered = 0;
     for (h, outcome) in report.handovers.iter().zip(&outcomes) {
@@ -92,9 +94,9 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
             Outcome::Delivered { after } => {
                 delivered += 1;
                 out!(
-                    "{}: handover delivered ({} ms after restore)",
+                    "{}: handover delivered, {} ms after the restore began",
                     h.agent,
-                    (report.duration + *after).as_millis()
+                    after.as_millis()
                 )?;
             }
             Outcome::Queued(why) => out!(

@@ -52,19 +52,34 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
-    /// The guard for a pane replaying `replay` (the file it `cat`s).
+    /// The guard for a pane replaying `replay` (the file it `cat`s). Reads only the end
+    /// of the file: a few lines are compared, and a replay can be megabytes.
     pub fn new(replay: &Path, done: PathBuf) -> ReplayGuard {
-        let bytes = std::fs::read(replay).unwrap_or_default();
+        let bytes = read_end(replay, TAIL_BYTES).unwrap_or_default();
         let mut tail = screen_lines(&String::from_utf8_lossy(&bytes));
         tail.drain(..tail.len().saturating_sub(COMPARED_LINES));
         ReplayGuard { done, tail }
     }
 }
 
+/// How much of the end of a replay file is read for its last lines.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// The last `n` bytes of a file (all of a shorter one).
+fn read_end(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// What became of one agent's handover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Pasted and confirmed on the agent's screen.
+    /// Pasted and confirmed on the agent's screen, this long after the restore began.
     Delivered { after: Duration },
     /// Still in the agent's queue, and why.
     Queued(String),
@@ -157,13 +172,15 @@ fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 }
 
 /// Delivers each handover once its agent looks ready, all agents at once, for at most
-/// `timeout`. Returns one outcome per handover, in order.
+/// `timeout`. Returns one outcome per handover, in order; delivery times count from
+/// `since` (the start of the restore).
 pub fn deliver(
     tmux: &Tmux,
     session_dir: &Path,
     session: &str,
     handovers: &[Handover],
     timeout: Duration,
+    since: Instant,
 ) -> Result<Vec<Outcome>> {
     let started = Instant::now();
     let queue = Queue::new(session_dir);
@@ -171,6 +188,14 @@ pub fn deliver(
     let mut outcomes: Vec<Option<Outcome>> = vec![None; handovers.len()];
     let mut replay: Vec<Replay> = vec![Replay::Running; handovers.len()];
     loop {
+        for (h, outcome) in handovers.iter().zip(&mut outcomes) {
+            // Delivered by someone else meanwhile (a supervisor started, `orch send`).
+            if outcome.is_none() && !queue.contains(&h.message) {
+                *outcome = Some(Outcome::Delivered {
+                    after: since.elapsed(),
+                });
+            }
+        }
         let open: Vec<usize> = (0..handovers.len())
             .filter(|&i| outcomes[i].is_none())
             .collect();
@@ -218,8 +243,13 @@ pub fn deliver(
             })
             .map(|(_, i)| *i)
             .collect();
-        if !ready_now.is_empty() {
-            let listed = tmux.list_panes()?;
+        // Not listed this round (tmux busy or failing): the next round looks again.
+        let listed = if ready_now.is_empty() {
+            None
+        } else {
+            tmux.list_panes().ok()
+        };
+        if let Some(listed) = listed {
             for i in ready_now {
                 let h = &handovers[i];
                 let pane = pane_of(&listed, session, &h.agent);
@@ -234,7 +264,7 @@ pub fn deliver(
                 if screens.is_none() {
                     continue; // alive, but its screen was not read this round
                 }
-                let d = drain_agent(
+                let d = match drain_agent(
                     tmux,
                     &queue,
                     &mut rec,
@@ -242,19 +272,27 @@ pub fn deliver(
                     &h.agent,
                     true,
                     Options::default(),
-                )?;
+                ) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        outcomes[i] = Some(Outcome::Queued(format!("{e:#}")));
+                        continue;
+                    }
+                };
                 if let Some((m, reason)) = &d.failed
                     && m.id == h.message.id
                 {
                     outcomes[i] = Some(Outcome::Failed(reason.clone()));
                 } else if !queue.contains(&h.message) {
                     outcomes[i] = Some(Outcome::Delivered {
-                        after: started.elapsed(),
+                        after: since.elapsed(),
                     });
                 }
             }
         }
-        std::thread::sleep(POLL);
+        if outcomes.iter().any(Option::is_none) {
+            std::thread::sleep(POLL);
+        }
     }
     Ok(outcomes
         .into_iter()

@@ -68,7 +68,7 @@ pub struct RestoreReport {
     pub session: String,
     /// `(agent, new pane id)`, in window order.
     pub panes: Vec<(String, String)>,
-    /// From the start of `restore` until every pane was running and its messages queued.
+    /// From the start of `restore` until every pane was running (its history replaying).
     pub duration: Duration,
     /// Agents not restored or not told, and why.
     pub notes: Vec<String>,
@@ -210,7 +210,9 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
     }
     let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
-    tracing::debug!(elapsed = ?started.elapsed(), "panes running");
+    // What restore reports: the time until every pane runs. Queueing below syncs files.
+    let duration = started.elapsed();
+    tracing::debug!(?duration, "panes running");
     let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
 
     // Messages that were waiting wait again, in the restored session's queues.
@@ -257,7 +259,6 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
             }
         }
     }
-    let duration = started.elapsed();
     tracing::info!(session, snapshot = snap.id, ?duration, "restored");
     Ok(RestoreReport {
         snapshot_id: snap.id.clone(),
