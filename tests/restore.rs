@@ -597,3 +597,64 @@ fn a_running_supervisor_delivers_the_handover() {
     });
     assert_eq!(text, want);
 }
+
+#[test]
+fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout() {
+    use orch::messaging::queue::{Delivery, Priority, Queue};
+    use orch::snapshot::handover::{Handover, Outcome, deliver};
+    let env = TestEnv::new();
+    env.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "slow",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "exec sleep 600",
+    ]);
+    let pane = env.tmux(&["display-message", "-p", "-t", "=slow:", "#{pane_id}"]);
+    let pane = pane.trim().to_owned();
+    env.tmux(&["set-option", "-p", "-t", &pane, "@orch_agent", "a"]);
+    let dir = env.state.path().join("slow");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let queue = Queue::new(&dir);
+    let how = Delivery {
+        enter: true,
+        when_ready: true,
+    };
+    let message = queue
+        .push_first("orch", "a", Priority::High, "handover", how)
+        .expect("queue");
+    let handover = Handover {
+        agent: "a".into(),
+        pane,
+        message: message.clone(),
+        profile: orch::monitor::activity::ActivityProfile::for_profile(
+            orch::layout::Profile::Shell,
+        ),
+        replay: None,
+    };
+    let tmux = orch::tmux::Tmux::new(Some(env.socket.clone()));
+    let started = Instant::now();
+    let outcomes = deliver(
+        &tmux,
+        &dir,
+        "slow",
+        &[handover],
+        Duration::from_secs(1),
+        started,
+    )
+    .expect("deliver");
+    let took = started.elapsed();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Queued(_)]),
+        "{outcomes:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        queue.contains(&message),
+        "still queued for the supervisor or `orch send`"
+    );
+}
