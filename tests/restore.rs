@@ -429,6 +429,12 @@ fn handover_text_arrives_byte_exact_without_escapes() {
             .filter(|t| t.len() >= want.len())
     });
     assert_eq!(text, want);
+    let p = env.pane_of("solo", "a");
+    let screen = env.tmux(&["capture-pane", "-p", "-J", "-t", &p.id]);
+    assert!(
+        screen.contains("ready> [orch] This session"),
+        "the handover came after the prompt:\n{screen}"
+    );
 }
 
 #[test]
@@ -556,13 +562,14 @@ fn a_running_supervisor_delivers_the_handover() {
     let got = env.path().join("got.txt");
     let command = format!("sleep 1; printf 'ready> '; exec cat > '{}'", got.display());
     // The restore's own state dir is the test env's, which the supervisor uses too. The
-    // saved history does not look like a prompt (the supervisor reads screens as they are).
+    // saved history ends with the old agent's prompt, which the supervisor must not take
+    // for the new one's.
     let snap = one_agent_with(
         &env,
         env.state.path(),
         &command,
         Some("port the lexer"),
-        b"working on it\n",
+        b"working on it\nold session $ \n",
         ", restart: { policy: never }",
     );
     env.orch_ok(&["layout", "up"]);
@@ -583,6 +590,10 @@ fn a_running_supervisor_delivers_the_handover() {
     assert_eq!(pending[0]["from"], "orch");
     assert_eq!(pending[0]["priority"], "high");
     assert_eq!(pending[0]["when_ready"], true);
+    assert!(
+        pending[0]["after_replay"]["done"].is_string(),
+        "{pending:?}"
+    );
 
     sup.expect("message_delivered", Some("a"), Duration::from_secs(20));
     let transcript = env.state.path().join("solo/transcripts/a.log");
@@ -625,7 +636,7 @@ fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout()
         when_ready: true,
     };
     let message = queue
-        .push_first("orch", "a", Priority::High, "handover", how)
+        .push_first("orch", "a", Priority::High, "handover", how, None)
         .expect("queue");
     let handover = Handover {
         agent: "a".into(),
@@ -634,7 +645,6 @@ fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout()
         profile: orch::monitor::activity::ActivityProfile::for_profile(
             orch::layout::Profile::Shell,
         ),
-        replay: None,
     };
     let tmux = orch::tmux::Tmux::new(Some(env.socket.clone()));
     let started = Instant::now();

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::replay::ReplayGuard;
 use crate::state::create_private_dir;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,6 +62,10 @@ pub struct Message {
     /// role instructions), or until [`READY_TIMEOUT`] has passed since queueing.
     #[serde(default)]
     pub when_ready: bool,
+    /// For a restored agent: the history its pane replays first, which must not pass for
+    /// the agent being ready (see [`super::replay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_replay: Option<ReplayGuard>,
 }
 
 /// How a queued message is delivered.
@@ -143,10 +148,15 @@ impl Queue {
 
     /// Queues a copy of `msg` (from a snapshot) for a restored agent, with its sender,
     /// priority and Enter, behind what is already queued. It waits until the agent looks
-    /// ready (`when_ready`) whatever it asked before: after a restore every agent is a CLI
-    /// that is just starting, which loses or garbles a paste. A message still queued under
+    /// ready (`when_ready`, and past `after_replay`) whatever it asked before: after a
+    /// restore every agent is a CLI that is just starting, which loses or garbles a paste.
+    /// A message still queued under
     /// the same name (the queue outlived the tmux server) is not queued twice.
-    pub fn requeue(&self, msg: &Message) -> Result<Option<Message>> {
+    pub fn requeue(
+        &self,
+        msg: &Message,
+        after_replay: Option<ReplayGuard>,
+    ) -> Result<Option<Message>> {
         if self.contains(msg) {
             return Ok(None);
         }
@@ -154,7 +164,8 @@ impl Queue {
             enter: msg.enter,
             when_ready: true,
         };
-        self.push_with(&msg.from, &msg.to, msg.priority, &msg.text, how)
+        let (from, to, text) = (&msg.from, &msg.to, &msg.text);
+        self.push_at(from, to, msg.priority, text, how, Place::Last, after_replay)
             .map(Some)
     }
 
@@ -167,12 +178,12 @@ impl Queue {
         text: &str,
         how: Delivery,
     ) -> Result<Message> {
-        self.push_at(from, to, priority, text, how, Place::Last)
+        self.push_at(from, to, priority, text, how, Place::Last, None)
     }
 
     /// [`Queue::push_with`], but ahead of every message already queued for `to` at the
     /// same priority (the handover after a restore, which the agent needs before older
-    /// work makes sense).
+    /// work makes sense), held while `after_replay` says the pane shows only its replay.
     pub fn push_first(
         &self,
         from: &str,
@@ -180,10 +191,12 @@ impl Queue {
         priority: Priority,
         text: &str,
         how: Delivery,
+        after_replay: Option<ReplayGuard>,
     ) -> Result<Message> {
-        self.push_at(from, to, priority, text, how, Place::First)
+        self.push_at(from, to, priority, text, how, Place::First, after_replay)
     }
 
+    #[allow(clippy::too_many_arguments)] // the private core of the three push methods
     fn push_at(
         &self,
         from: &str,
@@ -192,6 +205,7 @@ impl Queue {
         text: &str,
         how: Delivery,
         place: Place,
+        after_replay: Option<ReplayGuard>,
     ) -> Result<Message> {
         let Delivery { enter, when_ready } = how;
         let dir = self.agent_dir(to)?;
@@ -222,6 +236,7 @@ impl Queue {
                 seq,
                 enter,
                 when_ready,
+                after_replay: after_replay.clone(),
             };
             if write_new(&dir.join(msg.file_name()), &serde_json::to_vec(&msg)?)? {
                 return Ok(msg);
@@ -412,7 +427,7 @@ mod tests {
             enter: true,
             when_ready: true,
         };
-        q.push_first("orch", "w", Priority::High, "handover", how)
+        q.push_first("orch", "w", Priority::High, "handover", how, None)
             .expect("push first");
         let texts: Vec<String> = q
             .pending("w")
@@ -422,9 +437,12 @@ mod tests {
             .collect();
         assert_eq!(texts, ["handover", "old", "normal"]);
         // Still queued: not queued again. Gone: queued again, behind, waiting for ready.
-        assert_eq!(q.requeue(&old).expect("requeue"), None);
+        assert_eq!(q.requeue(&old, None).expect("requeue"), None);
         q.remove(&old).expect("remove");
-        let again = q.requeue(&old).expect("requeue").expect("queued again");
+        let again = q
+            .requeue(&old, None)
+            .expect("requeue")
+            .expect("queued again");
         assert!(again.when_ready && again.seq > old.seq);
         let texts: Vec<String> = q
             .pending("w")

@@ -218,12 +218,21 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     // Messages that were waiting wait again, in the restored session's queues.
     let session_dir = state.session_dir(&session)?;
     let queue = crate::messaging::queue::Queue::new(&session_dir);
-    for agent in &agents {
+    // What each pane's replay ends with, so no message takes it for the new agent's prompt.
+    let guards: Vec<Option<ReplayGuard>> = plans
+        .iter()
+        .map(|p| {
+            p.replay
+                .as_ref()
+                .map(|(file, done)| ReplayGuard::new(file, done.clone()))
+        })
+        .collect();
+    for (agent, guard) in agents.iter().zip(&guards) {
         for value in &agent.pending {
             let requeued =
                 serde_json::from_value::<crate::messaging::queue::Message>(value.clone())
                     .map_err(anyhow::Error::from)
-                    .and_then(|m| queue.requeue(&m));
+                    .and_then(|m| queue.requeue(&m, guard.clone()));
             if let Err(e) = requeued {
                 notes.push(format!(
                     "{}: a pending message could not be queued again: {e:#}",
@@ -235,22 +244,24 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let mut handovers = Vec::new();
     if req.handover {
         let mut rec = crate::messaging::drain::Recorder::open(&session_dir)?;
-        for (((agent, pane), spec), plan) in agents.iter().zip(&panes).zip(&specs).zip(&plans) {
+        let each = agents
+            .iter()
+            .zip(&panes)
+            .zip(&specs)
+            .zip(&plans)
+            .zip(&guards);
+        for ((((agent, pane), spec), plan), guard) in each {
             let text = crate::tmux::paste_safe(&handover_message(
                 &snap,
                 agent,
                 spec.transcript.as_deref(),
             ));
-            match queue_handover(&queue, &mut rec, &agent.name, &text) {
+            match queue_handover(&queue, &mut rec, &agent.name, &text, guard.clone()) {
                 Ok(message) => handovers.push(Handover {
                     agent: agent.name.clone(),
                     pane: pane.1.clone(),
                     message,
                     profile: plan.activity.clone(),
-                    replay: plan
-                        .replay
-                        .as_ref()
-                        .map(|(file, done)| ReplayGuard::new(file, done.clone())),
                 }),
                 Err(e) => notes.push(format!(
                     "{}: handover message not queued: {e:#}",
@@ -280,13 +291,14 @@ fn queue_handover(
     rec: &mut crate::messaging::drain::Recorder,
     agent: &str,
     text: &str,
+    after_replay: Option<ReplayGuard>,
 ) -> Result<crate::messaging::queue::Message> {
     use crate::messaging::queue::{Delivery, Priority};
     let how = Delivery {
         enter: true,
         when_ready: true,
     };
-    let msg = queue.push_first("orch", agent, Priority::High, text, how)?;
+    let msg = queue.push_first("orch", agent, Priority::High, text, how, after_replay)?;
     let mut f = serde_json::Map::new();
     f.insert("id".into(), msg.id.clone().into());
     f.insert("from".into(), "orch".into());
