@@ -330,14 +330,34 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
 
 /// A one-agent layout and a matching snapshot of it.
 fn one_agent(env: &TestEnv, state: &Path, command: &str, last_message: Option<&str>) -> Snapshot {
+    one_agent_with(
+        env,
+        state,
+        command,
+        last_message,
+        b"line one\nline two\n",
+        "",
+    )
+}
+
+/// [`one_agent`] with the saved history and more of the agent's layout entry (`extra`,
+/// e.g. `, restart: { policy: never }`).
+fn one_agent_with(
+    env: &TestEnv,
+    state: &Path,
+    command: &str,
+    last_message: Option<&str>,
+    history: &[u8],
+    extra: &str,
+) -> Snapshot {
     env.write(
         "orch.yaml",
         &format!(
-            "session: solo\nwindow: w\nagents:\n  - {{ name: a, role: R, command: {} }}\n",
+            "session: solo\nwindow: w\nagents:\n  - {{ name: a, role: R, command: {}{extra} }}\n",
             serde_json::to_string(command).expect("yaml string")
         ),
     );
-    let history = b"line one\nline two\n".to_vec();
+    let history = history.to_vec();
     let mut a = agent_snapshot("a", "R");
     a.pane = Some("%0".into());
     a.cwd = Some(env.path().to_string_lossy().into_owned());
@@ -392,7 +412,11 @@ fn handover_text_arrives_byte_exact_without_escapes() {
     let env = TestEnv::new();
     let state = awkward_state_dir(&env);
     let got = env.path().join("got it's.txt");
-    let command = format!("cat > '{}'", got.to_string_lossy().replace('\'', "'\\''"));
+    // The prompt tells restore the agent is ready for its handover.
+    let command = format!(
+        "printf 'ready> '; exec cat > '{}'",
+        got.to_string_lossy().replace('\'', "'\\''")
+    );
     let task = "finish the parser; then run `cargo test`\n\tcarefully\x1b[201~ and \x1b[31mred\x07";
     let snap = one_agent(&env, &state, &command, Some(task));
     orch_ok(&env, &state, &["restore", "latest"]);
@@ -407,6 +431,12 @@ fn handover_text_arrives_byte_exact_without_escapes() {
             .filter(|t| t.len() >= want.len())
     });
     assert_eq!(text, want);
+    let p = env.pane_of("solo", "a");
+    let screen = env.tmux(&["capture-pane", "-p", "-J", "-t", &p.id]);
+    assert!(
+        screen.contains("ready> [orch] This session"),
+        "the handover came after the prompt:\n{screen}"
+    );
 }
 
 #[test]
@@ -442,4 +472,201 @@ fn transcripts_keep_output_across_a_respawn() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{t}");
+}
+
+/// The `.json` messages waiting in `agent`'s queue.
+fn queued(state: &Path, session: &str, agent: &str) -> Vec<serde_json::Value> {
+    let dir = state.join(session).join("queue").join(agent);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            n.is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("message"))
+        .collect()
+}
+
+#[test]
+fn the_handover_waits_until_the_restarted_agent_shows_its_prompt() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    let got = env.path().join("got.txt");
+    // Silent for 1.5 s, then a prompt; what it is sent is echoed by the terminal after the
+    // prompt and written to got.txt. The saved history ends with the OLD agent's prompt,
+    // which must not pass for the new one's.
+    let command = format!(
+        "sleep 1.5; printf 'ready> '; exec cat > '{}'",
+        got.display()
+    );
+    let history = b"working on it\n\x1b[32mold session\x1b[0m $ \n";
+    let snap = one_agent_with(&env, &state, &command, Some("port the lexer"), history, "");
+    let started = Instant::now();
+    let out = orch_ok(&env, &state, &["restore", "latest"]);
+    let took = started.elapsed();
+    assert!(out.contains("a: handover delivered"), "{out}");
+    assert!(took >= Duration::from_millis(1500), "{took:?}: {out}");
+    assert!(took < Duration::from_secs(20), "{took:?}: {out}");
+
+    let transcript = state.join("solo/transcripts/a.log");
+    let expected =
+        orch::tmux::paste_safe(&handover_message(&snap, &snap.agents[0], Some(&transcript)));
+    let want = format!("{expected}\n");
+    let text = wait_for("the handover text", Duration::from_secs(10), || {
+        std::fs::read_to_string(&got)
+            .ok()
+            .filter(|t| t.len() >= want.len())
+    });
+    assert_eq!(text, want, "the handover arrives intact, once");
+    let p = env.pane_of("solo", "a");
+    let screen = env.tmux(&["capture-pane", "-p", "-J", "-t", &p.id]);
+    let first_line = expected.lines().next().expect("a line");
+    assert!(
+        screen.contains(&format!("ready> {first_line}")),
+        "the handover came after the prompt:\n{screen}"
+    );
+    assert_eq!(screen.matches("[orch] This session").count(), 1, "{screen}");
+    assert!(queued(&state, "solo", "a").is_empty());
+    let audit = std::fs::read_to_string(state.join("solo/audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("\"send\"") && audit.contains("\"delivered\"") && audit.contains("\"orch\""),
+        "{audit}"
+    );
+}
+
+#[test]
+fn no_handover_queues_nothing() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    one_agent(
+        &env,
+        &state,
+        "printf 'ready> '; exec sleep 600",
+        Some("a task"),
+    );
+    let out = orch_ok(&env, &state, &["restore", "latest", "--no-handover"]);
+    assert!(!out.contains("handover"), "{out}");
+    assert!(queued(&state, "solo", "a").is_empty());
+    assert!(!state.join("solo/audit.jsonl").exists());
+}
+
+#[test]
+fn a_running_supervisor_delivers_the_handover() {
+    let env = TestEnv::new();
+    let got = env.path().join("got.txt");
+    let command = format!("sleep 1; printf 'ready> '; exec cat > '{}'", got.display());
+    // The restore's own state dir is the test env's, which the supervisor uses too. The
+    // saved history ends with the old agent's prompt, which the supervisor must not take
+    // for the new one's.
+    let snap = one_agent_with(
+        &env,
+        env.state.path(),
+        &command,
+        Some("port the lexer"),
+        b"working on it\nold session $ \n",
+        ", restart: { policy: never }",
+    );
+    env.orch_ok(&["layout", "up"]);
+    let mut sup = support::Supervisor::start(&env);
+    sup.expect("agent_started", Some("a"), Duration::from_secs(10));
+    // The session goes, the server stays (another session keeps it): a supervisor that
+    // sees its tmux server die mid-call can stop with an error, which is not this test.
+    env.tmux(&["new-session", "-d", "-s", "keep", "sleep 600"]);
+    env.tmux(&["kill-session", "-t", "=solo"]);
+    sup.expect("agent_exited", Some("a"), Duration::from_secs(10));
+    let _ = std::fs::remove_file(&got);
+
+    // By id: the supervisor may have written newer snapshots meanwhile.
+    let out = env.orch_ok(&["restore", &snap.id]);
+    assert!(out.contains("the running supervisor delivers"), "{out}");
+    let pending = queued(env.state.path(), "solo", "a");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["from"], "orch");
+    assert_eq!(pending[0]["priority"], "high");
+    assert_eq!(pending[0]["when_ready"], true);
+    assert!(
+        pending[0]["after_replay"]["done"].is_string(),
+        "{pending:?}"
+    );
+
+    sup.expect("message_delivered", Some("a"), Duration::from_secs(20));
+    let transcript = env.state.path().join("solo/transcripts/a.log");
+    let want = format!(
+        "{}\n",
+        orch::tmux::paste_safe(&handover_message(&snap, &snap.agents[0], Some(&transcript)))
+    );
+    let text = wait_for("the handover text", Duration::from_secs(10), || {
+        std::fs::read_to_string(&got)
+            .ok()
+            .filter(|t| t.len() >= want.len())
+    });
+    assert_eq!(text, want);
+}
+
+#[test]
+fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout() {
+    use orch::messaging::queue::{Delivery, Priority, Queue};
+    use orch::snapshot::handover::{Handover, Outcome, deliver};
+    let env = TestEnv::new();
+    env.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "slow",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "exec sleep 600",
+    ]);
+    let pane = env.tmux(&["display-message", "-p", "-t", "=slow:", "#{pane_id}"]);
+    let pane = pane.trim().to_owned();
+    env.tmux(&["set-option", "-p", "-t", &pane, "@orch_agent", "a"]);
+    let dir = env.state.path().join("slow");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let queue = Queue::new(&dir);
+    let how = Delivery {
+        enter: true,
+        when_ready: true,
+    };
+    let message = queue
+        .push_first("orch", "a", Priority::High, "handover", how, None)
+        .expect("queue");
+    let handover = Handover {
+        agent: "a".into(),
+        pane,
+        message: message.clone(),
+        profile: orch::monitor::activity::ActivityProfile::for_profile(
+            orch::layout::Profile::Shell,
+        ),
+    };
+    let tmux = orch::tmux::Tmux::new(Some(env.socket.clone()));
+    let started = Instant::now();
+    let outcomes = deliver(
+        &tmux,
+        &dir,
+        "slow",
+        &[handover],
+        Duration::from_secs(1),
+        started,
+    )
+    .expect("deliver");
+    let took = started.elapsed();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Queued(_)]),
+        "{outcomes:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        queue.contains(&message),
+        "still queued for the supervisor or `orch send`"
+    );
 }

@@ -74,11 +74,12 @@ enum Command {
     /// Start a stopped, exited or fatal agent
     Start { agent: String },
     /// Rebuild a session from a snapshot: panes, history, agents, then a handover message
+    /// to each agent once it looks ready (waits at most 30 s without a supervisor)
     Restore {
         /// Snapshot id, or `latest` (the newest one that verifies)
         #[arg(value_name = "ID|latest")]
         id: Option<String>,
-        /// Do not paste the handover message into the agents
+        /// Do not queue or send the handover message to the agents
         #[arg(long)]
         no_handover: bool,
     },

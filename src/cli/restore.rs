@@ -3,13 +3,20 @@
 //! Snapshots are read from the session named by `--session` when it has any, else from
 //! the layout's session; the session is recreated under `--session` when given, else
 //! under the name saved in the snapshot.
+//!
+//! The handovers are queued by the restore. A running supervisor of the session delivers
+//! them (it reads every screen anyway); without one, this command waits for the agents
+//! itself, at most [`READY_TIMEOUT`], and says what it delivered.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::{Context, out};
+use crate::messaging::queue::READY_TIMEOUT;
+use crate::snapshot::handover::{self, Outcome};
 use crate::snapshot::restore::{self, RestoreRequest, Which};
+use crate::supervisor::control::{self, Request};
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::store::Journal;
 
@@ -28,6 +35,7 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
         .ok()
         .and_then(|()| crate::logging::init(&state.root().join(&from_session)));
     let tmux = ctx.tmux();
+    let began = std::time::Instant::now();
     let report = restore::restore(
         &tmux,
         &state,
@@ -55,6 +63,56 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
         tmux.socket_name(),
         report.panes.len(),
         report.duration.as_millis()
+    )?;
+    if report.handovers.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Ok(Some(_)) = control::request(&dir, &Request::Status) {
+        out!(
+            "handover queued for {} agent(s); the running supervisor delivers each once its agent looks ready",
+            report.handovers.len()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "waiting up to {} for {} agent(s) to look ready for their handover (interrupting leaves them queued)",
+        humantime::format_duration(READY_TIMEOUT),
+        report.handovers.len()
+    )?;
+    let started = std::time::Instant::now();
+    let outcomes = handover::deliver(
+        &tmux,
+        &dir,
+        &report.session,
+        &report.handovers,
+        READY_TIMEOUT,
+        began,
+    )?;
+    let mut delivered = 0;
+    for (h, outcome) in report.handovers.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Delivered { after } => {
+                delivered += 1;
+                out!(
+                    "{}: handover delivered, {} ms after the restore began",
+                    h.agent,
+                    after.as_millis()
+                )?;
+            }
+            Outcome::Queued(why) => out!(
+                "{}: handover still queued ({why}); `orch supervise` or the next `orch send` to it delivers it",
+                h.agent
+            )?,
+            Outcome::Failed(reason) => out!(
+                "{}: handover not confirmed on screen ({reason}); see `orch events` and the audit log",
+                h.agent
+            )?,
+        }
+    }
+    out!(
+        "handover: {delivered} of {} delivered in {} ms",
+        outcomes.len(),
+        started.elapsed().as_millis()
     )?;
     Ok(ExitCode::SUCCESS)
 }

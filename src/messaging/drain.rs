@@ -103,7 +103,9 @@ pub fn pane_of<'a>(panes: &'a [Pane], session: &str, agent: &str) -> Option<&'a 
 
 /// Delivers what is queued for `agent` while its pane takes input. `ready` says whether
 /// the agent's screen shows it idle or waiting for input: messages queued `when_ready`
-/// wait for that (or for their timeout) while the others go ahead.
+/// wait for that (or for their timeout) while the others go ahead. A message queued by a
+/// restore also waits while the pane shows only its replayed history (whose old prompt
+/// looks ready), and the `when_ready` messages behind it wait with it, keeping their order.
 pub fn drain_agent(
     tmux: &Tmux,
     queue: &Queue,
@@ -133,13 +135,25 @@ pub fn drain_agent(
     let _lock = queue.lock(agent)?;
     let pending = queue.pending(agent)?;
     let total = pending.len();
+    let mut ready = ready;
     for (i, msg) in pending.into_iter().enumerate() {
         if !queue.contains(&msg) {
             continue; // delivered by someone else meanwhile
         }
         let waited = now_ms().saturating_sub(msg.queued_at_ms);
-        if msg.when_ready && !ready && u128::from(waited) < super::queue::READY_TIMEOUT.as_millis()
+        let timed_out = u128::from(waited) >= super::queue::READY_TIMEOUT.as_millis();
+        if msg.when_ready
+            && ready
+            && !timed_out
+            && let Some(guard) = &msg.after_replay
+            && (!guard.is_over(SystemTime::now())
+                || tmux
+                    .capture_screen(&pane.id)
+                    .map_or(true, |s| guard.still_shown(&s)))
         {
+            ready = false;
+        }
+        if msg.when_ready && !ready && !timed_out {
             out.waiting = Some(("not idle yet".to_owned(), total - i));
             continue;
         }

@@ -1,15 +1,19 @@
 //! Messages between agents (SPEC §5.4): who may message whom ([`acl`]), a persistent
 //! per-agent queue ([`queue`]), confirmed delivery into a pane ([`deliver`]) and a
-//! hash-chained audit log of everything that happened to a message ([`audit`]).
+//! hash-chained audit log of everything that happened to a message ([`audit`]); messages
+//! to a restored agent also wait until its pane shows more than its replayed history
+//! ([`replay`]).
 //!
-//! `acl`, the queue ordering and the confirmation matching are pure; only `deliver` runs
-//! tmux (through [`crate::tmux::Tmux`]) and only `queue` and `audit` touch files.
+//! `acl`, the queue ordering, the confirmation matching and the replay comparison are
+//! pure; only `deliver` and `drain` run tmux (through [`crate::tmux::Tmux`]) and only
+//! `queue`, `audit` and `replay` (its marker file) touch files.
 
 pub mod acl;
 pub mod audit;
 pub mod deliver;
 pub mod drain;
 pub mod queue;
+pub mod replay;
 
 /// File names inside `<state-dir>/<session>/`.
 pub const QUEUE_DIR: &str = "queue";

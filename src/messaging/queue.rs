@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::replay::ReplayGuard;
 use crate::state::create_private_dir;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,6 +62,10 @@ pub struct Message {
     /// role instructions), or until [`READY_TIMEOUT`] has passed since queueing.
     #[serde(default)]
     pub when_ready: bool,
+    /// For a restored agent: the history its pane replays first, which must not pass for
+    /// the agent being ready (see [`super::replay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_replay: Option<ReplayGuard>,
 }
 
 /// How a queued message is delivered.
@@ -100,6 +105,13 @@ impl Message {
     }
 }
 
+/// Where a new message goes among those of its priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    First,
+    Last,
+}
+
 /// The queues of one session.
 #[derive(Clone, Debug)]
 pub struct Queue {
@@ -134,14 +146,27 @@ impl Queue {
         self.push_with(from, to, priority, text, Delivery::default())
     }
 
-    /// Queues a copy of `msg` (from a snapshot) with its sender, priority and delivery
-    /// options, behind what is already queued.
-    pub fn requeue(&self, msg: &Message) -> Result<Message> {
+    /// Queues a copy of `msg` (from a snapshot) for a restored agent, with its sender,
+    /// priority and Enter, behind what is already queued. It waits until the agent looks
+    /// ready (`when_ready`, and past `after_replay`) whatever it asked before: after a
+    /// restore every agent is a CLI that is just starting, which loses or garbles a paste.
+    /// A message still queued under
+    /// the same name (the queue outlived the tmux server) is not queued twice.
+    pub fn requeue(
+        &self,
+        msg: &Message,
+        after_replay: Option<ReplayGuard>,
+    ) -> Result<Option<Message>> {
+        if self.contains(msg) {
+            return Ok(None);
+        }
         let how = Delivery {
             enter: msg.enter,
-            when_ready: msg.when_ready,
+            when_ready: true,
         };
-        self.push_with(&msg.from, &msg.to, msg.priority, &msg.text, how)
+        let (from, to, text) = (&msg.from, &msg.to, &msg.text);
+        self.push_at(from, to, msg.priority, text, how, Place::Last, after_replay)
+            .map(Some)
     }
 
     /// [`Queue::push`] with the delivery options spelt out.
@@ -153,6 +178,35 @@ impl Queue {
         text: &str,
         how: Delivery,
     ) -> Result<Message> {
+        self.push_at(from, to, priority, text, how, Place::Last, None)
+    }
+
+    /// [`Queue::push_with`], but ahead of every message already queued for `to` at the
+    /// same priority (the handover after a restore, which the agent needs before older
+    /// work makes sense), held while `after_replay` says the pane shows only its replay.
+    pub fn push_first(
+        &self,
+        from: &str,
+        to: &str,
+        priority: Priority,
+        text: &str,
+        how: Delivery,
+        after_replay: Option<ReplayGuard>,
+    ) -> Result<Message> {
+        self.push_at(from, to, priority, text, how, Place::First, after_replay)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the private core of the three push methods
+    fn push_at(
+        &self,
+        from: &str,
+        to: &str,
+        priority: Priority,
+        text: &str,
+        how: Delivery,
+        place: Place,
+        after_replay: Option<ReplayGuard>,
+    ) -> Result<Message> {
         let Delivery { enter, when_ready } = how;
         let dir = self.agent_dir(to)?;
         create_private_dir(&self.dir)?;
@@ -160,8 +214,17 @@ impl Queue {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .context("the clock is before 1970")?;
-        let newest = self.pending(to)?.iter().map(|m| m.seq).max().unwrap_or(0);
-        let mut seq = (now.as_nanos() as u64).max(newest + 1);
+        let queued = self.pending(to)?;
+        let now_seq = now.as_nanos() as u64;
+        let mut seq = match place {
+            Place::Last => now_seq.max(queued.iter().map(|m| m.seq).max().unwrap_or(0) + 1),
+            Place::First => queued
+                .iter()
+                .map(|m| m.seq.saturating_sub(1))
+                .min()
+                .unwrap_or(now_seq)
+                .min(now_seq),
+        };
         loop {
             let msg = Message {
                 id: format!("{seq}-{}", std::process::id()),
@@ -173,11 +236,16 @@ impl Queue {
                 seq,
                 enter,
                 when_ready,
+                after_replay: after_replay.clone(),
             };
             if write_new(&dir.join(msg.file_name()), &serde_json::to_vec(&msg)?)? {
                 return Ok(msg);
             }
-            seq += 1; // another sender took this name
+            // Another sender took this name.
+            seq = match place {
+                Place::Last => seq + 1,
+                Place::First => seq.saturating_sub(1),
+            };
         }
     }
 
@@ -346,6 +414,43 @@ mod tests {
         assert!(kept.exists() && !reopened.contains(&second));
         assert_eq!(reopened.pending("worker1").expect("pending").len(), 4);
         let _lock = q.lock("worker1").expect("lock");
+    }
+
+    #[test]
+    fn push_first_goes_ahead_of_its_priority_and_requeue_never_doubles() {
+        let d = tempfile::tempdir().expect("tmp");
+        let q = Queue::new(d.path());
+        let old = q.push("boss1", "w", Priority::High, "old").expect("push");
+        q.push("boss1", "w", Priority::Normal, "normal")
+            .expect("push");
+        let how = Delivery {
+            enter: true,
+            when_ready: true,
+        };
+        q.push_first("orch", "w", Priority::High, "handover", how, None)
+            .expect("push first");
+        let texts: Vec<String> = q
+            .pending("w")
+            .expect("pending")
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["handover", "old", "normal"]);
+        // Still queued: not queued again. Gone: queued again, behind, waiting for ready.
+        assert_eq!(q.requeue(&old, None).expect("requeue"), None);
+        q.remove(&old).expect("remove");
+        let again = q
+            .requeue(&old, None)
+            .expect("requeue")
+            .expect("queued again");
+        assert!(again.when_ready && again.seq > old.seq);
+        let texts: Vec<String> = q
+            .pending("w")
+            .expect("pending")
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(texts, ["handover", "old", "normal"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod format;
+pub mod handover;
 pub mod redact;
 pub mod restore;
 pub mod store;

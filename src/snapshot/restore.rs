@@ -4,7 +4,8 @@
 //! `#{window_layout}`), each pane first replaying its saved history (`cat FILE`) and then
 //! running its agent again (the profile's resume command where it has one), with the
 //! same cwd, ORCH_* environment, identity options and transcript as `layout up` gives it.
-//! Unless told not to, each agent is then told what happened in a pasted message.
+//! Unless told not to, each agent is then told what happened in a handover message, queued
+//! like any message and delivered once the agent looks ready ([`super::handover`]).
 //!
 //! A snapshot is only used when it verifies: its document checksum (see
 //! [`super::format`]) and every blob it names, by SHA-256. `latest` is the newest one that
@@ -19,8 +20,10 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::format::{AgentSnapshot, BlobRef, Snapshot};
+use super::handover::{Handover, ReplayGuard};
 use crate::cli::BadInput;
 use crate::layout::{Profile, resume_command};
+use crate::monitor::activity::ActivityProfile;
 use crate::state::{StateDir, create_private_dir};
 use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
 
@@ -54,7 +57,7 @@ pub struct RestoreRequest<'a> {
     pub which: Which,
     /// Restore under this name instead of the snapshot's.
     pub as_session: Option<&'a str>,
-    /// Send each agent the handover message.
+    /// Queue the handover message for each agent.
     pub handover: bool,
 }
 
@@ -65,11 +68,12 @@ pub struct RestoreReport {
     pub session: String,
     /// `(agent, new pane id)`, in window order.
     pub panes: Vec<(String, String)>,
-    /// From the start of `restore` until the last pane was made (and, with handover, the
-    /// last message sent).
+    /// From the start of `restore` until every pane was running (its history replaying).
     pub duration: Duration,
     /// Agents not restored or not told, and why.
     pub notes: Vec<String>,
+    /// The handovers queued, for whoever delivers them ([`super::handover::deliver`]).
+    pub handovers: Vec<Handover>,
 }
 
 /// `sha256:<hex>` of the document with `checksum` empty (format.rs's rule).
@@ -120,9 +124,13 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let snap = load(state, req.from_session, &req.which)?;
     let session = req.as_session.unwrap_or(&snap.session).to_owned();
 
-    tmux.wait_server_settled(SERVER_SETTLE)
+    let server_up = tmux
+        .wait_server_settled(SERVER_SETTLE)
         .context("waiting for the tmux server to settle")?;
-    if tmux.has_session(&session)? {
+    tracing::debug!(elapsed = ?started.elapsed(), server_up, "snapshot loaded, server settled");
+    // No server (the usual case after a crash): no session to collide with, and one tmux
+    // round trip saved.
+    if server_up && tmux.has_session(&session)? {
         return Err(BadInput(format!(
             "session {session} is already running on tmux socket {}; restore under another name with --session NAME, or stop it first with `orch layout down`",
             tmux.socket_name()
@@ -146,6 +154,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     for agent in &agents {
         plans.push(plan_agent(&snap, agent, &blobs, &replay_dir, state)?);
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "replay files written");
     // The layout's own secret patterns keep applying to what the restored panes print.
     let redact: Vec<String> =
         serde_json::from_value(snap.layout["snapshot"]["redact"].clone()).unwrap_or_default();
@@ -201,16 +210,29 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         created = tmux.create_panes_with_layout(target, "tiled", &specs, saved_layout);
     }
     let ids = created.with_context(|| format!("recreating the panes of session {session}"))?;
+    // What restore reports: the time until every pane runs. Queueing below syncs files.
+    let duration = started.elapsed();
+    tracing::debug!(?duration, "panes running");
     let panes: Vec<(String, String)> = agents.iter().map(|a| a.name.clone()).zip(ids).collect();
 
     // Messages that were waiting wait again, in the restored session's queues.
-    let queue = crate::messaging::queue::Queue::new(&state.session_dir(&session)?);
-    for agent in &agents {
+    let session_dir = state.session_dir(&session)?;
+    let queue = crate::messaging::queue::Queue::new(&session_dir);
+    // What each pane's replay ends with, so no message takes it for the new agent's prompt.
+    let guards: Vec<Option<ReplayGuard>> = plans
+        .iter()
+        .map(|p| {
+            p.replay
+                .as_ref()
+                .map(|(file, done)| ReplayGuard::new(file, done.clone()))
+        })
+        .collect();
+    for (agent, guard) in agents.iter().zip(&guards) {
         for value in &agent.pending {
             let requeued =
                 serde_json::from_value::<crate::messaging::queue::Message>(value.clone())
                     .map_err(anyhow::Error::from)
-                    .and_then(|m| queue.requeue(&m));
+                    .and_then(|m| queue.requeue(&m, guard.clone()));
             if let Err(e) = requeued {
                 notes.push(format!(
                     "{}: a pending message could not be queued again: {e:#}",
@@ -219,15 +241,35 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
             }
         }
     }
+    let mut handovers = Vec::new();
     if req.handover {
-        for ((agent, pane), spec) in agents.iter().zip(&panes).zip(&specs) {
-            let text = handover_message(&snap, agent, spec.transcript.as_deref());
-            if let Err(e) = tmux.paste_text(&pane.1, &text) {
-                notes.push(format!("{}: handover message not sent: {e}", agent.name));
+        let mut rec = crate::messaging::drain::Recorder::open(&session_dir)?;
+        let each = agents
+            .iter()
+            .zip(&panes)
+            .zip(&specs)
+            .zip(&plans)
+            .zip(&guards);
+        for ((((agent, pane), spec), plan), guard) in each {
+            let text = crate::tmux::paste_safe(&handover_message(
+                &snap,
+                agent,
+                spec.transcript.as_deref(),
+            ));
+            match queue_handover(&queue, &mut rec, &agent.name, &text, guard.clone()) {
+                Ok(message) => handovers.push(Handover {
+                    agent: agent.name.clone(),
+                    pane: pane.1.clone(),
+                    message,
+                    profile: plan.activity.clone(),
+                }),
+                Err(e) => notes.push(format!(
+                    "{}: handover message not queued: {e:#}",
+                    agent.name
+                )),
             }
         }
     }
-    let duration = started.elapsed();
     tracing::info!(session, snapshot = snap.id, ?duration, "restored");
     Ok(RestoreReport {
         snapshot_id: snap.id.clone(),
@@ -235,7 +277,43 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         panes,
         duration,
         notes,
+        handovers,
     })
+}
+
+/// Queues `agent`'s handover, audited like any message. It goes FIRST, ahead of the
+/// messages re-queued from the snapshot (and of any the queue kept): the new process knows
+/// nothing of why it started or what its predecessor was doing, and every waiting message
+/// was written for that predecessor; only after reading its transcript and last task can
+/// the agent make sense of them.
+fn queue_handover(
+    queue: &crate::messaging::queue::Queue,
+    rec: &mut crate::messaging::drain::Recorder,
+    agent: &str,
+    text: &str,
+    after_replay: Option<ReplayGuard>,
+) -> Result<crate::messaging::queue::Message> {
+    use crate::messaging::queue::{Delivery, Priority};
+    let how = Delivery {
+        enter: true,
+        when_ready: true,
+    };
+    let msg = queue.push_first("orch", agent, Priority::High, text, how, after_replay)?;
+    let mut f = serde_json::Map::new();
+    f.insert("id".into(), msg.id.clone().into());
+    f.insert("from".into(), "orch".into());
+    f.insert("priority".into(), Priority::High.as_str().into());
+    f.insert("bytes".into(), text.len().into());
+    f.insert(
+        "sha256".into(),
+        crate::messaging::audit::sha256_hex(text.as_bytes()).into(),
+    );
+    rec.record(
+        crate::supervisor::event::EventKind::MessageQueued,
+        Some(agent),
+        f,
+    )?;
+    Ok(msg)
 }
 
 /// How one agent's pane is started again.
@@ -245,6 +323,10 @@ struct AgentPlan {
     command: String,
     /// The agent's own `env` from the saved layout.
     env: Vec<(String, String)>,
+    /// The replay file and the marker its script creates once it is replayed.
+    replay: Option<(PathBuf, PathBuf)>,
+    /// How to read the agent's screen: its profile with the saved layout's overrides.
+    activity: ActivityProfile,
 }
 
 fn plan_agent(
@@ -299,14 +381,27 @@ fn plan_agent(
         Some(cmd) => format!("exec sh -c {}", shell_quote(&resume_command(profile, cmd))),
         None => "exec \"${SHELL:-sh}\" -l".to_owned(),
     };
-    let script = match replay {
-        Some(file) => format!("cat {}; {run}", shell_quote(&file.to_string_lossy())),
+    // The marker tells the handover that the replay is over (`:` and the redirection are
+    // shell built-ins: no process more on the way to the agent).
+    let replay = replay.map(|file| {
+        let done = file.with_extension("replayed");
+        let _ = fs::remove_file(&done);
+        (file, done)
+    });
+    let script = match &replay {
+        Some((file, done)) => format!(
+            "cat {}; : >{}; {run}",
+            shell_quote(&file.to_string_lossy()),
+            shell_quote(&done.to_string_lossy())
+        ),
         None => run,
     };
     Ok(AgentPlan {
         cwd,
         command: format!("sh -c {}", shell_quote(&script)),
         env,
+        replay,
+        activity: activity_profile(profile, saved),
     })
 }
 
@@ -340,6 +435,21 @@ fn replay_bytes(agent: &AgentSnapshot, blobs: &Path) -> Result<Option<Vec<u8>>> 
     out.push(&normal_screen);
     out.push(program_screen);
     Ok(Some(out.into_bytes()))
+}
+
+/// The screen markers of `profile`, with the saved agent's `activity` overrides when they
+/// compile (the layout was validated when it was saved).
+fn activity_profile(profile: Profile, saved: Option<&serde_json::Value>) -> ActivityProfile {
+    let patterns = |kind: &str| {
+        saved
+            .and_then(|a| a.get("activity"))
+            .and_then(|o| o.get(kind))
+            .and_then(|p| serde_json::from_value::<Vec<String>>(p.clone()).ok())
+    };
+    let base = ActivityProfile::for_profile(profile);
+    base.clone()
+        .with_overrides(patterns("working"), patterns("waiting"), patterns("idle"))
+        .unwrap_or(base)
 }
 
 /// The saved layout's entry for `agent` (`layout.agents[]` with that name).

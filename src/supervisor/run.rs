@@ -444,6 +444,9 @@ impl Shell {
                         && known_pid != Some(pid)
                     {
                         self.watch(&name, pid);
+                        // A new process (a restore made its pane) may have printed before
+                        // the control client saw it: read its screen at least once.
+                        self.dirty.insert(name.clone());
                         // Panes this supervisor just made are started, not adopted.
                         let adopted = !self.just_created.contains(&name);
                         self.feed(Msg::Started {

@@ -789,7 +789,9 @@ impl Tmux {
             match self.server_info() {
                 Ok(info) => return Ok(info.is_some()),
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                // A dying server is gone within tens of milliseconds; restore waits on
+                // this, so look often (each look is one short tmux process).
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
         }
     }
