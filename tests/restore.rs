@@ -670,3 +670,44 @@ fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout()
         "still queued for the supervisor or `orch send`"
     );
 }
+
+#[test]
+fn a_restored_pane_does_not_append_its_replayed_history_to_its_transcript_again() {
+    let env = TestEnv::new();
+    let state = awkward_state_dir(&env);
+    env.write(
+        "orch.yaml",
+        "session: rt\nagents:\n  - { name: a, role: R, command: 'if [ -e ran ]; then echo second-run; else touch ran; seq 1 300 | sed \"s/^/hist-/\"; echo first-run; fi; exec sleep 600' }\n",
+    );
+    orch_ok(&env, &state, &["layout", "up"]);
+    let file = state.join("rt/transcripts/a.log");
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    wait_for(
+        "the first run in the transcript",
+        Duration::from_secs(10),
+        || read().contains("first-run").then_some(()),
+    );
+    orch_ok(&env, &state, &["snapshot"]);
+    env.kill_server();
+    orch_ok(&env, &state, &["restore", "latest", "--no-handover"]);
+    let t = wait_for(
+        "the second run in the transcript",
+        Duration::from_secs(10),
+        || {
+            let t = read();
+            t.contains("second-run").then_some(t)
+        },
+    );
+    let pane = env.pane_of("rt", "a");
+    let shown = env.tmux(&["capture-pane", "-p", "-J", "-S", "-", "-t", &pane.id]);
+    assert!(
+        shown.contains("hist-150\n"),
+        "the history is replayed: {shown}"
+    );
+    assert_eq!(
+        t.lines().filter(|l| l.trim_end() == "hist-150").count(),
+        1,
+        "the replay went into the transcript again:\n{t}"
+    );
+    assert_eq!(t.matches("first-run").count(), 1, "{t}");
+}

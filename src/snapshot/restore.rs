@@ -150,14 +150,23 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
             a.name
         ));
     }
-    let mut plans = Vec::with_capacity(agents.len());
-    for agent in &agents {
-        plans.push(plan_agent(&snap, agent, &blobs, &replay_dir, state)?);
-    }
-    tracing::debug!(elapsed = ?started.elapsed(), "replay files written");
     // The layout's own secret patterns keep applying to what the restored panes print.
     let redact: Vec<String> =
         serde_json::from_value(snap.layout["snapshot"]["redact"].clone()).unwrap_or_default();
+    let filter = crate::session::transcript::filter_command(&redact);
+    let mut plans = Vec::with_capacity(agents.len());
+    for agent in &agents {
+        let transcript = crate::session::transcript_or_warn(state, &session, &agent.name);
+        plans.push(plan_agent(
+            &snap,
+            agent,
+            &blobs,
+            &replay_dir,
+            state,
+            transcript.map(|file| (file, filter.clone())),
+        )?);
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "replay files written");
     let specs: Vec<PaneSpec<'_>> = agents
         .iter()
         .zip(&plans)
@@ -170,8 +179,14 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                 cwd: &plan.cwd,
                 env,
                 command: Some(&plan.command),
-                transcript: crate::session::transcript_or_warn(state, &session, &agent.name),
-                transcript_filter: crate::session::transcript::filter_command(&redact),
+                // A pane that replays its history pipes its transcript itself, after the
+                // replay; the others are piped as they are made.
+                transcript: plan
+                    .transcript
+                    .as_ref()
+                    .filter(|_| !plan.pipes_itself)
+                    .map(|(file, _)| file.clone()),
+                transcript_filter: filter.clone(),
             }
         })
         .collect();
@@ -244,17 +259,12 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let mut handovers = Vec::new();
     if req.handover {
         let mut rec = crate::messaging::drain::Recorder::open(&session_dir)?;
-        let each = agents
-            .iter()
-            .zip(&panes)
-            .zip(&specs)
-            .zip(&plans)
-            .zip(&guards);
-        for ((((agent, pane), spec), plan), guard) in each {
+        let each = agents.iter().zip(&panes).zip(&plans).zip(&guards);
+        for (((agent, pane), plan), guard) in each {
             let text = crate::tmux::paste_safe(&handover_message(
                 &snap,
                 agent,
-                spec.transcript.as_deref(),
+                plan.transcript.as_ref().map(|(file, _)| file.as_path()),
             ));
             match queue_handover(&queue, &mut rec, &agent.name, &text, guard.clone()) {
                 Ok(message) => handovers.push(Handover {
@@ -327,6 +337,11 @@ struct AgentPlan {
     replay: Option<(PathBuf, PathBuf)>,
     /// How to read the agent's screen: its profile with the saved layout's overrides.
     activity: ActivityProfile,
+    /// The transcript and the filter command that appends to it.
+    transcript: Option<(PathBuf, Option<String>)>,
+    /// The script attaches the transcript once the replay is over, so the replayed
+    /// history is not appended to it a second time.
+    pipes_itself: bool,
 }
 
 fn plan_agent(
@@ -335,6 +350,7 @@ fn plan_agent(
     blobs: &Path,
     replay_dir: &Path,
     state: &StateDir,
+    transcript: Option<(PathBuf, Option<String>)>,
 ) -> Result<AgentPlan> {
     // The name becomes a file name below: only a valid agent name will do.
     crate::layout::AgentName::new(agent.name.clone())
@@ -388,9 +404,22 @@ fn plan_agent(
         let _ = fs::remove_file(&done);
         (file, done)
     });
+    // `tmux` inside the pane reaches its own server through $TMUX. Should it fail, the
+    // supervisor pipes panes left without a transcript.
+    let pipe = transcript
+        .as_ref()
+        .map_or_else(String::new, |(file, filter)| {
+            format!(
+                "tmux pipe-pane -O -t \"$TMUX_PANE\" {} 2>/dev/null; ",
+                shell_quote(&crate::tmux::transcript_pipe_command(
+                    file,
+                    filter.as_deref()
+                ))
+            )
+        });
     let script = match &replay {
         Some((file, done)) => format!(
-            "cat {}; : >{}; {run}",
+            "cat {}; : >{}; {pipe}{run}",
             shell_quote(&file.to_string_lossy()),
             shell_quote(&done.to_string_lossy())
         ),
@@ -400,8 +429,10 @@ fn plan_agent(
         cwd,
         command: format!("sh -c {}", shell_quote(&script)),
         env,
+        pipes_itself: replay.is_some() && transcript.is_some(),
         replay,
         activity: activity_profile(profile, saved),
+        transcript,
     })
 }
 

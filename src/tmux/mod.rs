@@ -1070,11 +1070,7 @@ fn pipe_transcript<'a>(pane: &str, spec: &PaneSpec<'_>) -> Option<TmuxCommand<'a
 }
 
 fn pipe_command<'a>(pane: &str, file: &Path, filter: Option<&str>) -> TmuxCommand<'a> {
-    let file = shell_quote(&file.to_string_lossy());
-    let command = match filter {
-        Some(filter) => format!("{filter} {file}"),
-        None => format!("cat >> {file}"),
-    };
+    let command = transcript_pipe_command(file, filter);
     // tmux_interface names the flags after the pane's side: its `stdin()` emits `-O`
     // (what the pane writes goes to the command).
     PipePane::new()
@@ -1082,6 +1078,16 @@ fn pipe_command<'a>(pane: &str, file: &Path, filter: Option<&str>) -> TmuxComman
         .target_pane(pane.to_owned())
         .shell_command(command)
         .build()
+}
+
+/// The shell command `pipe-pane -O` runs to append what a pane prints to `file`: the
+/// transcript filter given, else `cat`.
+pub fn transcript_pipe_command(file: &Path, filter: Option<&str>) -> String {
+    let file = shell_quote(&file.to_string_lossy());
+    match filter {
+        Some(filter) => format!("{filter} {file}"),
+        None => format!("cat >> {file}"),
+    }
 }
 
 /// Quotes `s` as one word for a POSIX shell.
