@@ -411,10 +411,12 @@ fn read_panes(
             .collect();
         let requests: Vec<PaneCapture<'_>> = asked
             .iter()
-            .filter_map(|(i, _, rows)| {
+            .filter_map(|(i, part, rows)| {
                 panes[*i].map(|p| PaneCapture {
                     pane: p.id.as_str(),
                     rows: *rows,
+                    // Anchors are only hashed and compared with anchors.
+                    exact: !matches!(part, Part::OldAnchor | Part::Anchor),
                 })
             })
             .collect();

@@ -173,6 +173,10 @@ impl Rows {
 pub struct PaneCapture<'a> {
     pub pane: &'a str,
     pub rows: Rows,
+    /// Whether the bytes must end exactly as a tmux buffer's would (no newline after a
+    /// last row the terminal wrapped), at the cost of one more small capture; a capture
+    /// that is only compared with another of the same rows does not need it.
+    pub exact: bool,
 }
 
 /// What [`Tmux::capture_panes`] returns.
@@ -455,9 +459,11 @@ impl Tmux {
     /// printed. Nothing is written to disk and no buffer is left in the server.
     ///
     /// `-p` ends every capture with a newline, also one whose last row the terminal
-    /// wrapped onto the next (where a buffer would have none); for a capture that ends
-    /// on a history row, a probe of that row and the next (two newlines: not wrapped)
-    /// tells which, and the bytes are returned as a buffer would hold them.
+    /// wrapped onto the next (where a buffer would have none); for an
+    /// [`exact`](PaneCapture::exact) capture that ends on a history row, a probe of that
+    /// row and the next (two newlines: not wrapped) tells which, and the bytes are
+    /// returned as a buffer would hold them. (tmux spends ~0.1 ms on each command of the
+    /// sequence, so the probes and markers are kept to what the parsing needs.)
     pub fn capture_panes(&self, captures: &[PaneCapture<'_>]) -> Result<PaneCaptures, TmuxError> {
         let nonce = nonce();
         let marker = |what: String| {
@@ -484,7 +490,7 @@ impl Tmux {
             for (k, c) in captures[i..i + n].iter().enumerate() {
                 group.push(marker(format!("part {}", i + k)));
                 group.push(capture_rows(c).build());
-                if let Some(last) = c.rows.last_history_row() {
+                if let Some(last) = c.rows.last_history_row().filter(|_| c.exact) {
                     group.push(marker(format!("probe {}", i + k)));
                     group.push(
                         CapturePane::new()
@@ -497,8 +503,10 @@ impl Tmux {
                     );
                 }
             }
-            group.push(marker("end".into()));
+            // The next pane's first marker ends this pane's last capture; the batch's
+            // last capture needs one of its own.
             if !batch.is_empty() && argv_len(&batch) + argv_len(&group) > MAX_BATCH_BYTES {
+                batch.push(marker("end".into()));
                 parse_captures(
                     &self.run_bytes(std::mem::take(&mut batch), None)?,
                     &nonce,
@@ -509,6 +517,7 @@ impl Tmux {
             i += n;
         }
         if !batch.is_empty() {
+            batch.push(marker("end".into()));
             parse_captures(&self.run_bytes(batch, None)?, &nonce, &mut result)?;
         }
         if result.parts.len() != captures.len() {
@@ -993,6 +1002,9 @@ fn parse_captures(out: &[u8], nonce: &str, into: &mut PaneCaptures) -> Result<()
         let (kind, rest) = text.split_once(' ').unwrap_or((&text, ""));
         match kind {
             "at" => {
+                if let Some(done) = pending_part.take() {
+                    into.parts.push(done);
+                }
                 let f: Vec<&str> = rest.split('\t').collect();
                 let seen = match f[..] {
                     [pane, hist, width, pid] => (|| {
@@ -1357,6 +1369,7 @@ mod tests {
             .map(|r| PaneCapture {
                 pane: &pane,
                 rows: *r,
+                exact: true,
             })
             .collect();
         let got = tmux.capture_panes(&captures).expect("capture");
