@@ -20,7 +20,8 @@ pub struct Snapshot {
     pub session: String,
     /// RFC 3339 with milliseconds.
     pub created: String,
-    /// `interval`, `agent_exited`, `manual`, `layout_down`, `rollback`.
+    /// `supervisor_started`, `interval`, `agent_exited`, `manual`, `layout_down`,
+    /// `rollback`.
     pub reason: String,
     /// The layout file the session came from, if it was a file.
     pub layout_file: Option<String>,

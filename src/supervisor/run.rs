@@ -194,6 +194,9 @@ impl Shell {
             .map(|a| a.name().to_owned())
             .collect();
         self.connect_control().await;
+        // A snapshot now, so that the next ones (at an agent's exit, before its restart
+        // waits for it) read only what was printed since, not whole histories.
+        self.snapshot("supervisor_started")?;
 
         let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
