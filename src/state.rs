@@ -85,17 +85,24 @@ pub fn write_synced_temp(tmp: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("syncing {}", tmp.display()))
 }
 
-/// Opens (creating it 0600) and exclusively locks `path`, waiting for another holder;
-/// the lock lasts as long as the returned file.
-pub fn lock_exclusive(path: &Path) -> Result<fs::File> {
+/// Opens a lock file for reading and writing, creating it 0600, never truncating it (a
+/// holder may have written its pid there).
+pub fn open_lock_file(path: &Path) -> Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
+    fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Opens (creating it 0600) and exclusively locks `path`, waiting for another holder;
+/// the lock lasts as long as the returned file.
+pub fn lock_exclusive(path: &Path) -> Result<fs::File> {
+    let file = open_lock_file(path)?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", path.display()))?;
     Ok(file)

@@ -40,14 +40,7 @@ impl Lock {
     /// a stale lock behind) and writes our pid into it.
     pub fn acquire(dir: &Path, session: &str) -> Result<Lock> {
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let mut file = crate::state::open_lock_file(&path)?;
         if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
             let pid = read_pid(&mut file).unwrap_or(0);
             return Err(LockHeld {

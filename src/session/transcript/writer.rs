@@ -275,14 +275,7 @@ fn take_over(conn: &OwnedFd, redactors: &mut HashMap<Vec<String>, Rc<Redactor>>)
 /// The writer lock, waiting briefly: a pipe child probing [`alive`] holds it for an
 /// instant. `None` when another writer keeps it.
 fn take_lock(dir: &Path) -> Result<Option<File>> {
-    let path = dir.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::state::open_lock_file(&dir.join(LOCK))?;
     let start = Instant::now();
     while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         if start.elapsed() > LOCK_WAIT {
