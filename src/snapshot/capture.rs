@@ -140,6 +140,21 @@ impl PaneContents {
 /// the rows below them are captured (see [`HistoryMark`]).
 const ANCHOR_ROWS: u64 = 20;
 
+/// The same once the history is 80 % full: tmux may then drop its oldest rows (a tenth
+/// of them at a time), and only an anchor that is not found where it moved to tells; the
+/// longer it is, the less likely output that repeats itself can pass for it.
+const FULL_ANCHOR_ROWS: u64 = 200;
+
+/// How many rows anchor the history of a pane of geometry `g`.
+fn anchor_rows(g: &PaneGeometry) -> u64 {
+    let rows = if g.history_size * 10 >= g.history_limit * 8 {
+        FULL_ANCHOR_ROWS
+    } else {
+        ANCHOR_ROWS
+    };
+    g.history_size.min(rows)
+}
+
 /// How a pane's contents are read this time.
 #[derive(Clone, Debug)]
 enum Plan {
@@ -178,7 +193,7 @@ impl Plan {
     fn parts(&self, alternate_on: bool) -> Vec<(Part, Rows)> {
         let mut parts = Vec::new();
         let history = |parts: &mut Vec<(Part, Rows)>, g: &PaneGeometry| {
-            let newest = g.history_size.min(ANCHOR_ROWS);
+            let newest = anchor_rows(g);
             if newest > 0 {
                 parts.push((Part::Anchor, Rows::Range(-(newest as i64), -1)));
             }
@@ -578,7 +593,7 @@ fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
         width: o.seen.width,
         ..planned.clone()
     };
-    let anchor_rows = planned.history_size.min(ANCHOR_ROWS);
+    let anchor_rows = anchor_rows(planned);
     let mark = |g: &PaneGeometry| HistoryMark {
         server_pid: o.seen.server_pid,
         width: g.width,
@@ -825,9 +840,17 @@ mod tests {
         PaneGeometry {
             id: "%1".into(),
             history_size,
+            history_limit: 10_000,
             width: 80,
             alternate_on: false,
         }
+    }
+
+    #[test]
+    fn a_history_near_its_limit_is_anchored_longer() {
+        assert_eq!(anchor_rows(&geometry(5)), 5);
+        assert_eq!(anchor_rows(&geometry(7_999)), 20);
+        assert_eq!(anchor_rows(&geometry(8_000)), 200);
     }
 
     #[test]

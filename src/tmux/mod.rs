@@ -132,6 +132,8 @@ pub struct PaneGeometry {
     pub id: String,
     /// `#{history_size}`: rows above the screen (row -1 is the last of them).
     pub history_size: u64,
+    /// `#{history_limit}`: past it tmux drops the oldest rows.
+    pub history_limit: u64,
     /// `#{pane_width}`: a different width reflows the history.
     pub width: u32,
     /// `#{alternate_on}`: a program is on the alternate screen.
@@ -381,7 +383,9 @@ impl Tmux {
             ListPanes::new()
                 .session()
                 .target(target)
-                .format("#{window_id}\t#{pane_id}\t#{alternate_on}\t#{history_size}\t#{pane_width}")
+                .format(
+                    "#{window_id}\t#{pane_id}\t#{alternate_on}\t#{history_size}\t#{history_limit}\t#{pane_width}",
+                )
                 .build(),
         ];
         let out = match self.run(cmds) {
@@ -429,13 +433,14 @@ impl Tmux {
                 }
                 _ => {
                     let f: Vec<&str> = line.split('\t').collect();
-                    let [window, id, alt, hist, width] = f[..] else {
+                    let [window, id, alt, hist, limit, width] = f[..] else {
                         return Err(bad(line));
                     };
                     let pane = PaneGeometry {
                         id: id.to_owned(),
                         alternate_on: alt == "1",
                         history_size: hist.parse().map_err(|_| bad(line))?,
+                        history_limit: limit.parse().map_err(|_| bad(line))?,
                         width: width.parse().map_err(|_| bad(line))?,
                     };
                     let Some(w) = view.windows.iter_mut().find(|w| w.id == window) else {
