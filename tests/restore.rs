@@ -404,7 +404,13 @@ fn restore_refuses_a_live_session_but_restores_under_another_name() {
             .starts_with("line one\nline two")
             .then_some(())
     });
-    assert!(environ(p.pid).contains("ORCH_SESSION=copy\n"));
+    // Polled: while the pane's shell execs the agent, its environ reads empty for an
+    // instant.
+    wait_for(
+        "the restored session's environment",
+        Duration::from_secs(5),
+        || environ(p.pid).contains("ORCH_SESSION=copy\n").then_some(()),
+    );
 }
 
 #[test]
