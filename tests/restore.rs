@@ -293,11 +293,12 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
         }
         let now_cwd = env.tmux(&["display-message", "-p", "-t", &p.id, "#{pane_current_path}"]);
         assert_eq!(now_cwd.trim_end(), cwd, "{name}: cwd");
-        let vars = environ(p.pid);
-        assert!(
-            vars.contains(&format!("ORCH_AGENT={name}\n")),
-            "{name}: {vars}"
-        );
+        // Polled: while the pane's shell execs the agent, its environ reads empty.
+        let vars = wait_for("the pane's environment", Duration::from_secs(5), || {
+            let vars = environ(p.pid);
+            vars.contains(&format!("ORCH_AGENT={name}\n"))
+                .then_some(vars)
+        });
         assert!(vars.contains("ORCH_SESSION=team\n"), "{vars}");
         assert!(
             vars.contains(&format!("FROM_LAYOUT=env of {name}\n")),
