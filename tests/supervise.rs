@@ -502,3 +502,48 @@ fn interval_snapshots_capture_only_panes_that_printed() {
         "the new output is in the snapshot: {blob}"
     );
 }
+
+#[test]
+fn a_failing_pane_listing_does_not_stop_the_supervisor() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", LAYOUT);
+    // A `tmux` first on PATH whose `list-panes -a` fails while FLAG exists, as a server
+    // on its way out can.
+    let real = String::from_utf8_lossy(
+        &std::process::Command::new("sh")
+            .args(["-c", "command -v tmux"])
+            .output()
+            .expect("sh")
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let flag = env.path().join("FLAG");
+    let wrapper = env.write(
+        "bin/tmux",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *' list-panes -a '*) if [ -e '{}' ]; then echo 'server exited unexpectedly' >&2; exit 1; fi;; esac\nexec '{real}' \"$@\"\n",
+            flag.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        env.path().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut sup = Supervisor::start_with(&env, &[("PATH", &path)]);
+    sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    std::fs::write(&flag, b"").expect("flag");
+    // Several reconciliation ticks fail.
+    let during = sup.drain_for(Duration::from_millis(2500));
+    std::fs::remove_file(&flag).expect("unflag");
+    let pid = env.pane_of("sup", "other").pid;
+    kill9(pid);
+    sup.expect("agent_restarted", Some("other"), Duration::from_secs(10));
+    assert!(
+        !during.iter().any(|e| e["kind"] == "supervisor_stopped"),
+        "{during:?}"
+    );
+}

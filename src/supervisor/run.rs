@@ -87,6 +87,7 @@ pub fn supervise(
             snapshot_refs: crate::snapshot::Reuse::default(),
             printed: HashSet::new(),
             reuse_ok: false,
+            listing_failed: false,
         };
         shell.run(rx, &opts).await
     });
@@ -137,6 +138,8 @@ struct Shell {
     printed: HashSet<String>,
     /// False until a snapshot is taken with the control client attached throughout.
     reuse_ok: bool,
+    /// The last pane listing failed (said once in the log until one succeeds again).
+    listing_failed: bool,
 }
 
 impl Shell {
@@ -400,7 +403,21 @@ impl Shell {
 
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
     async fn reconcile(&mut self, startup: bool) -> Result<()> {
-        let panes = self.tmux.list_panes().context("listing panes")?;
+        let panes = match self.tmux.list_panes() {
+            Ok(panes) => {
+                self.listing_failed = false;
+                panes
+            }
+            // A tmux server on its way out can fail a command (no server at all lists no
+            // panes): not a reason to stop supervising; the next tick looks again.
+            Err(e) if !startup => {
+                if !std::mem::replace(&mut self.listing_failed, true) {
+                    tracing::warn!(error = %e, "listing panes failed; retrying every tick");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("listing panes")),
+        };
         self.repipe_transcripts(&panes);
         let session = self.layout.session.to_string();
         let names: Vec<String> = self
