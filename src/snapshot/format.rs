@@ -5,7 +5,9 @@
 //!
 //! Integrity: every blob is named by the SHA-256 of its bytes; the document carries
 //! `checksum`, the SHA-256 of the document serialized compactly (serde_json, fields in
-//! the order below) with `checksum` set to the empty string.
+//! the order below) with `checksum` set to the empty string. The fields added later
+//! (`history_bytes`, `history_mark`) are left out when absent, so a document written
+//! before them reads back, and checks, exactly as it was written.
 
 use serde::{Deserialize, Serialize};
 
