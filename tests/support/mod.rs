@@ -177,11 +177,48 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.kill_server();
+        kill_stragglers(&self.socket);
         // tmux leaves its socket file behind; remove ours (and only ours).
         let uid = rustix::process::getuid().as_raw();
         let dir =
             std::env::var_os("TMUX_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
+    }
+}
+
+/// SIGKILLs what is left of this test's tmux after `kill-server`: processes whose command
+/// line names its socket (`-L orch-test-…`, unique to the test). A control-mode client
+/// whose supervisor was SIGKILLed can keep a server from exiting (seen on tmux 3.3a in
+/// about one full run in three); once the socket file is removed, nothing could reach
+/// them any more.
+fn kill_stragglers(socket: &str) {
+    let owned = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"-L" && w[1] == socket.as_bytes())
+        })
+    };
+    for _ in 0..20 {
+        let left: Vec<u32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|pid| owned(*pid))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        if left.iter().all(|pid| !owned(*pid)) {
+            return;
+        }
+        for pid in left.into_iter().filter(|pid| owned(*pid)) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
     }
 }
 
