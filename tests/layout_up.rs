@@ -129,7 +129,12 @@ fn up_builds_nine_named_panes_with_cwd_and_environment() {
             "from-defaults"
         };
         assert_eq!(vars.get("SHARED").map(String::as_str), Some(shared));
-        let pwd = std::fs::read_to_string(out.join(format!("{name}.pwd"))).expect("pwd");
+        // Written after the environment: wait for it whole too.
+        let pwd = wait_for(&format!("{name}'s cwd"), Duration::from_secs(10), || {
+            std::fs::read_to_string(out.join(format!("{name}.pwd")))
+                .ok()
+                .filter(|p| p.ends_with('\n'))
+        });
         let expected = if name == "boss2" {
             work.join("special")
         } else {
@@ -279,11 +284,17 @@ fn worktree_agents_get_their_own_checkout_and_keep_it() {
     );
 
     let pwd = wait_for("worker1's cwd", Duration::from_secs(10), || {
-        std::fs::read_to_string(out.join("worker1.pwd")).ok()
+        // Whole: the shell creates the file before `pwd` writes to it.
+        std::fs::read_to_string(out.join("worker1.pwd"))
+            .ok()
+            .filter(|p| p.ends_with('\n'))
     });
     assert_eq!(pwd.trim(), dest.to_str().expect("utf-8"));
     let boss_pwd = wait_for("boss1's cwd", Duration::from_secs(10), || {
-        std::fs::read_to_string(out.join("boss1.pwd")).ok()
+        // Whole: the shell creates the file before `pwd` writes to it.
+        std::fs::read_to_string(out.join("boss1.pwd"))
+            .ok()
+            .filter(|p| p.ends_with('\n'))
     });
     assert_eq!(
         boss_pwd.trim(),
@@ -316,7 +327,10 @@ fn worktree_agents_get_their_own_checkout_and_keep_it() {
     let stdout = env.orch_ok(&["layout", "up"]);
     assert!(!stdout.contains("new git worktree"), "{stdout}");
     let pwd = wait_for("worker1's cwd again", Duration::from_secs(10), || {
-        std::fs::read_to_string(out.join("worker1.pwd")).ok()
+        // Whole: the shell creates the file before `pwd` writes to it.
+        std::fs::read_to_string(out.join("worker1.pwd"))
+            .ok()
+            .filter(|p| p.ends_with('\n'))
     });
     assert_eq!(pwd.trim(), dest.to_str().expect("utf-8"));
     assert_eq!(
