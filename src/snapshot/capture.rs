@@ -205,7 +205,8 @@ impl Plan {
                 geometry,
                 append: Some(Append { mark, .. }),
             } => {
-                let new = (geometry.history_size - mark.rows) as i64;
+                // `plan` and `read_outcome` append only to a history that did not shrink.
+                let new = geometry.history_size.saturating_sub(mark.rows) as i64;
                 let anchor = mark.anchor_rows as i64;
                 if anchor > 0 {
                     parts.push((Part::OldAnchor, Rows::Range(-(new + anchor), -(new + 1))));
@@ -612,7 +613,13 @@ fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
                     .is_some_and(|rows| hex(&Sha256::digest(rows)) == append.mark.anchor);
             if !moved && anchored {
                 Ok((append.prefix.clone(), mark(planned)))
-            } else if moved && o.first_try {
+            } else if moved
+                && o.first_try
+                && append.mark.rows <= now.history_size
+                && append.mark.width == now.width
+                && append.mark.server_pid == o.seen.server_pid
+            {
+                // Only printed more: the same append, counted from what the capture saw.
                 Err(Plan::Read {
                     geometry: now,
                     append: Some(append.clone()),
@@ -959,6 +966,11 @@ mod tests {
             }) => assert_eq!(geometry.history_size, 140),
             other => panic!("{other:?}"),
         }
+        // Cleared (fewer rows than before) or resized in between: the whole history.
+        assert!(matches!(
+            outcome(130, 50, Some(append.clone()), true, b"rows"),
+            Err(Plan::Read { append: None, .. })
+        ));
         // Again: the whole history.
         assert!(matches!(
             outcome(140, 150, Some(append.clone()), false, b"rows"),
