@@ -388,30 +388,7 @@ fn tmux_calls_for_status(agents: usize) -> usize {
 
     let bin = tempfile::tempdir().expect("dir");
     let log = bin.path().join("calls.log");
-    let real = String::from_utf8_lossy(
-        &std::process::Command::new("sh")
-            .args(["-c", "command -v tmux"])
-            .output()
-            .expect("sh")
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    let wrapper = bin.path().join("tmux");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
-            log.display()
-        ),
-    )
-    .expect("write");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::tmux_wrapper(bin.path(), &format!("echo \"$*\" >> '{}'", log.display()));
     let out = env
         .orch_command(&["status", "--json"])
         .env("PATH", path)

@@ -509,29 +509,13 @@ fn a_failing_pane_listing_does_not_stop_the_supervisor() {
     env.write("orch.yaml", LAYOUT);
     // A `tmux` first on PATH whose `list-panes -a` fails while FLAG exists, as a server
     // on its way out can.
-    let real = String::from_utf8_lossy(
-        &std::process::Command::new("sh")
-            .args(["-c", "command -v tmux"])
-            .output()
-            .expect("sh")
-            .stdout,
-    )
-    .trim()
-    .to_owned();
     let flag = env.path().join("FLAG");
-    let wrapper = env.write(
-        "bin/tmux",
+    let path = support::tmux_wrapper(
+        &env.path().join("bin"),
         &format!(
-            "#!/bin/sh\ncase \" $* \" in *' list-panes -a '*) if [ -e '{}' ]; then echo 'server exited unexpectedly' >&2; exit 1; fi;; esac\nexec '{real}' \"$@\"\n",
+            "case \" $* \" in *' list-panes -a '*) if [ -e '{}' ]; then echo 'server exited unexpectedly' >&2; exit 1; fi;; esac",
             flag.display()
         ),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = format!(
-        "{}:{}",
-        env.path().join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let mut sup = Supervisor::start_with(&env, &[("PATH", &path)]);
     sup.expect("agent_started", Some("other"), Duration::from_secs(10));

@@ -222,6 +222,30 @@ fn kill_stragglers(socket: &str) {
     }
 }
 
+/// Writes `dir/tmux`, a shell script that runs `before` and then the real tmux with the
+/// same arguments, and returns a PATH that finds it first.
+pub fn tmux_wrapper(dir: &Path, before: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let out = Command::new("sh")
+        .args(["-c", "command -v tmux"])
+        .output()
+        .expect("sh");
+    let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    std::fs::create_dir_all(dir).expect("wrapper dir");
+    let wrapper = dir.join("tmux");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\n{before}\nexec '{real}' \"$@\"\n"),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
     poll(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
