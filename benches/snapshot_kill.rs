@@ -85,13 +85,12 @@ fn main() {
         );
         if let Ok(loaded) = loaded {
             for (sha, path) in &loaded.blobs {
-                use sha2::Digest;
                 let bytes = std::fs::read(path).expect("a referenced blob exists");
-                let hex: String = sha2::Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                assert_eq!(&hex, sha, "round {round}: blob {sha} does not match");
+                assert_eq!(
+                    &orch::digest::sha256_hex(&bytes),
+                    sha,
+                    "round {round}: blob {sha} does not match"
+                );
             }
             checked += 1;
         }

@@ -8,6 +8,7 @@
 
 pub mod agent_sim;
 pub mod cli;
+pub mod digest;
 pub mod git;
 pub mod layout;
 pub mod logging;

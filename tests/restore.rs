@@ -5,8 +5,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use orch::digest::sha256_hex;
 use orch::snapshot::format::{AgentSnapshot, BlobRef, FORMAT, Snapshot, WindowShape};
-use orch::snapshot::restore::{document_checksum, handover_message, sha256_hex};
+use orch::snapshot::restore::{document_checksum, handover_message};
 use support::{TestEnv, wait_for};
 
 const NAMES: [&str; 9] = [

@@ -198,12 +198,7 @@ fn snapshots_killed_at_random_moments_never_leave_a_good_looking_bad_one() {
             let loaded = orch::snapshot::load(&dir, &l.id).expect("a good snapshot loads");
             for (sha, path) in &loaded.blobs {
                 let bytes = std::fs::read(path).expect("blob");
-                use sha2::Digest;
-                let hex: String = sha2::Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                assert_eq!(&hex, sha);
+                assert_eq!(&orch::digest::sha256_hex(&bytes), sha);
             }
         }
     }

@@ -202,7 +202,7 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
         PriorityArg::Low => Priority::Low,
     };
     let mut ours: Vec<Message> = Vec::new();
-    let digest = audit::sha256_hex(text.as_bytes());
+    let digest = crate::digest::sha256_hex(text.as_bytes());
     for t in &targets {
         let how = Delivery {
             enter: !args.no_enter,

@@ -10,21 +10,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::digest::sha256_hex;
 use anyhow::{Context, Result};
 use rustix::fs::{FlockOperation, flock};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
 
 /// Appends one record (`kind` plus `fields`) to the chain at `path` and returns the line.
 pub fn append(

@@ -26,8 +26,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use crate::digest::sha256_hex;
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::format::{AgentSnapshot, BlobRef, FORMAT, HistoryMark, Snapshot, WindowShape};
 use super::redact::Redactor;
@@ -554,7 +554,7 @@ fn plan(
         let intact = if reuse.verified {
             bytes.len() as u64 == blob.bytes
         } else {
-            hex(&Sha256::digest(&bytes)) == blob.sha256
+            sha256_hex(&bytes) == blob.sha256
         };
         if !intact || cut > bytes.len() {
             return None;
@@ -610,7 +610,7 @@ fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
             let anchored = append.mark.anchor_rows == 0
                 || o.old_anchor
                     .as_ref()
-                    .is_some_and(|rows| hex(&Sha256::digest(rows)) == append.mark.anchor);
+                    .is_some_and(|rows| sha256_hex(rows) == append.mark.anchor);
             if !moved && anchored {
                 Ok((append.prefix.clone(), mark(planned)))
             } else if moved
@@ -645,7 +645,7 @@ fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
 
 /// Adds a blob unless it is there already; its reference.
 fn keep_blob(blobs: &mut Vec<Blob>, bytes: Vec<u8>) -> BlobRef {
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let sha256 = sha256_hex(&bytes);
     let blob_ref = BlobRef {
         sha256: sha256.clone(),
         bytes: bytes.len() as u64,
@@ -669,7 +669,7 @@ fn assembled(
     anchor: Vec<u8>,
 ) -> PaneContents {
     let joined = join_history(prefix, &history, &screen, redactor);
-    mark.anchor = hex(&Sha256::digest(&anchor));
+    mark.anchor = sha256_hex(&anchor);
     PaneContents {
         scrollback: Some(keep_blob(blobs, joined.bytes)),
         history_bytes: joined.history_bytes.map(|b| b as u64),
@@ -764,14 +764,6 @@ pub(super) fn new_id(created: &str) -> String {
         .map_or(0, |d| d.subsec_nanos());
     let mix = (nanos ^ std::process::id().rotate_left(16)).wrapping_mul(2_654_435_761);
     format!("{stamp}-{:04x}", mix >> 16 & 0xffff)
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Lines in a capture: newline-terminated lines plus a final unterminated one.
@@ -951,7 +943,7 @@ mod tests {
                 width: 80,
                 rows: 100,
                 anchor_rows: 20,
-                anchor: hex(&Sha256::digest(b"rows")),
+                anchor: sha256_hex(b"rows"),
             },
         };
         let (prefix, mark) =

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::format::{AgentSnapshot, BlobRef, Snapshot};
 use super::handover::{Handover, ReplayGuard};
@@ -79,17 +78,6 @@ pub struct RestoreReport {
 /// `sha256:<hex>` of the document with `checksum` empty (format.rs's rule).
 pub fn document_checksum(snap: &Snapshot) -> Result<String, String> {
     super::store::checksum(snap).map_err(|e| format!("{e:#}"))
-}
-
-/// Lower-case hex SHA-256, the name of a blob.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// `<state-dir>/<session>/snapshots`.
@@ -316,7 +304,7 @@ fn queue_handover(
     f.insert("bytes".into(), text.len().into());
     f.insert(
         "sha256".into(),
-        crate::messaging::audit::sha256_hex(text.as_bytes()).into(),
+        crate::digest::sha256_hex(text.as_bytes()).into(),
     );
     rec.record(
         crate::supervisor::event::EventKind::MessageQueued,
@@ -562,6 +550,7 @@ pub fn handover_message(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::digest::sha256_hex;
     use crate::snapshot::format::{BlobRef, WindowShape};
 
     /// Writes a verified snapshot: its blobs and its document, checksummed.

@@ -19,11 +19,11 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::digest::sha256_hex;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use super::capture::{Captured, hex, new_id};
+use super::capture::{Captured, new_id};
 use super::format::{FORMAT, Snapshot};
 use crate::state::{atomic_write, create_private_dir};
 
@@ -119,7 +119,7 @@ pub fn checksum(snapshot: &Snapshot) -> Result<String> {
     let mut s = snapshot.clone();
     s.checksum = String::new();
     let bytes = serde_json::to_vec(&s)?;
-    Ok(format!("sha256:{}", hex(&Sha256::digest(bytes))))
+    Ok(format!("sha256:{}", sha256_hex(&bytes)))
 }
 
 impl Store {
@@ -415,7 +415,7 @@ fn verify(
 fn verify_blob(session_dir: &Path, sha256: &str) -> Result<u64, String> {
     let path = blob_path(session_dir, sha256);
     let bytes = fs::read(&path).map_err(|e| format!("blob {sha256} missing: {e}"))?;
-    if hex(&Sha256::digest(&bytes)) != sha256 {
+    if sha256_hex(&bytes) != sha256 {
         return Err(format!("blob {sha256} does not match its hash"));
     }
     Ok(bytes.len() as u64)
