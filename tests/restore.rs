@@ -37,15 +37,7 @@ fn orch(env: &TestEnv, state: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn orch_ok(env: &TestEnv, state: &Path, args: &[&str]) -> String {
-    let out = orch(env, state, args);
-    assert!(
-        out.status.success(),
-        "orch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    support::succeeded(args, &orch(env, state, args))
 }
 
 /// A pane's history and screen as plain text, trailing blank lines dropped.

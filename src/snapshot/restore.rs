@@ -172,7 +172,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                 transcript: plan
                     .transcript
                     .as_ref()
-                    .filter(|_| !plan.pipes_itself)
+                    .filter(|_| !plan.pipes_itself())
                     .map(|(file, _)| file.clone()),
                 transcript_filter: filter.clone(),
             }
@@ -327,9 +327,14 @@ struct AgentPlan {
     activity: ActivityProfile,
     /// The transcript and the filter command that appends to it.
     transcript: Option<(PathBuf, Option<String>)>,
-    /// The script attaches the transcript once the replay is over, so the replayed
-    /// history is not appended to it a second time.
-    pipes_itself: bool,
+}
+
+impl AgentPlan {
+    /// Whether the pane's script attaches the transcript itself once the replay is over,
+    /// so the replayed history is not appended to it a second time.
+    fn pipes_itself(&self) -> bool {
+        self.replay.is_some() && self.transcript.is_some()
+    }
 }
 
 fn plan_agent(
@@ -417,7 +422,6 @@ fn plan_agent(
         cwd,
         command: format!("sh -c {}", shell_quote(&script)),
         env,
-        pipes_itself: replay.is_some() && transcript.is_some(),
         replay,
         activity: activity_profile(profile, saved),
         transcript,

@@ -85,15 +85,7 @@ impl TestEnv {
 
     /// Runs orch and insists it succeeded; returns stdout.
     pub fn orch_ok(&self, args: &[&str]) -> String {
-        let out = self.orch(args);
-        assert!(
-            out.status.success(),
-            "orch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.orch(args))
     }
 
     /// Runs tmux on this test's socket and returns stdout ("" if it failed).
@@ -184,6 +176,19 @@ impl Drop for TestEnv {
             std::env::var_os("TMUX_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
     }
+}
+
+/// The stdout of `orch ARGS`, which must have succeeded (else the test fails showing
+/// both outputs).
+pub fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "orch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// SIGKILLs what is left of this test's tmux after `kill-server`: processes whose command
