@@ -436,18 +436,16 @@ fn read_panes(
                 })
             })
             .collect();
-        let PaneCaptures { at, parts } = if requests.is_empty() {
+        let PaneCaptures { at, mut parts } = if requests.is_empty() {
             PaneCaptures::default()
         } else {
             tmux.capture_panes(&requests)
                 .context("capturing the panes")?
         };
-        let read = |i: usize, part: Part| -> Option<Vec<u8>> {
-            asked
-                .iter()
-                .zip(&parts)
-                .find(|((j, p, _), _)| *j == i && *p == part)
-                .map(|(_, bytes)| bytes.clone())
+        // Each part is used once: taken, not copied.
+        let mut read = |i: usize, part: Part| -> Option<Vec<u8>> {
+            let k = asked.iter().position(|(j, p, _)| *j == i && *p == part)?;
+            parts.get_mut(k).map(std::mem::take)
         };
         let mut again = Vec::new();
         for (i, plan) in std::mem::take(&mut plans) {
@@ -477,7 +475,7 @@ fn read_panes(
                         geometry,
                         append: None,
                     }),
-                    Some(seen) => read_outcome(&ReadOutcome {
+                    Some(seen) => read_outcome(ReadOutcome {
                         geometry,
                         append,
                         seen,
@@ -587,42 +585,47 @@ struct ReadOutcome<'a> {
 /// pane that printed in between is tried once more from what the capture saw, then read
 /// whole. Reading the whole history does not depend on the count, except that a pane
 /// with no history had none asked for, and the anchor rows must still exist.
-fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
-    let planned = &o.geometry;
+fn read_outcome(o: ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
+    let ReadOutcome {
+        geometry: planned,
+        append,
+        seen,
+        server_pid,
+        first_try,
+        old_anchor,
+    } = o;
     let now = PaneGeometry {
-        history_size: o.seen.history_size,
-        width: o.seen.width,
+        history_size: seen.history_size,
+        width: seen.width,
         ..planned.clone()
     };
-    let anchor_rows = anchor_rows(planned);
+    let anchor_rows = anchor_rows(&planned);
     let mark = |g: &PaneGeometry| HistoryMark {
-        server_pid: o.seen.server_pid,
+        server_pid: seen.server_pid,
         width: g.width,
         rows: g.history_size,
         anchor_rows,
         anchor: String::new(),
     };
-    let moved = o.seen.history_size != planned.history_size
-        || o.seen.width != planned.width
-        || o.seen.server_pid != o.server_pid;
-    match &o.append {
+    let moved = seen.history_size != planned.history_size
+        || seen.width != planned.width
+        || seen.server_pid != server_pid;
+    match append {
         Some(append) => {
             let anchored = append.mark.anchor_rows == 0
-                || o.old_anchor
-                    .as_ref()
-                    .is_some_and(|rows| sha256_hex(rows) == append.mark.anchor);
+                || old_anchor.is_some_and(|rows| sha256_hex(&rows) == append.mark.anchor);
             if !moved && anchored {
-                Ok((append.prefix.clone(), mark(planned)))
+                Ok((append.prefix, mark(&planned)))
             } else if moved
-                && o.first_try
+                && first_try
                 && append.mark.rows <= now.history_size
                 && append.mark.width == now.width
-                && append.mark.server_pid == o.seen.server_pid
+                && append.mark.server_pid == seen.server_pid
             {
                 // Only printed more: the same append, counted from what the capture saw.
                 Err(Plan::Read {
                     geometry: now,
-                    append: Some(append.clone()),
+                    append: Some(append),
                 })
             } else {
                 Err(Plan::Read {
@@ -631,8 +634,8 @@ fn read_outcome(o: &ReadOutcome<'_>) -> Result<(Vec<u8>, HistoryMark), Plan> {
                 })
             }
         }
-        None if o.seen.history_size >= anchor_rows
-            && (planned.history_size > 0 || o.seen.history_size == 0) =>
+        None if seen.history_size >= anchor_rows
+            && (planned.history_size > 0 || seen.history_size == 0) =>
         {
             Ok((Vec::new(), mark(&now)))
         }
@@ -924,7 +927,7 @@ mod tests {
         old_anchor: &[u8],
     ) -> Result<(Vec<u8>, HistoryMark), Plan> {
         let seen = seen(seen_rows);
-        read_outcome(&ReadOutcome {
+        read_outcome(ReadOutcome {
             geometry: geometry(planned),
             append,
             seen: &seen,
