@@ -372,6 +372,15 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
 mod tests {
     use super::*;
 
+    /// The texts waiting for `agent`, in delivery order.
+    fn texts(q: &Queue, agent: &str) -> Vec<String> {
+        q.pending(agent)
+            .expect("pending")
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+
     #[test]
     fn delivery_order_is_priority_then_fifo_and_survives_reopening() {
         let d = tempfile::tempdir().expect("tmp");
@@ -390,14 +399,8 @@ mod tests {
         q.push("user", "worker2", Priority::High, "other")
             .expect("push");
         let reopened = Queue::new(d.path());
-        let texts: Vec<String> = reopened
-            .pending("worker1")
-            .expect("pending")
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
         assert_eq!(
-            texts,
+            texts(&reopened, "worker1"),
             ["high 1", "high 2", "normal 1", "normal 2", "low 1", "low 2"]
         );
         let first = reopened.pending("worker1").expect("pending").remove(0);
@@ -429,13 +432,7 @@ mod tests {
         };
         q.push_first("orch", "w", Priority::High, "handover", how, None)
             .expect("push first");
-        let texts: Vec<String> = q
-            .pending("w")
-            .expect("pending")
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
-        assert_eq!(texts, ["handover", "old", "normal"]);
+        assert_eq!(texts(&q, "w"), ["handover", "old", "normal"]);
         // Still queued: not queued again. Gone: queued again, behind, waiting for ready.
         assert_eq!(q.requeue(&old, None).expect("requeue"), None);
         q.remove(&old).expect("remove");
@@ -444,13 +441,7 @@ mod tests {
             .expect("requeue")
             .expect("queued again");
         assert!(again.when_ready && again.seq > old.seq);
-        let texts: Vec<String> = q
-            .pending("w")
-            .expect("pending")
-            .into_iter()
-            .map(|m| m.text)
-            .collect();
-        assert_eq!(texts, ["handover", "old", "normal"]);
+        assert_eq!(texts(&q, "w"), ["handover", "old", "normal"]);
     }
 
     #[test]
