@@ -67,9 +67,9 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to a new private (0600) file at `tmp` and syncs it to disk: the first
-/// half of every atomic write here (the caller then renames or links it into place).
-pub fn write_synced_temp(tmp: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to a private (0600) file at `path`, replacing what it held; not synced
+/// (for files a crash may lose, like a restore's replay files).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<fs::File> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
@@ -77,12 +77,30 @@ pub fn write_synced_temp(tmp: &Path, bytes: &[u8]) -> Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(f)
+}
+
+/// Writes `bytes` to a new private (0600) file at `tmp` and syncs it to disk: the first
+/// half of every atomic write here (the caller then renames or links it into place).
+pub fn write_synced_temp(tmp: &Path, bytes: &[u8]) -> Result<()> {
+    write_private(tmp, bytes)?
+        .sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))
+}
+
+/// Opens `path` for appending, creating it private (0600): journals, logs, transcripts.
+pub fn open_append(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// Opens a lock file for reading and writing, creating it 0600, never truncating it (a

@@ -12,7 +12,6 @@
 //! does, so a torn or tampered newest snapshot falls back to the one before.
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -381,7 +380,7 @@ fn plan_agent(
     let replay = match replay_bytes(agent, blobs)? {
         Some(bytes) => {
             let file = replay_dir.join(format!("{}.scrollback", agent.name));
-            write_private(&file, &bytes)?;
+            crate::state::write_private(&file, &bytes)?;
             Some(file)
         }
         None => None,
@@ -515,19 +514,6 @@ fn layout_scrollback(layout: &serde_json::Value) -> u64 {
 
 fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v.clamp(10, u32::from(u16::MAX))).unwrap_or(u16::MAX)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// What an agent is told after a restore.

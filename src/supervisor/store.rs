@@ -2,9 +2,8 @@
 //! one, the event journal, and the restart counters a new supervisor takes over.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -82,7 +81,7 @@ pub struct Journal {
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal> {
         let path = dir.join(JOURNAL_FILE);
-        let file = open_append(&path)?;
+        let file = crate::state::open_append(&path)?;
         Ok(Journal { path, file })
     }
 
@@ -105,18 +104,9 @@ impl Journal {
         let old = self.path.with_extension("jsonl.1");
         std::fs::rename(&self.path, &old)
             .with_context(|| format!("rotating {}", self.path.display()))?;
-        self.file = open_append(&self.path)?;
+        self.file = crate::state::open_append(&self.path)?;
         Ok(true)
     }
-}
-
-fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// Restart counters and decisions that must outlive the supervisor process.

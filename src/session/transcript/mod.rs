@@ -16,7 +16,6 @@ pub mod writer;
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -45,12 +44,7 @@ pub fn prepare_transcript(state: &StateDir, session: &str, agent: &str) -> Resul
     state.session_dir(session)?;
     create_private_dir(dir)?;
     rotate_if_big(&path, ROTATE_BYTES)?;
-    fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating the transcript {}", path.display()))?;
+    crate::state::open_append(&path)?;
     Ok(path)
 }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -56,8 +56,8 @@ struct Transcript {
 }
 
 impl Transcript {
-    fn open(path: &Path, limit: u64) -> std::io::Result<Transcript> {
-        let file = open_append(path)?;
+    fn open(path: &Path, limit: u64) -> Result<Transcript> {
+        let file = crate::state::open_append(path)?;
         let len = file.metadata()?.len();
         Ok(Transcript {
             path: path.to_owned(),
@@ -84,7 +84,7 @@ impl Transcript {
         }
         let rotated = super::rotate_if_big(&self.path, self.limit)
             .map_err(|e| format!("{e:#}"))
-            .and_then(|()| open_append(&self.path).map_err(|e| e.to_string()));
+            .and_then(|()| crate::state::open_append(&self.path).map_err(|e| format!("{e:#}")));
         match rotated {
             Ok(file) => {
                 self.file = file;
@@ -93,14 +93,6 @@ impl Transcript {
             Err(why) => tracing::warn!(why, "could not rotate a transcript"),
         }
     }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
 }
 
 /// Runs the writer for the transcripts in `dir` until it has been idle for [`IDLE_EXIT`].
@@ -245,8 +237,8 @@ fn take_over(conn: &OwnedFd, redactors: &mut HashMap<Vec<String>, Rc<Redactor>>)
     let result = (|| -> Result<Pipe, String> {
         let (request, fd) = handover::receive(conn.as_fd())?;
         rustix::io::ioctl_fionbio(&fd, true).map_err(|e| format!("setting up the pipe: {e}"))?;
-        let file = Transcript::open(&request.file, super::ROTATE_BYTES)
-            .map_err(|e| format!("opening {}: {e}", request.file.display()))?;
+        let file =
+            Transcript::open(&request.file, super::ROTATE_BYTES).map_err(|e| format!("{e:#}"))?;
         let redactor = match redactors.get(&request.redact) {
             Some(r) => r.clone(),
             None => {
