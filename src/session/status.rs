@@ -161,19 +161,12 @@ mod tests {
 
     fn dead_pane(status: Option<i32>, signal: Option<i32>) -> Pane {
         Pane {
-            session: "s".into(),
-            window_id: "@1".into(),
-            window_name: "w".into(),
-            id: "%1".into(),
-            pid: Some(1),
             dead: true,
             dead_status: status,
             dead_signal: signal,
-            in_mode: false,
-            pipe: true,
-            agent: Some("a".into()),
             role: Some("BOSS".into()),
             current_path: String::new(),
+            ..Pane::sample("%1", "s", Some("a"))
         }
     }
 

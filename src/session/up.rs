@@ -249,19 +249,9 @@ mod tests {
 
     fn pane(session: &str, window: &str, agent: Option<&str>) -> Pane {
         Pane {
-            session: session.into(),
             window_id: format!("@{window}"),
             window_name: window.into(),
-            id: "%1".into(),
-            pid: Some(1),
-            dead: false,
-            dead_status: None,
-            dead_signal: None,
-            in_mode: false,
-            pipe: true,
-            agent: agent.map(Into::into),
-            role: None,
-            current_path: "/".into(),
+            ..Pane::sample("%1", session, agent)
         }
     }
 

@@ -275,7 +275,6 @@ pub fn capture_reusing(
             height: 0,
             layout: String::new(),
             server_pid: view.windows.first().map_or(0, |w| w.server_pid),
-            panes: Vec::new(),
         });
 
     let snapshots = state
@@ -522,7 +521,7 @@ fn plan(
     reuse: &Reuse,
     blobs_dir: &Path,
 ) -> Plan {
-    let Some(geometry) = view.pane(&pane.id).cloned() else {
+    let Some(geometry) = view.pane(&pane.id) else {
         return Plan::Whole;
     };
     let previous = reuse.previous.get(&pane.id);

@@ -100,8 +100,6 @@ pub struct WindowInfo {
     pub layout: String,
     /// The tmux server's pid: pane ids and histories belong to one server's lifetime.
     pub server_pid: u32,
-    /// The window's panes, with what a capture needs to know.
-    pub panes: Vec<PaneGeometry>,
 }
 
 /// What [`Tmux::session_view`] returns.
@@ -114,15 +112,9 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    /// A pane's geometry, whichever window of the session it is in.
-    pub fn pane(&self, id: &str) -> Option<&PaneGeometry> {
-        self.windows.iter().find_map(|w| w.pane(id))
-    }
-}
-
-impl WindowInfo {
-    pub fn pane(&self, id: &str) -> Option<&PaneGeometry> {
-        self.panes.iter().find(|p| p.id == id)
+    /// A pane's geometry.
+    pub fn pane(&self, id: &str) -> Option<PaneGeometry> {
+        self.panes.iter().find(|p| p.id == id).map(Pane::geometry)
     }
 }
 
@@ -360,12 +352,10 @@ impl Tmux {
         }
     }
 
-    /// Every pane on the server (as [`Tmux::list_panes`]) and the geometry of `session`'s
-    /// windows and panes, in ONE tmux process. No server, or no such session: `panes`
-    /// says which, `windows` is empty.
+    /// Every pane on the server (as [`Tmux::list_panes`]) and `session`'s windows, in ONE
+    /// tmux process. No server, or no such session: `panes` says which, `windows` is empty.
     pub fn session_view(&self, session: &str) -> Result<SessionView, TmuxError> {
         let nonce = nonce();
-        let target = format!("={session}");
         let cmds = vec![
             ListPanes::new().all().format(PANE_FORMAT).build(),
             DisplayMessage::new()
@@ -373,19 +363,8 @@ impl Tmux {
                 .message(format!("{nonce} windows"))
                 .build(),
             ListWindows::new()
-                .target_session(target.clone())
+                .target_session(format!("={session}"))
                 .format("#{window_id}\t#{window_width}\t#{window_height}\t#{pid}\t#{window_name}\t#{window_layout}")
-                .build(),
-            DisplayMessage::new()
-                .print()
-                .message(format!("{nonce} panes"))
-                .build(),
-            ListPanes::new()
-                .session()
-                .target(target)
-                .format(
-                    "#{window_id}\t#{pane_id}\t#{alternate_on}\t#{history_size}\t#{history_limit}\t#{pane_width}",
-                )
                 .build(),
         ];
         let out = match self.run(cmds) {
@@ -399,58 +378,34 @@ impl Tmux {
             }
             Err(e) => return Err(e),
         };
-        let bad = |line: &str| TmuxError::Failed {
-            command: "list-windows".into(),
-            message: format!("unexpected reply {line:?}"),
-        };
-        let mut view = SessionView::default();
-        let mut section = "";
-        for line in out.lines() {
-            if let Some(rest) = line.strip_prefix(&nonce) {
-                section = if rest == " windows" {
-                    "windows"
-                } else {
-                    "panes"
+        let (panes, windows) = out
+            .split_once(&format!("{nonce} windows\n"))
+            .unwrap_or((&out, ""));
+        let windows = windows
+            .lines()
+            .map(|line| {
+                let bad = || TmuxError::Failed {
+                    command: "list-windows".into(),
+                    message: format!("unexpected reply {line:?}"),
                 };
-                continue;
-            }
-            match section {
-                "" => view.panes.extend(Pane::parse(line)),
-                "windows" => {
-                    let f: Vec<&str> = line.splitn(6, '\t').collect();
-                    let [id, w, h, pid, name, layout] = f[..] else {
-                        return Err(bad(line));
-                    };
-                    view.windows.push(WindowInfo {
-                        id: id.to_owned(),
-                        name: name.to_owned(),
-                        width: w.parse().map_err(|_| bad(line))?,
-                        height: h.parse().map_err(|_| bad(line))?,
-                        layout: layout.to_owned(),
-                        server_pid: pid.parse().map_err(|_| bad(line))?,
-                        panes: Vec::new(),
-                    });
-                }
-                _ => {
-                    let f: Vec<&str> = line.split('\t').collect();
-                    let [window, id, alt, hist, limit, width] = f[..] else {
-                        return Err(bad(line));
-                    };
-                    let pane = PaneGeometry {
-                        id: id.to_owned(),
-                        alternate_on: alt == "1",
-                        history_size: hist.parse().map_err(|_| bad(line))?,
-                        history_limit: limit.parse().map_err(|_| bad(line))?,
-                        width: width.parse().map_err(|_| bad(line))?,
-                    };
-                    let Some(w) = view.windows.iter_mut().find(|w| w.id == window) else {
-                        return Err(bad(line));
-                    };
-                    w.panes.push(pane);
-                }
-            }
-        }
-        Ok(view)
+                let f: Vec<&str> = line.splitn(6, '\t').collect();
+                let [id, w, h, pid, name, layout] = f[..] else {
+                    return Err(bad());
+                };
+                Ok(WindowInfo {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    width: w.parse().map_err(|_| bad())?,
+                    height: h.parse().map_err(|_| bad())?,
+                    layout: layout.to_owned(),
+                    server_pid: pid.parse().map_err(|_| bad())?,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SessionView {
+            panes: panes.lines().filter_map(Pane::parse).collect(),
+            windows,
+        })
     }
 
     /// Captures rows of panes, with colours, in one tmux process (more only past tmux's

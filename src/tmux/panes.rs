@@ -2,7 +2,7 @@
 
 /// Fields separated by tabs; the free-form path comes last so a tab inside it cannot shift
 /// the others.
-pub const PANE_FORMAT: &str = "#{session_name}\t#{window_id}\t#{window_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{pane_in_mode}\t#{pane_pipe}\t#{@orch_agent}\t#{@orch_role}\t#{pane_current_path}";
+pub const PANE_FORMAT: &str = "#{session_name}\t#{window_id}\t#{window_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{pane_in_mode}\t#{pane_pipe}\t#{history_size}\t#{history_limit}\t#{pane_width}\t#{alternate_on}\t#{@orch_agent}\t#{@orch_role}\t#{pane_current_path}";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pane {
@@ -20,6 +20,11 @@ pub struct Pane {
     pub in_mode: bool,
     /// Whether the pane's output is piped (`pipe-pane`), i.e. reaches its transcript.
     pub pipe: bool,
+    /// `#{history_size}`, `#{history_limit}`, `#{pane_width}`, `#{alternate_on}`.
+    pub history_size: u64,
+    pub history_limit: u64,
+    pub width: u32,
+    pub alternate_on: bool,
     /// The `@orch_agent` pane option: which agent this pane is, if orch made it.
     pub agent: Option<String>,
     pub role: Option<String>,
@@ -27,8 +32,44 @@ pub struct Pane {
 }
 
 impl Pane {
+    /// A live pane of `agent` (or none) in session `session`, for tests that build the
+    /// listing tmux would give; change what a test is about with `..Pane::sample(…)`.
+    #[cfg(test)]
+    pub fn sample(id: &str, session: &str, agent: Option<&str>) -> Pane {
+        Pane {
+            session: session.into(),
+            window_id: "@1".into(),
+            window_name: "w".into(),
+            id: id.into(),
+            pid: Some(1),
+            dead: false,
+            dead_status: None,
+            dead_signal: None,
+            in_mode: false,
+            pipe: true,
+            history_size: 0,
+            history_limit: 2000,
+            width: 80,
+            alternate_on: false,
+            agent: agent.map(Into::into),
+            role: None,
+            current_path: "/".into(),
+        }
+    }
+
+    /// What a capture of the pane's rows needs to know.
+    pub fn geometry(&self) -> super::PaneGeometry {
+        super::PaneGeometry {
+            id: self.id.clone(),
+            history_size: self.history_size,
+            history_limit: self.history_limit,
+            width: self.width,
+            alternate_on: self.alternate_on,
+        }
+    }
+
     pub(super) fn parse(line: &str) -> Option<Pane> {
-        let mut f = line.splitn(13, '\t');
+        let mut f = line.splitn(17, '\t');
         let mut next = || f.next();
         let session = next()?.to_owned();
         let window_id = next()?.to_owned();
@@ -40,6 +81,10 @@ impl Pane {
         let dead_signal = next()?.parse().ok();
         let in_mode = next()? == "1";
         let pipe = next()? == "1";
+        let history_size = next()?.parse().ok()?;
+        let history_limit = next()?.parse().ok()?;
+        let width = next()?.parse().ok()?;
+        let alternate_on = next()? == "1";
         let agent = Some(next()?.to_owned()).filter(|s| !s.is_empty());
         let role = Some(next()?.to_owned()).filter(|s| !s.is_empty());
         let current_path = next()?.to_owned();
@@ -54,6 +99,10 @@ impl Pane {
             dead_signal,
             in_mode,
             pipe,
+            history_size,
+            history_limit,
+            width,
+            alternate_on,
             agent,
             role,
             current_path,
@@ -67,16 +116,23 @@ mod tests {
 
     #[test]
     fn parses_a_live_and_a_dead_pane() {
-        let live =
-            Pane::parse("org9\t@1\tagents\t%3\t5151\t0\t\t\t0\t1\tworker1\tWORKER\t/tmp/a\tb")
-                .expect("row");
+        let live = Pane::parse(
+            "org9\t@1\tagents\t%3\t5151\t0\t\t\t0\t1\t120\t2000\t80\t0\tworker1\tWORKER\t/tmp/a\tb",
+        )
+        .expect("row");
         assert_eq!(live.id, "%3");
+        assert_eq!(
+            (live.history_size, live.history_limit, live.width),
+            (120, 2000, 80)
+        );
+        assert!(!live.alternate_on);
         assert_eq!(live.pid, Some(5151));
         assert!(!live.dead);
         assert!(live.pipe);
         assert_eq!(live.agent.as_deref(), Some("worker1"));
         assert_eq!(live.current_path, "/tmp/a\tb");
-        let dead = Pane::parse("org9\t@1\tagents\t%4\t5152\t1\t\t9\t0\t0\t\t\t/").expect("row");
+        let dead = Pane::parse("org9\t@1\tagents\t%4\t5152\t1\t\t9\t0\t0\t0\t2000\t80\t1\t\t\t/")
+            .expect("row");
         assert!(dead.dead);
         assert!(!dead.pipe);
         assert_eq!(dead.dead_status, None);

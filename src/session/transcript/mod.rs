@@ -143,19 +143,9 @@ mod tests {
     #[test]
     fn live_agent_panes_without_a_pipe_are_piped_again_or_all_when_the_writer_died() {
         let pane = |id: &str, session: &str, agent: Option<&str>, dead: bool, pipe: bool| Pane {
-            session: session.into(),
-            window_id: "@1".into(),
-            window_name: "w".into(),
-            id: id.into(),
-            pid: Some(1),
             dead,
-            dead_status: None,
-            dead_signal: None,
-            in_mode: false,
             pipe,
-            agent: agent.map(Into::into),
-            role: None,
-            current_path: "/".into(),
+            ..Pane::sample(id, session, agent)
         };
         let panes = [
             pane("%1", "s", Some("a"), false, true),
