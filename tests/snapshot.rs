@@ -66,12 +66,11 @@ fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn nine_panes_of_ten_thousand_lines_are_captured_whole_and_in_order() {
     let env = TestEnv::new();
-    let mut yaml = String::from("session: big\nsnapshot: { scrollback_lines: 20000 }\nagents:\n");
-    for i in 0..9 {
-        yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 10000; echo done-{i}; exec sleep 600' }}\n"
-        ));
-    }
+    let yaml = support::workers(
+        "session: big\nsnapshot: { scrollback_lines: 20000 }\n",
+        9,
+        |i| format!("seq 1 10000; echo done-{i}; exec sleep 600"),
+    );
     env.write("orch.yaml", &yaml);
     env.orch_ok(&["layout", "up"]);
     for i in 0..9 {
@@ -166,12 +165,9 @@ fn a_truncated_snapshot_is_reported_corrupt_and_latest_skips_it() {
 #[test]
 fn snapshots_killed_at_random_moments_never_leave_a_good_looking_bad_one() {
     let env = TestEnv::new();
-    let mut yaml = String::from("session: kill\nsnapshot: { keep: 100 }\nagents:\n");
-    for i in 0..3 {
-        yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 3000; exec sleep 600' }}\n"
-        ));
-    }
+    let yaml = support::workers("session: kill\nsnapshot: { keep: 100 }\n", 3, |_| {
+        "seq 1 3000; exec sleep 600".to_owned()
+    });
     env.write("orch.yaml", &yaml);
     env.orch_ok(&["layout", "up"]);
     wait_for_output(&env, "kill", "3000");
@@ -294,12 +290,9 @@ fn secrets_never_reach_the_state_dir_and_files_are_private() {
 #[test]
 fn fifty_snapshots_of_an_idle_session_store_each_pane_once() {
     let env = TestEnv::new();
-    let mut yaml = String::from("session: idle\nsnapshot: { keep: 100 }\nagents:\n");
-    for i in 0..4 {
-        yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'seq 1 500; echo pane-{i}; exec sleep 600' }}\n"
-        ));
-    }
+    let yaml = support::workers("session: idle\nsnapshot: { keep: 100 }\n", 4, |i| {
+        format!("seq 1 500; echo pane-{i}; exec sleep 600")
+    });
     env.write("orch.yaml", &yaml);
     env.orch_ok(&["layout", "up"]);
     wait_for("every pane to finish", Duration::from_secs(20), || {

@@ -376,12 +376,7 @@ fn state_dir_is_private() {
 /// Counts tmux processes with a wrapper placed first on PATH.
 fn tmux_calls_for_status(agents: usize) -> usize {
     let env = TestEnv::new();
-    let mut yaml = String::from("session: many\nagents:\n");
-    for i in 0..agents {
-        yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'exec sleep 600' }}\n"
-        ));
-    }
+    let yaml = support::workers("session: many\n", agents, |_| "exec sleep 600".to_owned());
     env.write("orch.yaml", &yaml);
     env.orch_ok(&["layout", "up"]);
     assert_eq!(env.panes("many").len(), agents);

@@ -74,12 +74,9 @@ fn writer_exits_with_the_server(env: &TestEnv) {
 #[test]
 fn nine_agents_share_one_writer_and_it_leaves_with_the_server() {
     let env = TestEnv::new();
-    let mut yaml = String::from("session: tw\nagents:\n");
-    for i in 0..9 {
-        yaml.push_str(&format!(
-            "  - {{ name: a{i}, role: WORKER, command: 'echo \"hello from $ORCH_AGENT\"; exec sleep 600' }}\n"
-        ));
-    }
+    let yaml = support::workers("session: tw\n", 9, |_| {
+        "echo \"hello from $ORCH_AGENT\"; exec sleep 600".to_owned()
+    });
     env.write("orch.yaml", &yaml);
     env.orch_ok(&["layout", "up"]);
     for i in 0..9 {

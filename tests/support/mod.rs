@@ -227,6 +227,19 @@ fn kill_stragglers(socket: &str) {
     }
 }
 
+/// A layout: `head` (session and settings, each line ending with a newline), then `n`
+/// WORKER agents `a0`…, agent `i` running `command(i)` (inside single quotes in YAML).
+pub fn workers(head: &str, n: usize, command: impl Fn(usize) -> String) -> String {
+    let mut yaml = format!("{head}agents:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{ name: a{i}, role: WORKER, command: '{}' }}\n",
+            command(i)
+        ));
+    }
+    yaml
+}
+
 /// Writes `dir/tmux`, a shell script that runs `before` and then the real tmux with the
 /// same arguments, and returns a PATH that finds it first.
 pub fn tmux_wrapper(dir: &Path, before: &str) -> String {
