@@ -48,6 +48,40 @@ pub(super) fn run_hook(ctx: &Context, session: &str, pane: &str) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `orch hook activity`: run by an agent CLI's hook inside a pane, whose `ORCH_SESSION`
+/// and `ORCH_AGENT` say whose signal it is. Never fails: a hook that errors would be shown
+/// to the user by the CLI, and the screen reading carries on without it.
+pub(super) fn run_activity_hook(
+    ctx: &Context,
+    profile: crate::layout::Profile,
+    stdin: bool,
+    event: Option<&str>,
+    payload: Option<&str>,
+) {
+    use std::io::Read;
+    // Hook inputs can carry a whole tool output; a few MiB are plenty for the two fields
+    // read, and reading the rest keeps the CLI from a broken pipe.
+    const MAX_INPUT: u64 = 8 << 20;
+    let json = if stdin {
+        let mut bytes = Vec::new();
+        let mut input = std::io::stdin().lock();
+        let _ = input.by_ref().take(MAX_INPUT).read_to_end(&mut bytes);
+        let _ = std::io::copy(&mut input, &mut std::io::sink());
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    } else {
+        payload.and_then(|p| serde_json::from_str(p).ok())
+    };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(session), Some(agent)) = (var("ORCH_SESSION"), var("ORCH_AGENT")) else {
+        return;
+    };
+    let Ok(state) = ctx.state() else { return };
+    let dir = state.root().join(session);
+    if let Err(e) = crate::profile::hooks::report(&dir, &agent, profile, event, json.as_ref()) {
+        tracing::debug!("activity hook not delivered: {e:#}");
+    }
+}
+
 pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let path = ctx

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use builtin::{BUILTIN, BuiltinLayout};
 pub use schema::{
     Acl, AgentName, Arrange, OnLimit, OnStall, Profile, RestartPolicy, Risk, Role, StopSignal,
-    TmuxName, resume_command,
+    TmuxName,
 };
 pub use units::{Duration, Percent, Size};
 

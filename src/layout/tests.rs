@@ -485,25 +485,3 @@ fn supervision_keys() {
         ["t.yaml:3:38: agents[0].on_stall: unknown variant `panic`, expected `alert` or `restart`"]
     );
 }
-
-#[test]
-fn resume_commands_continue_the_last_conversation() {
-    assert_eq!(
-        resume_command(Profile::Claude, "claude"),
-        "claude --continue"
-    );
-    assert_eq!(
-        resume_command(Profile::Claude, "/usr/bin/claude --model opus "),
-        "/usr/bin/claude --model opus --continue"
-    );
-    assert_eq!(
-        resume_command(Profile::Codex, "codex"),
-        "codex resume --last"
-    );
-    assert_eq!(
-        resume_command(Profile::Claude, "./wrap.sh claude"),
-        "./wrap.sh claude"
-    );
-    assert_eq!(resume_command(Profile::Aider, "aider"), "aider");
-    assert_eq!(resume_command(Profile::Shell, "sleep 9"), "sleep 9");
-}

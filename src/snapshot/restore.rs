@@ -20,8 +20,9 @@ use anyhow::{Context, Result};
 use super::format::{AgentSnapshot, BlobRef, Snapshot};
 use super::handover::{Handover, ReplayGuard};
 use crate::cli::BadInput;
-use crate::layout::{Profile, resume_command};
+use crate::layout::Profile;
 use crate::monitor::activity::ActivityProfile;
+use crate::profile::resume_command;
 use crate::state::{StateDir, create_private_dir};
 use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
 
@@ -165,7 +166,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                 role: &agent.role,
                 cwd: &plan.cwd,
                 env,
-                command: Some(&plan.command),
+                command: Some(plan.command.clone()),
                 // A pane that replays its history pipes its transcript itself, after the
                 // replay; the others are piped as they are made.
                 transcript: plan

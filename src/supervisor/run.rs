@@ -21,7 +21,7 @@ use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
-use crate::monitor::activity::{Activity, ActivityProfile};
+use crate::monitor::activity::{Activity, ActivityProfile, Source};
 use crate::monitor::resources::{ProcessTable, ResourceSampler};
 use crate::process::{Sig, signal};
 use crate::session;
@@ -323,6 +323,29 @@ impl Shell {
             Request::PaneDied { pane } => {
                 tracing::debug!(%pane, "pane-died hook");
                 return Reply::from(self.reconcile(false).await);
+            }
+            Request::Activity {
+                agent,
+                activity,
+                event,
+            } => {
+                tracing::debug!(agent, ?activity, event, "activity hook");
+                if self.core.agent(&agent).is_none() {
+                    return Reply {
+                        ok: false,
+                        error: Some(format!("{agent} is not an agent of this session")),
+                        ..Reply::default()
+                    };
+                }
+                return Reply::from(
+                    self.feed(Msg::Activity {
+                        agent,
+                        activity,
+                        source: Source::Hook(event),
+                        tail: None,
+                    })
+                    .await,
+                );
             }
             Request::Status => {
                 return Reply {
@@ -838,12 +861,20 @@ impl Shell {
             };
             let activity = profile.classify(&screen);
             tracing::trace!(agent, ?activity, "screen read");
-            if self
+            // The tail is kept for the report of a screen nothing recognises.
+            let tail = (activity == Activity::Unknown).then(|| tidy_screen(&screen_tail(&screen)));
+            let changed = self
                 .core
                 .agent(&agent)
-                .is_some_and(|a| a.activity != activity)
-            {
-                self.feed(Msg::Activity { agent, activity }).await?;
+                .is_some_and(|a| a.screen != activity);
+            if changed || tail.is_some() {
+                self.feed(Msg::Activity {
+                    agent,
+                    activity,
+                    source: Source::Screen,
+                    tail,
+                })
+                .await?;
             }
         }
         Ok(())
@@ -929,6 +960,15 @@ fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
         out.insert(a.name.to_string(), profile);
     }
     out
+}
+
+/// The last lines of a screen, as activity patterns see them.
+fn screen_tail(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines
+        .len()
+        .saturating_sub(crate::monitor::activity::TAIL_LINES)..]
+        .join("\n")
 }
 
 /// The last screen without the blank rows around it.

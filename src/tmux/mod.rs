@@ -59,7 +59,7 @@ pub struct PaneSpec<'a> {
     pub cwd: &'a Path,
     pub env: Vec<(String, String)>,
     /// `None` runs tmux's default command, i.e. the user's shell.
-    pub command: Option<&'a str>,
+    pub command: Option<String>,
     /// Everything the pane prints is appended to this file (`pipe-pane -O`), if set.
     pub transcript: Option<std::path::PathBuf>,
     /// A command that reads the pane's output on stdin and appends it to the file given as
@@ -1102,8 +1102,8 @@ fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
     for (k, v) in &spec.env {
         cmd.push_option("-e", format!("{k}={v}"));
     }
-    if let Some(command) = spec.command {
-        cmd.push_param(command);
+    if let Some(command) = &spec.command {
+        cmd.push_param(command.clone());
     }
 }
 
