@@ -154,7 +154,7 @@ impl ActivityProfile {
 
 /// The last [`TAIL_LINES`] non-empty lines, trimmed at the end, joined by `\n` with none
 /// after the last, so `\z` means "end of the bottom line".
-fn screen_tail(screen: &str) -> String {
+pub fn screen_tail(screen: &str) -> String {
     let lines: Vec<&str> = screen
         .lines()
         .map(str::trim_end)

@@ -260,6 +260,10 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                     pane: pane.1.clone(),
                     message,
                     profile: plan.activity.clone(),
+                    style: crate::messaging::deliver::InputStyle::for_agent(
+                        plan.profile,
+                        agent.command.as_deref(),
+                    ),
                 }),
                 Err(e) => notes.push(format!(
                     "{}: handover message not queued: {e:#}",
@@ -295,6 +299,7 @@ fn queue_handover(
     let how = Delivery {
         enter: true,
         when_ready: true,
+        ready_within: None,
     };
     let msg = queue.push_first("orch", agent, Priority::High, text, how, after_replay)?;
     let mut f = serde_json::Map::new();
@@ -325,6 +330,7 @@ struct AgentPlan {
     replay: Option<(PathBuf, PathBuf)>,
     /// How to read the agent's screen: its profile with the saved layout's overrides.
     activity: ActivityProfile,
+    profile: Profile,
     /// The transcript and the filter command that appends to it.
     transcript: Option<(PathBuf, Option<String>)>,
 }
@@ -424,6 +430,7 @@ fn plan_agent(
         env,
         replay,
         activity: activity_profile(profile, saved),
+        profile,
         transcript,
     })
 }

@@ -723,8 +723,8 @@ impl Shell {
     /// Delivers queued messages to agents that run again (after a restart, or out of
     /// copy mode). Costs one directory read per tick while no message waits.
     fn drain_queues(&mut self) -> Result<()> {
-        use crate::messaging::deliver::Options;
-        use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+        use crate::messaging::deliver::{InputStyle, Options};
+        use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
         use crate::messaging::queue::Queue;
         let queue = Queue::new(&self.dir);
         let waiting: Vec<String> = queue
@@ -739,21 +739,24 @@ impl Shell {
         let panes = self.tmux.list_panes()?;
         let mut rec = Recorder::open_echoing(&self.dir)?;
         let session = self.layout.session.to_string();
+        let now = Instant::now();
         for agent in waiting {
-            let pane = pane_of(&panes, &session, &agent);
-            let ready = self
-                .core
-                .agent(&agent)
-                .is_some_and(|a| matches!(a.activity, Activity::Idle | Activity::Waiting));
-            match drain_agent(
-                &self.tmux,
-                &queue,
-                &mut rec,
-                pane,
-                &agent,
-                ready,
-                Options::default(),
-            ) {
+            let Some(a) = self.core.agent(&agent) else {
+                continue;
+            };
+            let unknown_for = match (a.activity, a.activity_since) {
+                (Activity::Unknown, Some(since)) => now.saturating_duration_since(since),
+                _ => Duration::ZERO,
+            };
+            let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref());
+            let target = Target {
+                agent: &agent,
+                pane: pane_of(&panes, &session, &agent),
+                style: &style,
+                activity: a.activity,
+                unknown_for,
+            };
+            match drain_agent(&self.tmux, &queue, &mut rec, &target, Options::default()) {
                 Ok(d) if !d.delivered.is_empty() => {
                     tracing::info!(
                         agent,
@@ -862,7 +865,8 @@ impl Shell {
             let activity = profile.classify(&screen);
             tracing::trace!(agent, ?activity, "screen read");
             // The tail is kept for the report of a screen nothing recognises.
-            let tail = (activity == Activity::Unknown).then(|| tidy_screen(&screen_tail(&screen)));
+            let tail = (activity == Activity::Unknown)
+                .then(|| crate::monitor::activity::screen_tail(&screen));
             let changed = self
                 .core
                 .agent(&agent)
@@ -960,15 +964,6 @@ fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
         out.insert(a.name.to_string(), profile);
     }
     out
-}
-
-/// The last lines of a screen, as activity patterns see them.
-fn screen_tail(screen: &str) -> String {
-    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines
-        .len()
-        .saturating_sub(crate::monitor::activity::TAIL_LINES)..]
-        .join("\n")
 }
 
 /// The last screen without the blank rows around it.

@@ -473,7 +473,10 @@ fn a_screen_nothing_recognises_is_reported_once_a_run() {
     let mut core = running("{ name: a, role: WORKER, profile: shell }", t0);
     core.step(screen("a", Activity::Unknown), t0);
     let fx = core.step(Msg::Tick, t0 + 10 * UNRECOGNISED_AFTER);
-    assert!(!kinds(&fx).contains(&EventKind::ActivityUnrecognised), "{fx:?}");
+    assert!(
+        !kinds(&fx).contains(&EventKind::ActivityUnrecognised),
+        "{fx:?}"
+    );
 }
 
 #[test]
