@@ -443,6 +443,7 @@ mod tests {
         let how = Delivery {
             enter: true,
             when_ready: true,
+            ready_within: None,
         };
         q.push_first("orch", "w", Priority::High, "handover", how, None)
             .expect("push first");
