@@ -58,16 +58,21 @@ pub(super) fn run_activity_hook(
     event: Option<&str>,
     payload: Option<&str>,
 ) {
-    use std::io::Read;
-    // Hook inputs can carry a whole tool output; a few MiB are plenty for the two fields
-    // read, and reading the rest keeps the CLI from a broken pipe.
-    const MAX_INPUT: u64 = 8 << 20;
+    // The hook input is one JSON value. Gemini CLI keeps the pipe open after it, so read
+    // just that value, and give up after a moment rather than hold the CLI up.
     let json = if stdin {
-        let mut bytes = Vec::new();
-        let mut input = std::io::stdin().lock();
-        let _ = input.by_ref().take(MAX_INPUT).read_to_end(&mut bytes);
-        let _ = std::io::copy(&mut input, &mut std::io::sink());
-        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let input = std::io::BufReader::new(std::io::stdin().lock());
+            let value = serde_json::Deserializer::from_reader(input)
+                .into_iter::<serde_json::Value>()
+                .next()
+                .and_then(Result::ok);
+            let _ = tx.send(value);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(2))
+            .ok()
+            .flatten()
     } else {
         payload.and_then(|p| serde_json::from_str(p).ok())
     };

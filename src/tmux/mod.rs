@@ -1154,7 +1154,17 @@ fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
         cmd.push_option("-e", format!("{k}={v}"));
     }
     if let Some(command) = &spec.command {
-        cmd.push_param(command.clone());
+        cmd.push_param(with_path(command, &spec.env));
+    }
+}
+
+/// `command` run with the PATH of `env`, if it sets one: tmux 3.3a gives a new pane the
+/// PATH of the client that made it, whatever `-e PATH=…` says, so the command sets it
+/// itself (the shell tmux runs it with reads `export` before anything else).
+fn with_path(command: &str, env: &[(String, String)]) -> String {
+    match env.iter().rev().find(|(k, _)| k == "PATH") {
+        Some((_, path)) => format!("export PATH={}; {command}", shell_quote(path)),
+        None => command.to_owned(),
     }
 }
 
