@@ -103,7 +103,8 @@ const GEMINI: Cli = Cli {
     profile: "gemini",
     command: "gemini",
     env: &[("GEMINI_API_KEY", GEMINI_KEY)],
-    answering: r"Thinking|request failed|esc to cancel",
+    // Not "esc to cancel" alone: Gemini shows it while it runs orch's hook too.
+    answering: r"Thinking\.\.\.|request failed",
     interrupt: Some("Escape"),
     resume_arg: "--resume",
     key_var: "GEMINI_API_KEY",
@@ -249,21 +250,25 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
 /// until orch reports it idle.
 fn back_to_prompt(env: &TestEnv, cli: &Cli, session: &str) {
     let idle = |env: &TestEnv| (status_activity(env) == "idle").then_some(());
-    if let Some(key) = cli.interrupt {
-        // Let the CLI get into its request first, then interrupt it as a person would.
-        std::thread::sleep(Duration::from_millis(500));
-        if idle(env).is_none() {
-            env.tmux(&["send-keys", "-t", &format!("={session}:"), key]);
-        }
-    }
-    poll(Duration::from_secs(60), || idle(env)).unwrap_or_else(|| {
-        panic!(
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next_key = Instant::now() + Duration::from_millis(500);
+    while idle(env).is_none() {
+        assert!(
+            Instant::now() < deadline,
             "{}: never idle again (activity {}):\n{}",
             cli.profile,
             status_activity(env),
             screen(env, session)
-        )
-    });
+        );
+        // As a person would: press the CLI's interrupt key, again if it did not take.
+        if let Some(key) = cli.interrupt
+            && Instant::now() >= next_key
+        {
+            env.tmux(&["send-keys", "-t", &format!("={session}:"), key]);
+            next_key = Instant::now() + Duration::from_secs(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn event_ms(ev: &serde_json::Value) -> i64 {

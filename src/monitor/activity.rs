@@ -322,9 +322,16 @@ mod tests {
   GPT-6.2-Sol default · /tmp/x/proj · hello codex list files
                                                               ⚠ 2 warnings · f2 to view
 ";
+        let starting = "\
+     loading
+› Ask Codex to do anything
+  ? for shortcuts
+";
         assert_eq!(classify(Profile::Codex, idle), Activity::Idle);
         assert_eq!(classify(Profile::Codex, working), Activity::Working);
         assert_eq!(classify(Profile::Codex, typed), Activity::Unknown);
+        // Still starting: a prompt now would wait for it.
+        assert_eq!(classify(Profile::Codex, starting), Activity::Unknown);
     }
 
     #[test]
