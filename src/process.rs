@@ -37,6 +37,112 @@ pub fn alive(pid: u32) -> bool {
     !matches!(state, Some("Z" | "X" | "x"))
 }
 
+/// A process whose environment says it belongs to an orch session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marked {
+    pub pid: u32,
+    /// Its `ORCH_AGENT`.
+    pub agent: Option<String>,
+    /// Its command line, arguments joined by spaces.
+    pub command: String,
+}
+
+/// The processes whose environment holds every `(key, value)` of `marks` (the `ORCH_*`
+/// variables orch gives each pane, which every process started from the pane inherits,
+/// daemons that left the pane's process tree included). orch's own processes (the same
+/// binary as the caller) and the caller's ancestors are not listed. Processes of other
+/// users cannot be read and are not listed.
+pub fn marked(marks: &[(&str, &str)]) -> Vec<Marked> {
+    let me = std::process::id();
+    let ancestors = ancestors(me);
+    let own_exe = std::env::current_exe().ok();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || ancestors.contains(&pid) || !alive(pid) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let value = |key: &str| {
+            vars.iter().find_map(|v| {
+                v.strip_prefix(key.as_bytes())
+                    .and_then(|r| r.strip_prefix(b"="))
+            })
+        };
+        if !marks
+            .iter()
+            .all(|(k, want)| value(k) == Some(want.as_bytes()))
+        {
+            continue;
+        }
+        if own_exe.is_some() && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == own_exe {
+            continue;
+        }
+        let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .split('\0')
+                    .filter(|a| !a.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        out.push(Marked {
+            pid,
+            agent: value("ORCH_AGENT").map(|a| String::from_utf8_lossy(a).into_owned()),
+            command,
+        });
+    }
+    out
+}
+
+/// `pid`'s parent, its parent, … up to init.
+fn ancestors(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut cur = pid;
+    while let Some(parent) = parent_of(cur).filter(|p| *p > 1 && !out.contains(p)) {
+        out.push(parent);
+        cur = parent;
+    }
+    out
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Asks `pids` to stop (SIGTERM), waits up to `grace` for them to go, and SIGKILLs the
+/// rest. Returns once none is alive, or after the SIGKILL.
+pub fn stop_all(pids: &[u32], grace: std::time::Duration) {
+    for &p in pids {
+        signal(p, Sig::Stop(StopSignal::Terminate));
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for &p in pids.iter().filter(|p| alive(**p)) {
+        signal(p, Sig::Kill);
+    }
+}
+
 /// How a terminal takes input, from its termios flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtyMode {
@@ -76,6 +182,54 @@ pub fn tty_mode(path: &std::path::Path) -> Option<TtyMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_are_found_by_their_orch_environment_and_stopped() {
+        let mark = format!(
+            "test-{}-{:?}",
+            std::process::id(),
+            std::time::Instant::now()
+        );
+        // A process that ignores SIGTERM, as some CLIs' children ignore the hangup.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 30"])
+            .env("ORCH_SESSION", &mark)
+            .env("ORCH_AGENT", "w1")
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let found = poll_for(|| {
+            let found = marked(&[("ORCH_SESSION", &mark)]);
+            found.iter().any(|m| m.pid == pid).then_some(found)
+        });
+        let m = found.iter().find(|m| m.pid == pid).expect("found");
+        assert_eq!(m.agent.as_deref(), Some("w1"));
+        assert!(m.command.contains("trap"), "{m:?}");
+        assert!(
+            marked(&[("ORCH_SESSION", "another")])
+                .iter()
+                .all(|m| m.pid != pid)
+        );
+        let started = std::time::Instant::now();
+        let pids: Vec<u32> = found.iter().map(|m| m.pid).collect();
+        stop_all(&pids, std::time::Duration::from_millis(300));
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(250),
+            "waited the grace"
+        );
+        let _ = child.wait();
+        assert!(!alive(pid));
+    }
+
+    fn poll_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..250 {
+            if let Some(v) = f() {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("timed out")
+    }
 
     #[test]
     fn a_killed_child_is_not_alive_even_before_it_is_reaped() {

@@ -231,7 +231,13 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
         .strip_prefix("agent: delivered (")
         .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{}: {what}: {out}\nscreen:\n{}", cli.profile, screen(env, session)));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: {what}: {out}\nscreen:\n{}",
+                cli.profile,
+                screen(env, session)
+            )
+        });
     // The CLI got it as a prompt: it tries to answer.
     poll(Duration::from_secs(45), || {
         (re.find_iter(&screen(env, session)).count() > seen_before).then_some(())
@@ -310,10 +316,7 @@ fn conformance(cli: &Cli) {
             .join(":")
     );
     prepare_home(cli, env.home.path(), &project, &path);
-    let mut agent_env = format!(
-        "HOME: '{}', PATH: '{path}'",
-        env.home.path().display()
-    );
+    let mut agent_env = format!("HOME: '{}', PATH: '{path}'", env.home.path().display());
     for (k, v) in cli.env {
         agent_env.push_str(&format!(", {k}: '{v}'"));
     }
@@ -375,8 +378,18 @@ fn conformance(cli: &Cli) {
         .expect("clock")
         .as_millis() as i64
         - 1_000;
-    let out = env.orch_ok(&["send", "--when", "idle", "agent", "After that, reply with the word done."]);
-    assert!(out.contains("queued"), "{}: while it works, the message waits: {out}", cli.profile);
+    let out = env.orch_ok(&[
+        "send",
+        "--when",
+        "idle",
+        "agent",
+        "After that, reply with the word done.",
+    ]);
+    assert!(
+        out.contains("queued"),
+        "{}: while it works, the message waits: {out}",
+        cli.profile
+    );
     back_to_prompt(&env, cli, &session);
     let back = loop {
         let ev = sup.expect("activity_changed", Some("agent"), Duration::from_secs(60));
@@ -423,18 +436,36 @@ fn conformance(cli: &Cli) {
     let (cli_pid, _) = tree
         .iter()
         .find(|(_, c)| c.contains(cli.resume_arg))
-        .unwrap_or_else(|| panic!("{}: no process resumes with {}: {tree:#?}", cli.profile, cli.resume_arg));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no process resumes with {}: {tree:#?}",
+                cli.profile, cli.resume_arg
+            )
+        });
     let environment = environ(*cli_pid);
     assert!(
-        environment.lines().any(|l| l.strip_prefix(cli.key_var).and_then(|r| r.strip_prefix('=')).is_some_and(|v| cli.env.iter().any(|(k, real)| *k == cli.key_var && v == *real))),
+        environment.lines().any(|l| l
+            .strip_prefix(cli.key_var)
+            .and_then(|r| r.strip_prefix('='))
+            .is_some_and(|v| cli
+                .env
+                .iter()
+                .any(|(k, real)| *k == cli.key_var && v == *real))),
         "{}: the restored CLI does not have the real {}:\n{environment}",
         cli.profile,
         cli.key_var
     );
     assert!(!environment.contains("[REDACTED]"), "{environment}");
     // Nothing of the previous incarnation runs beside the new one.
-    let left: Vec<u32> = old_tree.into_iter().filter(|p| support::alive(*p)).collect();
-    assert!(left.is_empty(), "{}: processes of the killed session still run: {left:?}", cli.profile);
+    let left: Vec<u32> = old_tree
+        .into_iter()
+        .filter(|p| support::alive(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{}: processes of the killed session still run: {left:?}",
+        cli.profile
+    );
 
     println!(
         "{}: prompt→idle {} ms; one line {} ms; 30 lines {} ms; --when idle {} ms after the prompt; server killed→handover submitted {} ms",

@@ -17,13 +17,18 @@ use crate::messaging::queue::READY_TIMEOUT;
 use crate::snapshot::handover::{self, Outcome};
 use crate::snapshot::restore::{self, RestoreRequest, Which};
 use crate::supervisor::control::{self, Request};
-use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::store::Journal;
 
 pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<ExitCode> {
     let state = ctx.state()?;
     let as_session = ctx.session_override()?;
     let as_session = as_session.as_ref().map(|s| s.as_str());
+    // The layout on disk gives the agents their real environment (a snapshot's is
+    // redacted); a layout that does not load leaves that to the snapshot's own file.
+    let layout = ctx
+        .layout_source()
+        .ok()
+        .and_then(|source| crate::layout::load(&source).ok());
     let from_session = match as_session {
         Some(name) if restore::snapshots_dir(&state, name).is_dir() => name.to_owned(),
         _ => {
@@ -31,6 +36,7 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
             crate::layout::load(&source)?.session.to_string()
         }
     };
+    let layout = layout.filter(|l| l.session.as_str() == from_session);
     let _log = crate::state::create_private_dir(&state.root().join(&from_session))
         .ok()
         .and_then(|()| crate::logging::init(&state.root().join(&from_session)));
@@ -44,6 +50,7 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
             which: Which::parse(id),
             as_session,
             handover: !no_handover,
+            layout: layout.as_ref(),
         },
     )?;
     for note in &report.notes {
@@ -51,11 +58,18 @@ pub(super) fn run(ctx: &Context, id: Option<&str>, no_handover: bool) -> Result<
     }
     // The restored session's journal records the handover.
     let dir = state.session_dir(&report.session)?;
-    let event = Event::new(EventKind::Restored, None)
-        .with("snapshot", report.snapshot_id.as_str())
-        .with("agents", report.panes.len())
-        .with("duration_ms", report.duration.as_millis() as u64);
-    Journal::open(&dir)?.append(&event, std::time::SystemTime::now())?;
+    let mut journal = Journal::open(&dir)?;
+    for event in report.events() {
+        journal.append(&event, std::time::SystemTime::now())?;
+    }
+    for m in &report.stopped {
+        out!(
+            "stopped pid {} ({}) of {}: it outlived the tmux server",
+            m.pid,
+            m.command,
+            m.agent.as_deref().unwrap_or("the session")
+        )?;
+    }
     out!(
         "session {} restored from snapshot {} on tmux socket {}: {} agents in {} ms",
         report.session,

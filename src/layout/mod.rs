@@ -19,8 +19,8 @@ use serde::Serialize;
 
 pub use builtin::{BUILTIN, BuiltinLayout};
 pub use schema::{
-    Acl, AgentName, Arrange, OnLimit, OnStall, Profile, RestartPolicy, Risk, Role, StopSignal,
-    TmuxName,
+    Acl, AgentName, Arrange, OnLimit, OnServerDeath, OnStall, Profile, RestartPolicy, Risk, Role,
+    StopSignal, TmuxName,
 };
 pub use units::{Duration, Percent, Size};
 
@@ -113,6 +113,7 @@ pub struct SnapshotPolicy {
     pub keep: u32,
     pub scrollback_lines: u32,
     pub redact: Vec<String>,
+    pub on_server_death: OnServerDeath,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -472,6 +473,10 @@ impl Resolver<'_> {
                     .scrollback_lines
                     .unwrap_or(default::SCROLLBACK_LINES),
                 redact,
+                on_server_death: raw
+                    .snapshot
+                    .on_server_death
+                    .unwrap_or(OnServerDeath::Restore),
             },
             quality,
             rollback: RollbackPolicy {

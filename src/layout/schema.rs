@@ -155,6 +155,17 @@ pub(super) struct RawSnapshot {
     pub keep: Option<u32>,
     pub scrollback_lines: Option<u32>,
     pub redact: Option<Vec<String>>,
+    pub on_server_death: Option<OnServerDeath>,
+}
+
+/// What the supervisor does when the session's tmux server dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnServerDeath {
+    /// Rebuild the session from the newest good snapshot, then keep supervising it.
+    Restore,
+    /// Report it; a human runs `orch restore`.
+    Alert,
 }
 
 #[derive(Debug, Deserialize)]

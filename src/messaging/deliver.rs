@@ -459,6 +459,7 @@ mod tests {
             dead: false,
             in_mode: false,
             cursor_y,
+            history_size: 0,
             tty: "/dev/null".into(),
             screen: screen.into(),
         }
@@ -482,7 +483,7 @@ mod tests {
         // Codex's and Gemini's.
         let codex = InputStyle::for_profile(Profile::Codex);
         let s = Signs {
-            marker: "x".into(),
+            marker: "zzz".into(),
             style: &codex,
         };
         assert_eq!(
@@ -491,7 +492,7 @@ mod tests {
         );
         let gemini = InputStyle::for_profile(Profile::Gemini);
         let s = Signs {
-            marker: "x".into(),
+            marker: "zzz".into(),
             style: &gemini,
         };
         assert_eq!(

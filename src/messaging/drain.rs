@@ -187,8 +187,8 @@ pub fn drain_agent(
             && waited < READY_TIMEOUT
             && (!guard.is_over(SystemTime::now())
                 || tmux
-                    .capture_screen(&pane.id)
-                    .map_or(true, |s| guard.still_shown(&s)))
+                    .pane_input(&pane.id)
+                    .map_or(true, |p| guard.still_shown(&p)))
         {
             replay_shown = true;
         }

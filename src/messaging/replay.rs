@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::tmux::PaneInput;
+
 /// How many of the last non-empty lines tell a replayed screen from a new one.
 const COMPARED_LINES: usize = 3;
 
@@ -31,6 +33,13 @@ pub struct ReplayGuard {
     pub done: PathBuf,
     /// The replay's last non-empty lines, escapes dropped and blanks squeezed.
     pub tail: Vec<String>,
+    /// Where the cursor was once the replay was on screen, counted in rows from the top
+    /// of the pane's history (`#{history_size}` + `#{cursor_y}`). A replay ends with a
+    /// newline, so that row and those below it were blank: anything on them is the new
+    /// agent's. Known when restore could look in time; a CLI that resumes its
+    /// conversation draws just what the replay ended with, which only this tells apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_row: Option<u64>,
 }
 
 impl ReplayGuard {
@@ -40,20 +49,45 @@ impl ReplayGuard {
         let bytes = read_end(replay, TAIL_BYTES).unwrap_or_default();
         let mut tail = screen_lines(&String::from_utf8_lossy(&bytes));
         tail.drain(..tail.len().saturating_sub(COMPARED_LINES));
-        ReplayGuard { done, tail }
+        ReplayGuard {
+            done,
+            tail,
+            end_row: None,
+        }
     }
 
     /// Whether the replay is over and on screen: its marker exists and is 100 ms old.
     pub fn is_over(&self, now: SystemTime) -> bool {
-        std::fs::metadata(&self.done)
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| now.duration_since(at).is_ok_and(|d| d >= SETTLE))
+        replay_over(&self.done, now)
     }
 
-    /// Whether `screen` still shows only the end of the replay (nothing new below it).
-    pub fn still_shown(&self, screen: &str) -> bool {
-        shows_only_replay(screen, &self.tail)
+    /// Whether the pane still shows only the end of the replay (nothing new below it).
+    pub fn still_shown(&self, pane: &PaneInput) -> bool {
+        match self.end_row {
+            Some(end) => !drawn_from(pane, end),
+            None => shows_only_replay(&pane.screen, &self.tail),
+        }
     }
+}
+
+/// Whether the replay whose marker is `done` is over and on screen: the marker exists
+/// and is [`SETTLE`] old.
+pub fn replay_over(done: &Path, now: SystemTime) -> bool {
+    std::fs::metadata(done)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| now.duration_since(at).is_ok_and(|d| d >= SETTLE))
+}
+
+/// Whether anything shows on row `row` (counted from the top of the history) or below it.
+/// Pure.
+fn drawn_from(pane: &PaneInput, row: u64) -> bool {
+    let Some(first) = row.checked_sub(pane.history_size) else {
+        return true; // the row scrolled into the history: lines were added below it
+    };
+    pane.screen
+        .lines()
+        .skip(usize::try_from(first).unwrap_or(usize::MAX))
+        .any(|l| !l.trim().is_empty())
 }
 
 /// The last `n` bytes of a file (all of a shorter one).
@@ -152,6 +186,45 @@ mod tests {
         assert!(!shows_only_replay("next\n$\n$\n", &tail));
         assert!(!shows_only_replay("", &tail));
         assert!(shows_only_replay("", &[]));
+    }
+
+    fn pane(screen: &str, history_size: u64) -> PaneInput {
+        PaneInput {
+            dead: false,
+            in_mode: false,
+            cursor_y: 0,
+            history_size,
+            tty: "/dev/null".into(),
+            screen: screen.into(),
+        }
+    }
+
+    #[test]
+    fn a_resumed_cli_drawing_what_the_replay_ended_with_is_new() {
+        let guard = ReplayGuard {
+            done: "/nonexistent".into(),
+            tail: lines(&["› fix it", "› Ask Codex to do anything", "? for shortcuts"]),
+            end_row: Some(103),
+        };
+        // Right after the replay: history 100, the cursor on blank row 3 of the screen.
+        let replayed = "› fix it\n› Ask Codex to do anything\n? for shortcuts\n\n\n";
+        assert!(guard.still_shown(&pane(replayed, 100)));
+        // The resumed CLI drew the same lines again, below: the old ones scrolled up.
+        assert!(!guard.still_shown(&pane(replayed, 104)));
+        // A shell drew its prompt on the blank row, identical to the replayed one.
+        let prompt = "$\n$\n$\n$\n\n";
+        let g = ReplayGuard {
+            tail: lines(&["$", "$", "$"]),
+            ..guard.clone()
+        };
+        assert!(g.still_shown(&pane("$\n$\n$\n\n\n", 100)));
+        assert!(!g.still_shown(&pane(prompt, 100)));
+        // Without the row (older guards): the screen comparison.
+        let old = ReplayGuard { end_row: None, ..g };
+        assert!(
+            old.still_shown(&pane(prompt, 100)),
+            "what the row alone tells"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
 use crate::messaging::queue::{Message, Queue};
 pub use crate::messaging::replay::ReplayGuard;
 use crate::monitor::activity::{Activity, ActivityProfile};
-use crate::tmux::Tmux;
+use crate::tmux::{PaneInput, Tmux};
 
 /// How often the panes are looked at while agents start.
 const POLL: Duration = Duration::from_millis(50);
@@ -52,13 +52,20 @@ pub enum Outcome {
 /// Whether a restored agent's screen shows it ready for its handover: past its replay
 /// (`replay_over`), showing something the replay did not end with, and idle or waiting for
 /// input by its profile's markers. Pure.
-fn ready(profile: &ActivityProfile, screen: &str, replay: Option<(bool, &ReplayGuard)>) -> bool {
+fn ready(
+    profile: &ActivityProfile,
+    pane: &PaneInput,
+    replay: Option<(bool, &ReplayGuard)>,
+) -> bool {
     if let Some((replay_over, guard)) = replay
-        && (!replay_over || guard.still_shown(screen))
+        && (!replay_over || guard.still_shown(pane))
     {
         return false;
     }
-    matches!(profile.classify(screen), Activity::Idle | Activity::Waiting)
+    matches!(
+        profile.classify(&pane.screen),
+        Activity::Idle | Activity::Waiting
+    )
 }
 
 /// Delivers each handover once its agent looks ready, all agents at once, for at most
@@ -104,7 +111,7 @@ pub fn deliver(
         let panes: Vec<&str> = open.iter().map(|&i| handovers[i].pane.as_str()).collect();
         // One tmux call for every screen; it fails when a pane is gone, and then the
         // drain below says why for each agent.
-        let screens = tmux.capture_screens(&panes).ok();
+        let screens = tmux.pane_inputs(&panes).ok();
         let ready_now: Vec<usize> = open
             .iter()
             .enumerate()
@@ -185,22 +192,47 @@ mod tests {
         let guard = ReplayGuard {
             done: "/nonexistent".into(),
             tail: vec!["line one".into(), "old prompt $".into()],
+            end_row: None,
         };
-        let replayed = "line one\nold prompt $\n\n\n";
+        let pane = |screen: &str| PaneInput {
+            dead: false,
+            in_mode: false,
+            cursor_y: 0,
+            history_size: 0,
+            tty: "/dev/null".into(),
+            screen: screen.into(),
+        };
+        let replayed = pane("line one\nold prompt $\n\n\n");
         // The old prompt, during or after the replay: not ready.
-        assert!(!ready(&shell, replayed, Some((false, &guard))));
-        assert!(!ready(&shell, replayed, Some((true, &guard))));
+        assert!(!ready(&shell, &replayed, Some((false, &guard))));
+        assert!(!ready(&shell, &replayed, Some((true, &guard))));
         // A new prompt below it: ready, but only once the replay is over.
-        let new = "line one\nold prompt $\nnew $\n";
-        assert!(!ready(&shell, new, Some((false, &guard))));
-        assert!(ready(&shell, new, Some((true, &guard))));
+        let new = pane("line one\nold prompt $\nnew $\n");
+        assert!(!ready(&shell, &new, Some((false, &guard))));
+        assert!(ready(&shell, &new, Some((true, &guard))));
         // Something that is not a prompt: not ready.
         assert!(!ready(
             &shell,
-            "old prompt $\nloading...\n",
+            &pane("old prompt $\nloading...\n"),
             Some((true, &guard))
         ));
+        // The same prompt again, drawn where the replay ended: ready.
+        // The same prompt again, drawn where a replay of prompts ended: ready.
+        let prompts = ReplayGuard {
+            tail: vec!["$".into(), "$".into()],
+            ..guard.clone()
+        };
+        let at_end = ReplayGuard {
+            end_row: Some(2),
+            ..prompts.clone()
+        };
+        let same = pane("$\n$\n$\n");
+        assert!(
+            !ready(&shell, &same, Some((true, &prompts))),
+            "the screen alone cannot tell"
+        );
+        assert!(ready(&shell, &same, Some((true, &at_end))));
         // No replay: the profile alone decides.
-        assert!(ready(&shell, "$\n", None));
+        assert!(ready(&shell, &pane("$\n"), None));
     }
 }

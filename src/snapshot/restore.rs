@@ -20,9 +20,9 @@ use anyhow::{Context, Result};
 use super::format::{AgentSnapshot, BlobRef, Snapshot};
 use super::handover::{Handover, ReplayGuard};
 use crate::cli::BadInput;
-use crate::layout::Profile;
+use crate::layout::{Layout, Profile};
 use crate::monitor::activity::ActivityProfile;
-use crate::profile::resume_command;
+use crate::profile::{HandoverStyle, resume_command};
 use crate::state::{StateDir, create_private_dir};
 use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
 
@@ -58,6 +58,9 @@ pub struct RestoreRequest<'a> {
     pub as_session: Option<&'a str>,
     /// Queue the handover message for each agent.
     pub handover: bool,
+    /// The session's layout as the caller loaded it, for the agents' real environment
+    /// (the snapshot's copy is redacted); `None`: the layout file the snapshot names.
+    pub layout: Option<&'a Layout>,
 }
 
 /// What `restore` did.
@@ -73,6 +76,9 @@ pub struct RestoreReport {
     pub notes: Vec<String>,
     /// The handovers queued, for whoever delivers them ([`super::handover::deliver`]).
     pub handovers: Vec<Handover>,
+    /// Processes of the previous incarnation that outlived their tmux server and were
+    /// stopped before the agents started again.
+    pub stopped: Vec<crate::process::Marked>,
 }
 
 /// `sha256:<hex>` of the document with `checksum` empty (format.rs's rule).
@@ -126,6 +132,36 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         .into());
     }
 
+    // One restore of a session at a time: the supervisor restores a session whose server
+    // died by itself, and `orch restore` must not race it.
+    let _restoring = lock_restore(state, &session)?;
+
+    // What outlived the old server (a CLI's child that ignores the hangup, a daemon it
+    // started) would run beside the restored agents, on the same files.
+    let socket = tmux.socket_name();
+    let state_root = state.root().to_string_lossy().into_owned();
+    let stopped = crate::process::marked(&[
+        ("ORCH_SESSION", session.as_str()),
+        ("ORCH_SOCKET", socket.as_str()),
+        ("ORCH_STATE_DIR", state_root.as_str()),
+    ]);
+    if !stopped.is_empty() {
+        let pids: Vec<u32> = stopped.iter().map(|m| m.pid).collect();
+        tracing::warn!(?pids, "stopping processes that outlived the tmux server");
+        crate::process::stop_all(&pids, SURVIVOR_GRACE);
+    }
+
+    let on_disk;
+    let layout = match req.layout {
+        Some(l) => Some(l),
+        None => {
+            on_disk = snap.layout_file.as_ref().and_then(|f| {
+                crate::layout::load(&crate::layout::LayoutSource::File(f.into())).ok()
+            });
+            on_disk.as_ref()
+        }
+    };
+
     let blobs = snapshots_dir(state, req.from_session).join("blobs");
     let replay_dir = state.session_dir(&session)?.join("restore").join(&snap.id);
     create_private_dir(&replay_dir)?;
@@ -145,13 +181,23 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let mut plans = Vec::with_capacity(agents.len());
     for agent in &agents {
         let transcript = crate::session::transcript_or_warn(state, &session, &agent.name);
+        let live = layout.and_then(|l| l.agents.iter().find(|a| a.name.as_str() == agent.name));
+        let handover = (req.handover).then(|| {
+            crate::tmux::paste_safe(&handover_message(&snap, agent, transcript.as_deref()))
+        });
         plans.push(plan_agent(
             &snap,
             agent,
-            &blobs,
-            &replay_dir,
-            state,
+            &Sources {
+                blobs: &blobs,
+                replay_dir: &replay_dir,
+                state,
+                session: &session,
+                live,
+            },
             transcript.map(|file| (file, filter.clone())),
+            handover,
+            &mut notes,
         )?);
     }
     tracing::debug!(elapsed = ?started.elapsed(), "replay files written");
@@ -222,12 +268,15 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
     let session_dir = state.session_dir(&session)?;
     let queue = crate::messaging::queue::Queue::new(&session_dir);
     // What each pane's replay ends with, so no message takes it for the new agent's prompt.
+    let rows = replay_end_rows(tmux, &panes, &plans);
     let guards: Vec<Option<ReplayGuard>> = plans
         .iter()
-        .map(|p| {
-            p.replay
-                .as_ref()
-                .map(|(file, done)| ReplayGuard::new(file, done.clone()))
+        .zip(rows)
+        .map(|(p, end_row)| {
+            p.replay.as_ref().map(|(file, done)| ReplayGuard {
+                end_row,
+                ..ReplayGuard::new(file, done.clone())
+            })
         })
         .collect();
     for (agent, guard) in agents.iter().zip(&guards) {
@@ -249,12 +298,11 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         let mut rec = crate::messaging::drain::Recorder::open(&session_dir)?;
         let each = agents.iter().zip(&panes).zip(&plans).zip(&guards);
         for (((agent, pane), plan), guard) in each {
-            let text = crate::tmux::paste_safe(&handover_message(
-                &snap,
-                agent,
-                plan.transcript.as_ref().map(|(file, _)| file.as_path()),
-            ));
-            match queue_handover(&queue, &mut rec, &agent.name, &text, guard.clone()) {
+            // Shown in the pane already, or none.
+            let Some(text) = plan.handover.as_deref() else {
+                continue;
+            };
+            match queue_handover(&queue, &mut rec, &agent.name, text, guard.clone()) {
                 Ok(message) => handovers.push(Handover {
                     agent: agent.name.clone(),
                     pane: pane.1.clone(),
@@ -280,7 +328,103 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
         duration,
         notes,
         handovers,
+        stopped,
     })
+}
+
+impl RestoreReport {
+    /// What the journal records of this restore: `restored`, and a
+    /// `stale_processes_stopped` per agent whose old processes had to be stopped.
+    pub fn events(&self) -> Vec<crate::supervisor::event::Event> {
+        use crate::supervisor::event::{Event, EventKind};
+        let mut out = vec![
+            Event::new(EventKind::Restored, None)
+                .with("session", self.session.as_str())
+                .with("snapshot", self.snapshot_id.as_str())
+                .with("agents", self.panes.len())
+                .with("duration_ms", self.duration.as_millis() as u64),
+        ];
+        let mut agents: Vec<Option<&str>> =
+            self.stopped.iter().map(|m| m.agent.as_deref()).collect();
+        agents.dedup();
+        for agent in agents {
+            let of: Vec<&crate::process::Marked> = self
+                .stopped
+                .iter()
+                .filter(|m| m.agent.as_deref() == agent)
+                .collect();
+            out.push(
+                Event::new(EventKind::StaleProcessesStopped, agent)
+                    .with("pids", of.iter().map(|m| m.pid).collect::<Vec<_>>())
+                    .with(
+                        "commands",
+                        of.iter().map(|m| m.command.clone()).collect::<Vec<_>>(),
+                    )
+                    .with(
+                        "reason",
+                        "they outlived the tmux server of the session restored",
+                    ),
+            );
+        }
+        out
+    }
+}
+
+/// How long restore waits for the panes' replays to be on screen before it looks where
+/// each ended; a pane whose replay takes longer is told apart by its screen alone.
+const REPLAY_WAIT: Duration = Duration::from_secs(2);
+
+/// Where each pane's cursor is once its replay is on screen
+/// ([`ReplayGuard::end_row`]), in plan order: waits until every replay marker exists and
+/// has settled (tmux may still be parsing the end of a replay), then looks at every pane
+/// in one tmux call.
+fn replay_end_rows(
+    tmux: &Tmux,
+    panes: &[(String, String)],
+    plans: &[AgentPlan],
+) -> Vec<Option<u64>> {
+    let markers: Vec<&Path> = plans
+        .iter()
+        .filter_map(|p| p.replay.as_ref().map(|(_, done)| done.as_path()))
+        .collect();
+    if markers.is_empty() {
+        return vec![None; plans.len()];
+    }
+    let deadline = Instant::now() + REPLAY_WAIT;
+    let settled = |m: &Path| crate::messaging::replay::replay_over(m, std::time::SystemTime::now());
+    while !markers.iter().all(|m| settled(m)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ids: Vec<&str> = panes.iter().map(|(_, id)| id.as_str()).collect();
+    let Ok(inputs) = tmux.pane_inputs(&ids) else {
+        return vec![None; plans.len()];
+    };
+    plans
+        .iter()
+        .zip(inputs)
+        .map(|(p, input)| {
+            let over = p.replay.as_ref().is_some_and(|(_, done)| settled(done));
+            over.then(|| input.history_size + input.cursor_y as u64)
+        })
+        .collect()
+}
+
+/// How long processes that outlived their server get to stop before SIGKILL.
+const SURVIVOR_GRACE: Duration = Duration::from_secs(2);
+
+/// The exclusive right to restore `session` (an flock, gone with its holder).
+fn lock_restore(state: &StateDir, session: &str) -> Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    let path = state.session_dir(session)?.join("restore.lock");
+    let file = crate::state::open_lock_file(&path)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(BadInput(format!(
+            "session {session} is being restored right now (its supervisor restores a session whose tmux server died by itself); wait for it with `orch events --follow`"
+        ))
+        .into()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("locking {}", path.display()))),
+    }
 }
 
 /// Queues `agent`'s handover, audited like any message. It goes FIRST, ahead of the
@@ -333,6 +477,18 @@ struct AgentPlan {
     profile: Profile,
     /// The transcript and the filter command that appends to it.
     transcript: Option<(PathBuf, Option<String>)>,
+    /// The handover to queue, unless the pane shows it itself (a shell would run it).
+    handover: Option<String>,
+}
+
+/// Where a restored agent's plan comes from besides its snapshot.
+struct Sources<'a> {
+    blobs: &'a Path,
+    replay_dir: &'a Path,
+    state: &'a StateDir,
+    session: &'a str,
+    /// The agent in the layout on disk, if it is still there.
+    live: Option<&'a crate::layout::Agent>,
 }
 
 impl AgentPlan {
@@ -346,10 +502,10 @@ impl AgentPlan {
 fn plan_agent(
     snap: &Snapshot,
     agent: &AgentSnapshot,
-    blobs: &Path,
-    replay_dir: &Path,
-    state: &StateDir,
+    src: &Sources<'_>,
     transcript: Option<(PathBuf, Option<String>)>,
+    handover: Option<String>,
+    notes: &mut Vec<String>,
 ) -> Result<AgentPlan> {
     // The name becomes a file name below: only a valid agent name will do.
     crate::layout::AgentName::new(agent.name.clone())
@@ -359,15 +515,7 @@ fn plan_agent(
         .and_then(|a| a.get("profile"))
         .and_then(|p| serde_json::from_value::<Profile>(p.clone()).ok())
         .unwrap_or(Profile::Shell);
-    let env = saved
-        .and_then(|a| a.get("env"))
-        .and_then(|e| e.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut env = agent_env(&agent.name, saved, src.live, notes);
     let cwd = [
         agent.cwd.as_deref().map(PathBuf::from),
         saved
@@ -382,18 +530,34 @@ fn plan_agent(
     .into_iter()
     .flatten()
     .find(|p| p.is_dir())
-    .unwrap_or_else(|| state.root().to_owned());
+    .unwrap_or_else(|| src.state.root().to_owned());
 
-    let replay = match replay_bytes(agent, blobs)? {
+    let replay = match replay_bytes(agent, src.blobs)? {
         Some(bytes) => {
-            let file = replay_dir.join(format!("{}.scrollback", agent.name));
+            let file = src.replay_dir.join(format!("{}.scrollback", agent.name));
+            // Ending on a newline leaves the cursor on a blank row, so whatever shows
+            // there afterwards is the new agent's (see `ReplayGuard::end_row`).
+            let mut bytes = bytes;
+            if bytes.last().is_some_and(|b| *b != b'\n') {
+                bytes.push(b'\n');
+            }
             crate::state::write_private(&file, &bytes)?;
             Some(file)
         }
         None => None,
     };
     let run = match agent.command.as_deref() {
-        Some(cmd) => format!("exec sh -c {}", shell_quote(&resume_command(profile, cmd))),
+        Some(cmd) => {
+            let hooked =
+                |c: &str| crate::session::with_activity_hooks(profile, c, src.state, src.session);
+            let plain = hooked(cmd);
+            let resumed = hooked(&resume_command(profile, cmd));
+            env.extend(resumed.env.iter().cloned());
+            format!(
+                "exec sh -c {}",
+                shell_quote(&resume_or_start(&resumed.command, &plain.command))
+            )
+        }
         None => "exec \"${SHELL:-sh}\" -l".to_owned(),
     };
     // The marker tells the handover that the replay is over (`:` and the redirection are
@@ -416,13 +580,21 @@ fn plan_agent(
                 ))
             )
         });
+    // A shell would run the handover as commands: the pane prints it instead, below the
+    // replayed history, before the shell's first prompt.
+    let (handover, show) = match handover {
+        Some(text) if crate::profile::get(profile).handover == HandoverStyle::Show => {
+            (None, format!("printf '%s\\n' {}; ", shell_quote(&text)))
+        }
+        other => (other, String::new()),
+    };
     let script = match &replay {
         Some((file, done)) => format!(
-            "cat {}; : >{}; {pipe}{run}",
+            "cat {}; : >{}; {show}{pipe}{run}",
             shell_quote(&file.to_string_lossy()),
             shell_quote(&done.to_string_lossy())
         ),
-        None => run,
+        None => format!("{show}{run}"),
     };
     Ok(AgentPlan {
         cwd,
@@ -432,7 +604,52 @@ fn plan_agent(
         activity: activity_profile(profile, saved),
         profile,
         transcript,
+        handover,
     })
+}
+
+/// The agent's own `env`: from the layout on disk, whose values are real; the snapshot's
+/// copy is redacted, so without the layout a variable whose value was redacted is left
+/// unset (with a note) rather than set to `[REDACTED]`.
+fn agent_env(
+    name: &str,
+    saved: Option<&serde_json::Value>,
+    live: Option<&crate::layout::Agent>,
+    notes: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    if let Some(agent) = live {
+        return agent
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
+    let mut env = Vec::new();
+    let saved_env = saved.and_then(|a| a.get("env")).and_then(|e| e.as_object());
+    for (k, v) in saved_env.into_iter().flatten() {
+        let Some(v) = v.as_str() else { continue };
+        if v.contains(super::redact::REDACTED) {
+            notes.push(format!(
+                "{name}: {k} is left unset: the snapshot holds it redacted and the layout file is gone (set it in the layout and run `orch restart {name}`)"
+            ));
+        } else {
+            env.push((k.clone(), v.to_owned()));
+        }
+    }
+    env
+}
+
+/// A shell script that resumes the agent's conversation, and starts it afresh when there
+/// is none to resume: Claude Code's `--continue` exits at once with an error then.
+/// Only a resume that fails within its first seconds falls back: an agent that ran and
+/// then failed is a crash for the supervisor to see.
+fn resume_or_start(resume: &str, start: &str) -> String {
+    if resume == start {
+        return start.to_owned();
+    }
+    format!(
+        "t=$(date +%s); {resume}; s=$?; if [ \"$s\" -ne 0 ] && [ $(( $(date +%s) - t )) -lt 10 ]; then exec {start}; fi; exit \"$s\""
+    )
 }
 
 /// What a pane shows again before its command starts: its history and screen; when a

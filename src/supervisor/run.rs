@@ -88,6 +88,7 @@ pub fn supervise(
             printed: HashSet::new(),
             reuse_ok: false,
             listing_failed: false,
+            hook: String::new(),
         };
         shell.run(rx, &opts).await
     });
@@ -102,6 +103,8 @@ enum Input {
     Tmux(ControlEvent),
     /// Something happened to the layout file (or its folder).
     LayoutTouched,
+    /// Look at tmux now rather than at the next tick.
+    Reconcile,
     Control {
         req: Request,
         reply: oneshot::Sender<Reply>,
@@ -140,6 +143,8 @@ struct Shell {
     reuse_ok: bool,
     /// The last pane listing failed (said once in the log until one succeeds again).
     listing_failed: bool,
+    /// Where the `pane-died` hook sends its reports (set again on a restored server).
+    hook: String,
 }
 
 impl Shell {
@@ -178,10 +183,8 @@ impl Shell {
                 }
             }
         });
-        let hook = hook_command(&opts.exe, &self.tmux, self.state.root(), &session);
-        if let Err(e) = self.tmux.set_pane_died_hook(&session, &hook) {
-            tracing::warn!("could not set the pane-died hook: {e}");
-        }
+        self.hook = hook_command(&opts.exe, &self.tmux, self.state.root(), &session);
+        self.set_hook();
         self.activity = activity_profiles(&self.layout);
         let _watcher = self.watch_layout();
         Counters::load(&self.dir).restore(&mut self.core, Instant::now());
@@ -265,6 +268,10 @@ impl Shell {
     async fn input(&mut self, input: Input) -> Result<()> {
         match input {
             Input::Gone { agent, pid } => {
+                // Every agent dies with its tmux server: that is no crash to restart.
+                if self.core.server_down || matches!(self.tmux.panes_on_server(), Ok(None)) {
+                    return self.server_died().await;
+                }
                 // A dead pane's screen changes (tmux notes the death on it).
                 if let Some(pane) = self.core.agent(&agent).and_then(|a| a.pane.clone()) {
                     self.printed.insert(pane);
@@ -296,6 +303,7 @@ impl Shell {
             }
             Input::Tmux(_) => Ok(()),
             Input::LayoutTouched => self.reload_layout().await,
+            Input::Reconcile => self.reconcile(false).await,
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -426,10 +434,11 @@ impl Shell {
 
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
     async fn reconcile(&mut self, startup: bool) -> Result<()> {
-        let panes = match self.tmux.list_panes() {
+        let panes = match self.tmux.panes_on_server() {
+            Ok(None) if !startup => return self.server_died().await,
             Ok(panes) => {
                 self.listing_failed = false;
-                panes
+                panes.unwrap_or_default()
             }
             // A tmux server on its way out can fail a command (no server at all lists no
             // panes): not a reason to stop supervising; the next tick looks again.
@@ -441,8 +450,16 @@ impl Shell {
             }
             Err(e) => return Err(anyhow::Error::from(e).context("listing panes")),
         };
-        self.repipe_transcripts(&panes);
         let session = self.layout.session.to_string();
+        if self.core.server_down {
+            if !panes.iter().any(|p| p.session == session) {
+                return Ok(()); // a server, but not (yet) our session on it
+            }
+            tracing::info!("a tmux server holds the session again");
+            self.set_hook();
+            self.feed(Msg::ServerBack).await?;
+        }
+        self.repipe_transcripts(&panes);
         let names: Vec<String> = self
             .core
             .agents
@@ -504,6 +521,74 @@ impl Shell {
             }
         }
         self.feed(Msg::Tick).await
+    }
+
+    /// The session's tmux server died with every agent in it. Per
+    /// `snapshot.on_server_death`, the session is rebuilt from the newest good snapshot
+    /// (`restore`, the default) or only reported (`alert`).
+    async fn server_died(&mut self) -> Result<()> {
+        if self.core.server_down {
+            return Ok(());
+        }
+        tracing::warn!("the tmux server died");
+        self.control = None;
+        self.reuse_ok = false;
+        self.snapshot_refs = crate::snapshot::Reuse::default();
+        self.timers.clear();
+        self.feed(Msg::ServerGone).await?;
+        match self.layout.snapshot.on_server_death {
+            crate::layout::OnServerDeath::Restore => self.restore_session().await,
+            crate::layout::OnServerDeath::Alert => {
+                self.emit(Event::new(EventKind::Escalated, None).with(
+                    "reason",
+                    format!(
+                        "the tmux server of session {} died; restore it with `orch restore`",
+                        self.layout.session
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Rebuilds the session from its newest good snapshot, then supervises it again.
+    async fn restore_session(&mut self) -> Result<()> {
+        let session = self.layout.session.to_string();
+        let req = crate::snapshot::restore::RestoreRequest {
+            from_session: &session,
+            which: crate::snapshot::restore::Which::Latest,
+            as_session: None,
+            handover: true,
+            layout: Some(&self.layout),
+        };
+        match crate::snapshot::restore::restore(&self.tmux, &self.state, &req) {
+            Ok(report) => {
+                for note in &report.notes {
+                    tracing::warn!(session, "{note}");
+                }
+                for event in report.events() {
+                    self.emit(event)?;
+                }
+                // Its agents are taken on as the new server's panes at once (through
+                // the loop: a reconciliation is what found the server dead).
+                let _ = self.tx.send(Input::Reconcile);
+                Ok(())
+            }
+            Err(e) => self.emit(
+                Event::new(EventKind::Escalated, None).with(
+                    "reason",
+                    format!(
+                        "the tmux server of session {session} died and the session could not be restored: {e:#}; restore it with `orch restore ID` or start it again with `orch layout up`"
+                    ),
+                ),
+            ),
+        }
+    }
+
+    fn set_hook(&self) {
+        let session = self.layout.session.as_str();
+        if let Err(e) = self.tmux.set_pane_died_hook(session, &self.hook) {
+            tracing::warn!("could not set the pane-died hook: {e}");
+        }
     }
 
     /// Pipes again the agent panes whose output stopped reaching their transcripts (the
@@ -777,6 +862,9 @@ impl Shell {
 
     /// Writes a snapshot and reports it; a failed snapshot is reported, not fatal.
     fn snapshot(&mut self, reason: &str) -> Result<()> {
+        if self.core.server_down {
+            return Ok(()); // nothing to capture; the newest good snapshot is what restores
+        }
         let reports = self.report();
         // Panes that printed nothing since the last snapshot keep its contents. Without
         // the control client nothing says which printed: every pane is read again (of

@@ -74,6 +74,8 @@ pub struct PaneInput {
     pub in_mode: bool,
     /// The cursor's row on the visible screen, from 0.
     pub cursor_y: usize,
+    /// Rows of history above the visible screen (`#{history_size}`).
+    pub history_size: u64,
     /// `#{pane_tty}`, e.g. `/dev/pts/3`.
     pub tty: PathBuf,
     pub screen: String,
@@ -364,9 +366,15 @@ impl Tmux {
     /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
     /// No server means no panes.
     pub fn list_panes(&self) -> Result<Vec<Pane>, TmuxError> {
+        Ok(self.panes_on_server()?.unwrap_or_default())
+    }
+
+    /// Every pane on the server as [`Tmux::list_panes`], or `None` when no server runs on
+    /// the socket (which a listing of no panes cannot tell apart).
+    pub fn panes_on_server(&self) -> Result<Option<Vec<Pane>>, TmuxError> {
         match self.run(vec![ListPanes::new().all().format(PANE_FORMAT).build()]) {
-            Ok(out) => Ok(out.lines().filter_map(Pane::parse).collect()),
-            Err(TmuxError::NoServer(_)) => Ok(Vec::new()),
+            Ok(out) => Ok(Some(out.lines().filter_map(Pane::parse).collect())),
+            Err(TmuxError::NoServer(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -787,33 +795,46 @@ impl Tmux {
     /// What a pane shows and where its cursor is, in ONE tmux process: for confirming that
     /// a paste landed and that Enter submitted it.
     pub fn pane_input(&self, pane: &str) -> Result<PaneInput, TmuxError> {
-        let out = self.run(vec![
-            DisplayMessage::new()
-                .print()
-                .target_pane(pane.to_owned())
-                .message("#{pane_dead}\t#{pane_in_mode}\t#{cursor_y}\t#{pane_tty}")
-                .build(),
-            // Not joined: row N of the capture is row N of the screen, where the cursor is.
-            CapturePane::new()
-                .stdout()
-                .target_pane(pane.to_owned())
-                .build(),
-        ])?;
-        let (head, screen) = out.split_once('\n').unwrap_or((out.as_str(), ""));
-        let fields: Vec<&str> = head.splitn(4, '\t').collect();
-        let [dead, in_mode, cursor, tty] = fields[..] else {
-            return Err(TmuxError::Failed {
-                command: "display-message".into(),
-                message: format!("unexpected reply {head:?}"),
-            });
-        };
-        Ok(PaneInput {
-            dead: dead == "1",
-            in_mode: in_mode != "0",
-            cursor_y: cursor.parse().unwrap_or(0),
-            tty: PathBuf::from(tty),
-            screen: screen.to_owned(),
+        let mut all = self.pane_inputs(&[pane])?;
+        all.pop().ok_or_else(|| TmuxError::Failed {
+            command: "capture-pane".into(),
+            message: "no screen".into(),
         })
+    }
+
+    /// [`Tmux::pane_input`] for several panes, in ONE tmux process whatever their number.
+    /// Each pane's part starts with a line of its state behind a random nonce, which no
+    /// pane can forge.
+    pub fn pane_inputs(&self, panes: &[&str]) -> Result<Vec<PaneInput>, TmuxError> {
+        let nonce = nonce();
+        let mut cmds = Vec::with_capacity(panes.len() * 2);
+        for pane in panes {
+            cmds.push(
+                DisplayMessage::new()
+                    .print()
+                    .target_pane((*pane).to_owned())
+                    .message(format!(
+                        "{nonce}\t#{{pane_dead}}\t#{{pane_in_mode}}\t#{{cursor_y}}\t#{{history_size}}\t#{{pane_tty}}"
+                    ))
+                    .build(),
+            );
+            // Not joined: row N of the capture is row N of the screen, where the cursor is.
+            cmds.push(
+                CapturePane::new()
+                    .stdout()
+                    .target_pane((*pane).to_owned())
+                    .build(),
+            );
+        }
+        let out = self.run(cmds)?;
+        let parsed = parse_pane_inputs(&out, &nonce);
+        if parsed.len() != panes.len() {
+            return Err(TmuxError::Failed {
+                command: "capture-pane".into(),
+                message: format!("{} screens for {} panes", parsed.len(), panes.len()),
+            });
+        }
+        Ok(parsed)
     }
 
     /// The visible screen of a pane as text (what a person sees in it now).
@@ -1175,6 +1196,30 @@ pub fn paste_safe(text: &str) -> String {
         .collect()
 }
 
+/// Splits the output of [`Tmux::pane_inputs`] at its nonce lines. Pure.
+fn parse_pane_inputs(out: &str, nonce: &str) -> Vec<PaneInput> {
+    let sep = format!("{nonce}\t");
+    let mut parts = out.split(&sep);
+    parts.next(); // before the first nonce: nothing
+    parts
+        .filter_map(|part| {
+            let (head, screen) = part.split_once('\n').unwrap_or((part, ""));
+            let f: Vec<&str> = head.splitn(5, '\t').collect();
+            let [dead, in_mode, cursor, history, tty] = f[..] else {
+                return None;
+            };
+            Some(PaneInput {
+                dead: dead == "1",
+                in_mode: in_mode != "0",
+                cursor_y: cursor.parse().unwrap_or(0),
+                history_size: history.parse().unwrap_or(0),
+                tty: PathBuf::from(tty),
+                screen: screen.to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// A paste buffer name no other client of the server is using.
 fn unique_buffer_name() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1232,6 +1277,23 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
         .take_while(char::is_ascii_digit)
         .collect();
     Some((major, minor.parse().ok()?))
+}
+
+#[cfg(test)]
+mod pane_input_tests {
+    use super::*;
+
+    #[test]
+    fn pane_inputs_split_at_their_nonce_lines() {
+        let out = "N\t0\t0\t1\t40\t/dev/pts/3\n$ echo hi\nhi\n$ \nN\t1\t1\t0\t0\t/dev/pts/4\nbye\n";
+        let got = parse_pane_inputs(out, "N");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].cursor_line(), "hi");
+        assert_eq!(got[0].history_size, 40);
+        assert_eq!(got[0].tty, PathBuf::from("/dev/pts/3"));
+        assert!(!got[0].dead && got[1].dead && got[1].in_mode);
+        assert_eq!(got[1].screen, "bye\n");
+    }
 }
 
 #[cfg(test)]

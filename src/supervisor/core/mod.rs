@@ -127,6 +127,11 @@ pub enum Msg {
     },
     /// The reconciliation tier ticked: time to look for stalls.
     Tick,
+    /// The tmux server is gone, and every agent with it. Nothing is respawned into a new
+    /// server (that would be a new, empty session); the session is restored instead.
+    ServerGone,
+    /// A tmux server holds the session again (restored by the supervisor or a human).
+    ServerBack,
     Command(Command),
 }
 
@@ -262,6 +267,8 @@ impl Supervised {
 pub struct Core {
     pub agents: Vec<Supervised>,
     monitor: Monitor,
+    /// Between [`Msg::ServerGone`] and [`Msg::ServerBack`]: no agent is started.
+    pub server_down: bool,
 }
 
 impl Core {
@@ -273,6 +280,7 @@ impl Core {
         Self {
             agents,
             monitor: monitor.clone(),
+            server_down: false,
         }
     }
 
@@ -371,6 +379,8 @@ impl Core {
                 }
             }
             Msg::Tick => self.check_stalls(now, &mut fx),
+            Msg::ServerGone => self.server_gone(now, &mut fx),
+            Msg::ServerBack => self.server_down = false,
             Msg::Reload { agents, monitor } => self.reload(agents, monitor, now, &mut fx),
             Msg::Command(c) => self.command(c, now, &mut fx),
         }
@@ -506,7 +516,49 @@ impl Core {
         }
     }
 
+    /// Every live agent died with the server: reported, not restarted, not counted as a
+    /// crash, and not snapshotted (there is nothing left to capture, and an empty
+    /// snapshot must not become the newest good one).
+    fn server_gone(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.server_down {
+            return;
+        }
+        self.server_down = true;
+        let mut died = Vec::new();
+        for a in &mut self.agents {
+            a.generation += 1; // cancels pending restarts and grace timers
+            a.intent = Intent::None;
+            if !matches!(a.state, ProcState::Stopped | ProcState::Fatal) {
+                let name = a.name().to_owned();
+                let uptime = a.started_at.map(|t| now.saturating_duration_since(t));
+                if a.state.is_live() {
+                    let mut ev = Event::new(EventKind::AgentExited, Some(&name))
+                        .with("pid", a.pid)
+                        .with("exit_status", None::<i32>)
+                        .with("reason", "the tmux server died");
+                    if let Some(u) = uptime {
+                        ev = ev.with("uptime_secs", (u.as_secs_f64() * 1000.0).round() / 1000.0);
+                    }
+                    fx.push(Effect::Emit(ev));
+                    died.push(name);
+                }
+                a.state = ProcState::Exited;
+            }
+            a.pid = None;
+            a.pane = None;
+            a.started_at = None;
+            a.rss_bytes = None;
+            a.cpu_percent = None;
+        }
+        fx.push(Effect::Emit(
+            Event::new(EventKind::ServerDied, None).with("agents", died),
+        ));
+    }
+
     fn respawn(&mut self, i: usize, _now: Instant, fx: &mut Vec<Effect>) {
+        if self.server_down {
+            return; // the restore brings it back
+        }
         let a = &mut self.agents[i];
         a.state = ProcState::Starting;
         a.generation += 1;
