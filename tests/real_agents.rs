@@ -307,6 +307,15 @@ fn conformance(cli: &Cli) {
     let session = format!("real-{}", cli.profile);
     let project = env.path().join("project");
     std::fs::create_dir_all(&project).expect("project");
+    // Its own repository: CLIs that look for the enclosing git root (Aider writes its
+    // history files there) must not find orch's own checkout above the build's temp dir.
+    let git = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&project)
+        .env("HOME", env.home.path())
+        .status()
+        .expect("git init");
+    assert!(git.success(), "git init");
     let path = format!(
         "{}:/usr/local/bin:/usr/bin:/bin",
         paths
