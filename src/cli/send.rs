@@ -19,7 +19,7 @@ use crate::messaging::audit;
 use crate::messaging::deliver::{InputStyle, Options};
 use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
 use crate::messaging::queue::{Delivery, Message, Priority, Queue};
-use crate::monitor::activity::Activity;
+use crate::monitor::activity::{Activity, ActivityProfile};
 use crate::supervisor::event::EventKind;
 use crate::tmux::paste_safe;
 
@@ -255,17 +255,19 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                 unknown_since.remove(t);
                 Duration::ZERO
             };
-            let style = layout
-                .agents
-                .iter()
-                .find(|a| a.name.as_str() == t)
-                .map_or_else(InputStyle::plain, |a| {
-                    InputStyle::for_agent(a.profile, a.command.as_deref())
-                });
+            let spec = layout.agents.iter().find(|a| a.name.as_str() == t);
+            let style = spec.map_or_else(InputStyle::plain, |a| {
+                InputStyle::for_agent(a.profile, a.command.as_deref())
+            });
+            let profile = spec.map_or_else(
+                || ActivityProfile::for_profile(crate::layout::Profile::Shell),
+                ActivityProfile::for_agent,
+            );
             let target = Target {
                 agent: t,
                 pane,
                 style: &style,
+                profile: &profile,
                 activity,
                 unknown_for,
             };
@@ -357,7 +359,6 @@ fn read_activity(
     agent: &str,
     pane: Option<&crate::tmux::Pane>,
 ) -> Activity {
-    use crate::monitor::activity::ActivityProfile;
     let Some(pane) = pane.filter(|p| !p.dead) else {
         return Activity::Unknown;
     };
@@ -367,11 +368,5 @@ fn read_activity(
     let Ok(screen) = tmux.capture_screen(&pane.id) else {
         return Activity::Unknown;
     };
-    let o = &spec.activity;
-    let base = ActivityProfile::for_profile(spec.profile);
-    let profile = base
-        .clone()
-        .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
-        .unwrap_or(base);
-    profile.classify(&screen)
+    ActivityProfile::for_agent(spec).classify(&screen)
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::deliver::{self, DeliverError, Delivered, InputStyle, Options};
 use super::queue::{Message, Queue, READY_TIMEOUT};
-use crate::monitor::activity::Activity;
+use crate::monitor::activity::{Activity, ActivityProfile};
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::store::Journal;
 use crate::tmux::{Pane, Tmux};
@@ -109,6 +109,8 @@ pub struct Target<'a> {
     pub pane: Option<&'a Pane>,
     /// How its CLI takes a paste.
     pub style: &'a InputStyle,
+    /// How its screen is read.
+    pub profile: &'a ActivityProfile,
     /// What it is doing now (the supervisor's resolved activity, or a screen reading).
     pub activity: Activity,
     /// For how long its activity has been `unknown` (zero otherwise).
@@ -181,16 +183,22 @@ pub fn drain_agent(
         }
         let waited = Duration::from_millis(now_ms().saturating_sub(msg.queued_at_ms));
         let mut go = may_deliver(&msg, target.activity, target.unknown_for, waited);
-        if go
-            && msg.when_ready
+        // A restored pane: the agent's readiness is read from what it drew since its
+        // replay, not from the resolved activity, which may still be the replay's.
+        if msg.when_ready
             && let Some(guard) = &msg.after_replay
             && waited < READY_TIMEOUT
-            && (!guard.is_over(SystemTime::now())
-                || tmux
-                    .pane_input(&pane.id)
-                    .map_or(true, |p| guard.still_shown(&p)))
         {
-            replay_shown = true;
+            let ready = guard.is_over(SystemTime::now())
+                && tmux
+                    .pane_input(&pane.id)
+                    .ok()
+                    .and_then(|p| guard.fresh(&p))
+                    .is_some_and(|f| {
+                        matches!(target.profile.classify(&f), Activity::Idle | Activity::Waiting)
+                    });
+            replay_shown = !ready;
+            go = ready;
         }
         if msg.when_ready && replay_shown && waited < READY_TIMEOUT {
             go = false;

@@ -63,9 +63,28 @@ impl ReplayGuard {
 
     /// Whether the pane still shows only the end of the replay (nothing new below it).
     pub fn still_shown(&self, pane: &PaneInput) -> bool {
+        self.fresh(pane).is_none()
+    }
+
+    /// What the new agent has drawn since the replay: the screen from the row where the
+    /// replay ended (all of it once that row scrolled away); `None` while nothing is there.
+    /// Its activity is read from this part alone: the replay above it ends with the old
+    /// agent's prompt and footer, which would pass for the new one's. Without the row
+    /// (older guards), the whole screen once it no longer ends like the replay.
+    pub fn fresh(&self, pane: &PaneInput) -> Option<String> {
         match self.end_row {
-            Some(end) => !drawn_from(pane, end),
-            None => shows_only_replay(&pane.screen, &self.tail),
+            Some(end) => {
+                let skip = end
+                    .checked_sub(pane.history_size)
+                    .map_or(0, |first| usize::try_from(first).unwrap_or(usize::MAX));
+                let part: Vec<&str> = pane.screen.lines().skip(skip).collect();
+                part.iter()
+                    .any(|l| !l.trim().is_empty())
+                    .then(|| part.join("\n"))
+            }
+            None => {
+                (!shows_only_replay(&pane.screen, &self.tail)).then(|| pane.screen.clone())
+            }
         }
     }
 }
@@ -76,18 +95,6 @@ pub fn replay_over(done: &Path, now: SystemTime) -> bool {
     std::fs::metadata(done)
         .and_then(|m| m.modified())
         .is_ok_and(|at| now.duration_since(at).is_ok_and(|d| d >= SETTLE))
-}
-
-/// Whether anything shows on row `row` (counted from the top of the history) or below it.
-/// Pure.
-fn drawn_from(pane: &PaneInput, row: u64) -> bool {
-    let Some(first) = row.checked_sub(pane.history_size) else {
-        return true; // the row scrolled into the history: lines were added below it
-    };
-    pane.screen
-        .lines()
-        .skip(usize::try_from(first).unwrap_or(usize::MAX))
-        .any(|l| !l.trim().is_empty())
 }
 
 /// The last `n` bytes of a file (all of a shorter one).
@@ -211,6 +218,9 @@ mod tests {
         assert!(guard.still_shown(&pane(replayed, 100)));
         // The resumed CLI drew the same lines again, below: the old ones scrolled up.
         assert!(!guard.still_shown(&pane(replayed, 104)));
+        // Only what it drew counts: the replayed footer above a loading screen is not it.
+        let loading = "› Ask Codex to do anything\n? for shortcuts\n\n   loading\n";
+        assert_eq!(guard.fresh(&pane(loading, 100)).as_deref(), Some("   loading"));
         // A shell drew its prompt on the blank row, identical to the replayed one.
         let prompt = "$\n$\n$\n$\n\n";
         let g = ReplayGuard {

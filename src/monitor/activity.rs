@@ -117,6 +117,17 @@ impl ActivityProfile {
         }
     }
 
+    /// The markers of a layout's agent: its profile's, with the layout's own patterns in
+    /// their place where it gives some (validated with the layout; should they not
+    /// compile, the profile's).
+    pub fn for_agent(agent: &crate::layout::Agent) -> ActivityProfile {
+        let o = &agent.activity;
+        let base = ActivityProfile::for_profile(agent.profile);
+        base.clone()
+            .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
+            .unwrap_or(base)
+    }
+
     /// Replaces the markers of each category given (a layout's own patterns, for a CLI
     /// version whose screens differ from the built-ins); `None` keeps the built-in ones.
     pub fn with_overrides(

@@ -57,13 +57,18 @@ fn ready(
     pane: &PaneInput,
     replay: Option<(bool, &ReplayGuard)>,
 ) -> bool {
-    if let Some((replay_over, guard)) = replay
-        && (!replay_over || guard.still_shown(pane))
-    {
-        return false;
-    }
+    // Read from what the new agent drew since its replay: the replay ends with the old
+    // agent's prompt.
+    let screen = match replay {
+        Some((false, _)) => return false,
+        Some((true, guard)) => match guard.fresh(pane) {
+            Some(part) => part,
+            None => return false,
+        },
+        None => pane.screen.clone(),
+    };
     matches!(
-        profile.classify(&pane.screen),
+        profile.classify(&screen),
         Activity::Idle | Activity::Waiting
     )
 }
@@ -150,6 +155,7 @@ pub fn deliver(
                     agent: &h.agent,
                     pane,
                     style: &h.style,
+                    profile: &h.profile,
                     activity: Activity::Idle, // its screen just looked ready
                     unknown_for: Duration::ZERO,
                 };

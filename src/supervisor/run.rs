@@ -834,10 +834,14 @@ impl Shell {
                 _ => Duration::ZERO,
             };
             let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref());
+            let Some(profile) = self.activity.get(&agent) else {
+                continue;
+            };
             let target = Target {
                 agent: &agent,
                 pane: pane_of(&panes, &session, &agent),
                 style: &style,
+                profile,
                 activity: a.activity,
                 unknown_for,
             };
@@ -1039,15 +1043,7 @@ fn activity_profiles(layout: &Layout) -> HashMap<String, Arc<ActivityProfile>> {
         );
         let profile = shared
             .entry(key)
-            .or_insert_with(|| {
-                let base = ActivityProfile::for_profile(a.profile);
-                // The layout validated the override patterns; fall back to the profile if not.
-                Arc::new(
-                    base.clone()
-                        .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
-                        .unwrap_or(base),
-                )
-            })
+            .or_insert_with(|| Arc::new(ActivityProfile::for_agent(a)))
             .clone();
         out.insert(a.name.to_string(), profile);
     }
