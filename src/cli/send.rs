@@ -286,8 +286,19 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                 failed = true;
                 reported.insert(t.clone());
             } else if mine.iter().all(|m| !queue.contains(m)) {
-                let ms = delivered_ms.first().copied().unwrap_or(0);
-                out!("{t}: delivered ({ms} ms)")?;
+                match delivered_ms.first() {
+                    Some(ms) => out!("{t}: delivered ({ms} ms)")?,
+                    // Another deliverer (the supervisor, on its tick) got there first.
+                    None => {
+                        let by = mine.first().and_then(|m| {
+                            audit::recent(&dir.join(crate::messaging::AUDIT_FILE), "delivered", &m.id)
+                        });
+                        match by.and_then(|v| v["deliver_ms"].as_u64()) {
+                            Some(ms) => out!("{t}: delivered ({ms} ms, by the supervisor)")?,
+                            None => out!("{t}: delivered (by another orch process)")?,
+                        }
+                    }
+                }
                 reported.insert(t.clone());
             } else if first_round || !args.wait {
                 let why = d

@@ -84,6 +84,23 @@ pub struct BrokenAt {
 }
 
 /// Checks the whole chain; returns the number of lines. A missing file is an empty chain.
+/// The newest audit line of `kind` about message `id`, looked for in the last part of
+/// the log only (a message just delivered is at its end).
+pub fn recent(path: &Path, kind: &str, id: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 256 * 1024;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == kind && v["id"] == id)
+}
+
 pub fn verify(path: &Path) -> Result<usize, BrokenAt> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
