@@ -156,3 +156,62 @@ fn layout_edits_are_applied_or_rejected_without_touching_agents() {
     let a_before = before.iter().find(|p| p.agent == "a").expect("a");
     assert_eq!(&env.pane_of("hr", "a"), a_before, "agent a untouched");
 }
+
+#[test]
+fn reading_the_layout_never_reloads_it_and_status_stays_fast() {
+    let env = TestEnv::new();
+    let path = env.write(
+        "orch.yaml",
+        "session: rd\nagents:\n  - { name: a, role: WORKER, command: 'exec sleep 600' }\n",
+    );
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("a"), Duration::from_secs(10));
+    sup.expect("snapshot_written", None, Duration::from_secs(10));
+    // Every `orch status` reads the layout, as any command run in its folder does.
+    let mut times = Vec::new();
+    for _ in 0..100 {
+        let started = std::time::Instant::now();
+        env.orch_ok(&["status", "--json"]);
+        times.push(started.elapsed());
+        let _ = std::fs::read(&path);
+    }
+    let median = |t: &[Duration]| {
+        let mut t = t.to_vec();
+        t.sort();
+        t[t.len() / 2]
+    };
+    let (first, last) = (median(&times[..10]), median(&times[90..]));
+    // Re-reading the file on its own reads used to pile up: 0.06 s, then 3 s per call.
+    assert!(
+        last < first * 3 + Duration::from_millis(100),
+        "orch status slowed from {first:?} to {last:?} over 100 reads of the layout"
+    );
+    let events = sup.drain_for(Duration::from_millis(500));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["kind"] != "config_reloaded" && e["kind"] != "config_rejected"),
+        "reads reloaded the layout: {events:#?}"
+    );
+    // Its attributes changing is no edit either; a real edit still reloads.
+    let now = std::time::SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(now))
+        .expect("touch");
+    std::fs::write(
+        &path,
+        "session: rd\nagents:\n  - { name: a, role: WORKER, command: 'exec sleep 600' }\n  - { name: b, role: WORKER, command: 'exec sleep 600' }\n",
+    )
+    .expect("edit");
+    let reloaded = sup.expect("config_reloaded", None, Duration::from_secs(10));
+    assert_eq!(reloaded["added"], serde_json::json!(["b"]));
+    assert_eq!(
+        sup.seen
+            .iter()
+            .filter(|e| e["kind"] == "config_reloaded")
+            .count(),
+        1
+    );
+}

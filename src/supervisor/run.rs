@@ -31,6 +31,9 @@ use crate::tmux::{Pane, Tmux};
 
 const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
+/// How long after the first sign of a change the layout file is read.
+const RELOAD_SETTLE: Duration = Duration::from_millis(50);
+
 pub struct SuperviseOptions {
     /// The orch binary, which the tmux `pane-died` hook runs to reach the control socket.
     pub exe: PathBuf,
@@ -82,7 +85,8 @@ pub fn supervise(
             activity: HashMap::new(),
             layout_file: opts.layout_file.clone(),
             session_override: opts.session_override.clone(),
-            layout_text: None,
+            layout_hash: None,
+            reload_at: None,
             sampler: ResourceSampler::new(),
             snapshot_refs: crate::snapshot::Reuse::default(),
             printed: HashSet::new(),
@@ -131,9 +135,12 @@ struct Shell {
     activity: HashMap<String, Arc<ActivityProfile>>,
     layout_file: Option<PathBuf>,
     session_override: Option<crate::layout::TmuxName>,
-    /// The layout text last applied (or rejected), so touching the file without changing
-    /// it does nothing.
-    layout_text: Option<String>,
+    /// The hash of the layout file's content last applied (or rejected), so touching the
+    /// file without changing it does nothing.
+    layout_hash: Option<String>,
+    /// When the layout file is read after a change: a burst of writes (an editor's save)
+    /// is read once, a moment after it began, without holding up the loop.
+    reload_at: Option<Instant>,
     sampler: ResourceSampler,
     /// The last snapshot's pane contents, and the panes that printed since (or died, or
     /// restarted): the others are not captured again.
@@ -224,6 +231,13 @@ impl Shell {
                     None => std::future::pending().await,
                 }
             };
+            let reload_at = self.reload_at;
+            let reload_sleep = async {
+                match reload_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = sigint.recv() => break,
@@ -243,6 +257,10 @@ impl Shell {
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
+                }
+                _ = reload_sleep => {
+                    self.reload_at = None;
+                    self.reload_layout().await?;
                 }
                 _ = resources.tick() => self.sample_resources().await?,
                 _ = snapshots.tick() => self.snapshot("interval")?,
@@ -302,7 +320,11 @@ impl Shell {
                 self.reconcile(false).await
             }
             Input::Tmux(_) => Ok(()),
-            Input::LayoutTouched => self.reload_layout().await,
+            Input::LayoutTouched => {
+                self.reload_at
+                    .get_or_insert_with(|| Instant::now() + RELOAD_SETTLE);
+                Ok(())
+            }
             Input::Reconcile => self.reconcile(false).await,
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
@@ -715,32 +737,16 @@ impl Shell {
         self.deaths.watch(agent, pid);
     }
 
-    /// Watches the layout file's folder (editors replace files by renaming, which a watch
-    /// on the file itself would miss). Keep the watcher alive while supervising.
+    /// Watches the layout file for changes of its content ([`super::layout_watch`]).
     fn watch_layout(&mut self) -> Option<notify::RecommendedWatcher> {
-        use notify::Watcher;
         let file = self.layout_file.clone()?;
-        self.layout_text = std::fs::read_to_string(&file).ok();
-        let dir = file.parent()?.to_path_buf();
-        let name = file.file_name()?.to_owned();
+        self.layout_hash = std::fs::read(&file)
+            .ok()
+            .map(|b| crate::digest::sha256_hex(&b));
         let tx = self.tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res
-                && ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
-                let _ = tx.send(Input::LayoutTouched);
-            }
+        super::layout_watch::watch(&file, move || {
+            let _ = tx.send(Input::LayoutTouched);
         })
-        .map_err(|e| tracing::warn!("cannot watch the layout file: {e}"))
-        .ok()?;
-        watcher
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| tracing::warn!("cannot watch {}: {e}", dir.display()))
-            .ok()?;
-        Some(watcher)
     }
 
     /// Hot reload: a valid new layout is applied; an invalid one is rejected with its
@@ -749,15 +755,14 @@ impl Shell {
         let Some(file) = self.layout_file.clone() else {
             return Ok(());
         };
-        // Let a burst of writes settle, then read once.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Ok(bytes) = std::fs::read(&file) else {
             return Ok(());
         };
-        if self.layout_text.as_deref() == Some(text.as_str()) {
+        let hash = crate::digest::sha256_hex(&bytes);
+        if self.layout_hash.as_deref() == Some(hash.as_str()) {
             return Ok(());
         }
-        self.layout_text = Some(text);
+        self.layout_hash = Some(hash);
         let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file.clone()));
         let mut new = match loaded {
             Ok(l) => l,
