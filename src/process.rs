@@ -143,6 +143,28 @@ pub fn stop_all(pids: &[u32], grace: std::time::Duration) {
     }
 }
 
+/// How long ago `pid` started, from its start time in /proc (clock ticks since boot)
+/// and the time since boot. `None` if it is gone.
+pub fn age(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command name, which is in parentheses and may hold any
+    // character.
+    let started: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let age = uptime - started as f64 / ticks;
+    (age >= 0.0).then(|| std::time::Duration::from_secs_f64(age))
+}
+
 /// How a terminal takes input, from its termios flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtyMode {
@@ -229,6 +251,24 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         panic!("timed out")
+    }
+
+    #[test]
+    fn a_process_age_counts_from_its_start() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let age = age(child.id()).expect("age");
+        // Clock ticks are 10 ms apart.
+        assert!(
+            age >= std::time::Duration::from_millis(250) && age < std::time::Duration::from_secs(5),
+            "{age:?}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(super::age(child.id()), None);
     }
 
     #[test]

@@ -531,3 +531,45 @@ fn a_failing_pane_listing_does_not_stop_the_supervisor() {
         "{during:?}"
     );
 }
+
+#[test]
+fn an_adopted_agent_that_dies_reports_its_exit_status_and_real_uptime() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: ad\nagents:\n  - { name: quits, role: WORKER, restart: { policy: never }, command: 'sleep 3; exit 3' }\n  - { name: killed, role: WORKER, restart: { policy: never }, command: 'exec sleep 600' }\n",
+    );
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("killed"), Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    sup.signal(rustix::process::Signal::KILL);
+    let _ = sup.child.wait();
+    drop(sup);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut sup = Supervisor::start(&env);
+    for agent in ["quits", "killed"] {
+        let ev = sup.expect("agent_started", Some(agent), Duration::from_secs(10));
+        assert_eq!(ev["adopted"], true);
+    }
+    kill9(env.pane_of("ad", "killed").pid);
+    let killed = sup.expect("agent_exited", Some("killed"), Duration::from_secs(5));
+    assert_eq!(killed["exit_status"], 137, "{killed}");
+    let quits = sup.expect("agent_exited", Some("quits"), Duration::from_secs(10));
+    assert_eq!(quits["exit_status"], 3, "{quits}");
+    // Its uptime counts from its own start, before this supervisor adopted it.
+    let uptime = quits["uptime_secs"].as_f64().expect("uptime");
+    let lived = started.elapsed().as_secs_f64();
+    assert!(
+        uptime > 2.5 && uptime <= lived + 0.5,
+        "uptime {uptime}, lived {lived}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&env.orch_ok(&["status", "--json"])).expect("json");
+    let exits: Vec<serde_json::Value> = status["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| a["exit_status"].clone())
+        .collect();
+    assert_eq!(exits, [serde_json::json!(3), serde_json::json!(137)]);
+}

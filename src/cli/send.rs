@@ -291,7 +291,11 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                     // Another deliverer (the supervisor, on its tick) got there first.
                     None => {
                         let by = mine.first().and_then(|m| {
-                            audit::recent(&dir.join(crate::messaging::AUDIT_FILE), "delivered", &m.id)
+                            audit::recent(
+                                &dir.join(crate::messaging::AUDIT_FILE),
+                                "delivered",
+                                &m.id,
+                            )
                         });
                         match by.and_then(|v| v["deliver_ms"].as_u64()) {
                             Some(ms) => out!("{t}: delivered ({ms} ms, by the supervisor)")?,

@@ -195,7 +195,10 @@ pub fn drain_agent(
                     .ok()
                     .and_then(|p| guard.fresh(&p))
                     .is_some_and(|f| {
-                        matches!(target.profile.classify(&f), Activity::Idle | Activity::Waiting)
+                        matches!(
+                            target.profile.classify(&f),
+                            Activity::Idle | Activity::Waiting
+                        )
                     });
             replay_shown = !ready;
             go = ready;

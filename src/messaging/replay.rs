@@ -82,9 +82,7 @@ impl ReplayGuard {
                     .any(|l| !l.trim().is_empty())
                     .then(|| part.join("\n"))
             }
-            None => {
-                (!shows_only_replay(&pane.screen, &self.tail)).then(|| pane.screen.clone())
-            }
+            None => (!shows_only_replay(&pane.screen, &self.tail)).then(|| pane.screen.clone()),
         }
     }
 }
@@ -220,7 +218,10 @@ mod tests {
         assert!(!guard.still_shown(&pane(replayed, 104)));
         // Only what it drew counts: the replayed footer above a loading screen is not it.
         let loading = "› Ask Codex to do anything\n? for shortcuts\n\n   loading\n";
-        assert_eq!(guard.fresh(&pane(loading, 100)).as_deref(), Some("   loading"));
+        assert_eq!(
+            guard.fresh(&pane(loading, 100)).as_deref(),
+            Some("   loading")
+        );
         // A shell drew its prompt on the blank row, identical to the replayed one.
         let prompt = "$\n$\n$\n$\n\n";
         let g = ReplayGuard {

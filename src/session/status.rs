@@ -78,6 +78,11 @@ pub fn status(
                 a.activity = view.activity.clone();
                 a.last_output_secs_ago =
                     view.last_output_secs_ago.map(|s| (s * 10.0).round() / 10.0);
+                // tmux 3.3a does not always record a dead pane's status; the supervisor
+                // read it from the process (an adopted agent's too).
+                if a.exit_status.is_none() && a.state == AgentState::Exited {
+                    a.exit_status = view.exit_status;
+                }
                 // The supervisor knows states tmux cannot show: backoff, fatal, stalled...
                 if let Ok(state) =
                     serde_json::from_value(serde_json::Value::String(view.state.clone()))

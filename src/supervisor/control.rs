@@ -71,6 +71,10 @@ pub struct AgentReport {
     pub restarts: u32,
     pub last_output_secs_ago: Option<f64>,
     pub activity: String,
+    /// The last exit status the supervisor saw (from the process itself where tmux did
+    /// not record one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
 }
 
 /// Sends a request to the session's supervisor. `Ok(None)` when no supervisor listens.

@@ -13,7 +13,10 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 /// Starts watching `file`; `changed` runs (on notify's thread) for every event that may
 /// have changed its content. `None` if it cannot be watched (the supervisor carries on
 /// without hot reload). Keep the watcher alive while supervising.
-pub fn watch(file: &Path, changed: impl Fn() + Send + 'static) -> Option<notify::RecommendedWatcher> {
+pub fn watch(
+    file: &Path,
+    changed: impl Fn() + Send + 'static,
+) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let dir = file.parent()?.to_path_buf();
     let name = file.file_name()?.to_owned();

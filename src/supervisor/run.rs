@@ -414,6 +414,7 @@ impl Shell {
                     .last_output
                     .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                 activity: a.activity.as_str().to_owned(),
+                exit_status: a.exit_status,
             })
             .collect()
     }
@@ -504,6 +505,7 @@ impl Shell {
                             pane: p.id.clone(),
                             pid,
                             adopted: true,
+                            age: None,
                         })
                         .await?;
                     }
@@ -536,6 +538,7 @@ impl Shell {
                             pane: p.id.clone(),
                             pid,
                             adopted,
+                            age: crate::process::age(pid),
                         })
                         .await?;
                     }
@@ -666,6 +669,7 @@ impl Shell {
                                 pane,
                                 pid,
                                 adopted: false,
+                                age: None,
                             });
                         }
                         Err(e) => self.emit(

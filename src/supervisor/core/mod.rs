@@ -94,6 +94,9 @@ pub enum Msg {
         pane: String,
         pid: u32,
         adopted: bool,
+        /// How long ago the process started, for one found running: its uptime (and the
+        /// time to `min_uptime`) counts from then, not from when it was found.
+        age: Option<Duration>,
     },
     /// The agent's pane is gone altogether.
     PaneMissing {
@@ -311,9 +314,11 @@ impl Core {
                 pane,
                 pid,
                 adopted,
+                age,
             } => {
                 if let Some(i) = self.index(&agent) {
-                    self.started(i, pane, pid, adopted, now, &mut fx);
+                    let since = age.and_then(|a| now.checked_sub(a)).unwrap_or(now);
+                    self.started(i, pane, pid, adopted, since, now, &mut fx);
                 }
             }
             Msg::PaneMissing { agent } => {
@@ -567,12 +572,14 @@ impl Core {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn started(
         &mut self,
         i: usize,
         pane: String,
         pid: u32,
         adopted: bool,
+        since: Instant,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
@@ -584,7 +591,7 @@ impl Core {
         a.pane = Some(pane.clone());
         a.pid = Some(pid);
         a.state = ProcState::Running;
-        a.started_at = Some(now);
+        a.started_at = Some(since);
         a.last_output = Some(now);
         a.exit_status = None;
         // A new process: its memory history and screen start over.
@@ -619,12 +626,13 @@ impl Core {
             ev = ev.with("adopted", true);
         }
         fx.push(Effect::Emit(ev));
+        let ran = now.saturating_duration_since(since);
         fx.push(Effect::Arm {
             timer: Timer::Stable {
                 agent: name,
                 generation: a.generation,
             },
-            after: a.spec.restart.min_uptime.0,
+            after: a.spec.restart.min_uptime.0.saturating_sub(ran),
         });
     }
 

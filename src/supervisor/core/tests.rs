@@ -24,6 +24,7 @@ fn running_with(yaml_agent: &str, monitor: &str, t0: Instant) -> Core {
             pane: "%1".into(),
             pid: 100,
             adopted: false,
+            age: None,
         },
         t0,
     );
@@ -98,6 +99,7 @@ fn backoff_doubles_from_initial_up_to_max_after_an_immediate_first_restart() {
                 pane: "%1".into(),
                 pid: pid + 1,
                 adopted: false,
+                age: None,
             },
             now,
         );
@@ -136,6 +138,7 @@ fn fatal_after_exactly_max_restarts_in_the_window_and_nothing_after() {
                 pane: "%1".into(),
                 pid,
                 adopted: false,
+                age: None,
             },
             now,
         );
@@ -169,6 +172,7 @@ fn restarts_spread_wider_than_the_window_never_turn_fatal() {
                 pane: "%1".into(),
                 pid: pid + 1,
                 adopted: false,
+                age: None,
             },
             now,
         );
@@ -187,6 +191,7 @@ fn min_uptime_resets_the_backoff() {
             pane: "%1".into(),
             pid: 101,
             adopted: false,
+            age: None,
         },
         now,
     );
@@ -211,6 +216,7 @@ fn min_uptime_resets_the_backoff() {
             pane: "%1".into(),
             pid: 102,
             adopted: false,
+            age: None,
         },
         t,
     );
@@ -307,6 +313,7 @@ fn one_death_reported_three_times_is_handled_once() {
             pane: "%1".into(),
             pid: 101,
             adopted: false,
+            age: None,
         },
         t,
     );
@@ -541,6 +548,43 @@ fn stop_is_final_until_start_and_restart_is_not_a_crash() {
 }
 
 #[test]
+fn an_adopted_agent_counts_its_uptime_from_its_own_start() {
+    let t0 = Instant::now() + Duration::from_secs(3600);
+    let l = layout(
+        "{ name: a, role: WORKER, restart: { min_uptime: 10s } }",
+        "",
+    );
+    let mut core = Core::new(l.agents, &l.monitor);
+    let fx = core.step(
+        Msg::Started {
+            agent: "a".into(),
+            pane: "%1".into(),
+            pid: 100,
+            adopted: true,
+            age: Some(Duration::from_secs(7)),
+        },
+        t0,
+    );
+    // 7 s of its 10 s min_uptime are behind it already.
+    assert!(fx.iter().any(|e| matches!(e, Effect::Arm { timer: Timer::Stable { .. }, after } if *after == Duration::from_secs(3))), "{fx:?}");
+    let fx = core.step(
+        Msg::Exited {
+            agent: "a".into(),
+            pid: Some(100),
+            status: Some(3),
+            signal: None,
+            screen: None,
+        },
+        t0 + Duration::from_secs(2),
+    );
+    let Effect::Emit(ev) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.fields["uptime_secs"], 9.0);
+    assert_eq!(ev.fields["exit_status"], 3);
+}
+
+#[test]
 fn adoption_restarts_nothing() {
     let t0 = Instant::now();
     let l = layout(SPEC, "");
@@ -551,6 +595,7 @@ fn adoption_restarts_nothing() {
             pane: "%4".into(),
             pid: 44,
             adopted: true,
+            age: None,
         },
         t0,
     );
@@ -701,6 +746,7 @@ fn reload_adds_stops_and_updates_without_touching_the_rest() {
                 pane: format!("%{i}"),
                 pid: 100 + i as u32,
                 adopted: true,
+                age: None,
             },
             t0,
         );
