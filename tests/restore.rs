@@ -91,17 +91,19 @@ fn blob_ref(bytes: &[u8]) -> BlobRef {
     }
 }
 
+/// A snapshot document of `agents`, all of profile `profile` in its saved layout.
 fn snapshot_doc(
     session: &str,
     id: &str,
     window: WindowShape,
     agents: Vec<AgentSnapshot>,
+    profile: &str,
 ) -> Snapshot {
     let layout_agents: Vec<serde_json::Value> = agents
         .iter()
         .map(|a| {
             serde_json::json!({
-                "name": a.name, "role": a.role, "profile": "shell",
+                "name": a.name, "role": a.role, "profile": profile,
                 "env": { "FROM_LAYOUT": format!("env of {}", a.name) }
             })
         })
@@ -233,7 +235,13 @@ fn restore_brings_back_nine_panes_of_ten_thousand_lines() {
     );
     write_snapshot(
         &state,
-        snapshot_doc("team", "20261122T000000.000Z-0001", window.clone(), agents),
+        snapshot_doc(
+            "team",
+            "20261122T000000.000Z-0001",
+            window.clone(),
+            agents,
+            "shell",
+        ),
         &blobs,
     );
     // A newer snapshot that is torn: `latest` must skip it.
@@ -347,7 +355,7 @@ fn one_agent_with(
     env.write(
         "orch.yaml",
         &format!(
-            "session: solo\nwindow: w\nagents:\n  - {{ name: a, role: R, command: {}{extra} }}\n",
+            "session: solo\nwindow: w\nagents:\n  - {{ name: a, role: R, profile: aider, command: {}{extra} }}\n",
             serde_json::to_string(command).expect("yaml string")
         ),
     );
@@ -366,7 +374,15 @@ fn one_agent_with(
     };
     write_snapshot(
         state,
-        snapshot_doc("solo", "20261122T000000.000Z-aaaa", window, vec![a]),
+        // A line-based agent CLI (not a shell, which is shown its handover instead):
+        // `ready> ` is its prompt.
+        snapshot_doc(
+            "solo",
+            "20261122T000000.000Z-aaaa",
+            window,
+            vec![a],
+            "aider",
+        ),
         &[history],
     )
 }

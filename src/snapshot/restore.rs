@@ -337,15 +337,11 @@ impl RestoreReport {
     /// `stale_processes_stopped` per agent whose old processes had to be stopped.
     pub fn events(&self) -> Vec<crate::supervisor::event::Event> {
         use crate::supervisor::event::{Event, EventKind};
-        let mut out = vec![
-            Event::new(EventKind::Restored, None)
-                .with("session", self.session.as_str())
-                .with("snapshot", self.snapshot_id.as_str())
-                .with("agents", self.panes.len())
-                .with("duration_ms", self.duration.as_millis() as u64),
-        ];
+        // In the order they happened: the old processes went before the panes came.
+        let mut out = Vec::new();
         let mut agents: Vec<Option<&str>> =
             self.stopped.iter().map(|m| m.agent.as_deref()).collect();
+        agents.sort_unstable();
         agents.dedup();
         for agent in agents {
             let of: Vec<&crate::process::Marked> = self
@@ -366,6 +362,13 @@ impl RestoreReport {
                     ),
             );
         }
+        out.push(
+            Event::new(EventKind::Restored, None)
+                .with("session", self.session.as_str())
+                .with("snapshot", self.snapshot_id.as_str())
+                .with("agents", self.panes.len())
+                .with("duration_ms", self.duration.as_millis() as u64),
+        );
         out
     }
 }
@@ -608,32 +611,28 @@ fn plan_agent(
     })
 }
 
-/// The agent's own `env`: from the layout on disk, whose values are real; the snapshot's
-/// copy is redacted, so without the layout a variable whose value was redacted is left
-/// unset (with a note) rather than set to `[REDACTED]`.
+/// The agent's own `env` as the snapshot saved it, except that a value the snapshot holds
+/// redacted comes from the layout on disk (`live`): a snapshot never stores a secret, the
+/// layout file does. Without it there, the variable is left unset, with a note, rather
+/// than set to `[REDACTED]`.
 fn agent_env(
     name: &str,
     saved: Option<&serde_json::Value>,
     live: Option<&crate::layout::Agent>,
     notes: &mut Vec<String>,
 ) -> Vec<(String, String)> {
-    if let Some(agent) = live {
-        return agent
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-    }
     let mut env = Vec::new();
     let saved_env = saved.and_then(|a| a.get("env")).and_then(|e| e.as_object());
     for (k, v) in saved_env.into_iter().flatten() {
         let Some(v) = v.as_str() else { continue };
-        if v.contains(super::redact::REDACTED) {
-            notes.push(format!(
-                "{name}: {k} is left unset: the snapshot holds it redacted and the layout file is gone (set it in the layout and run `orch restart {name}`)"
-            ));
-        } else {
+        if !v.contains(super::redact::REDACTED) {
             env.push((k.clone(), v.to_owned()));
+        } else if let Some(real) = live.and_then(|a| a.env.get(k)) {
+            env.push((k.clone(), real.clone()));
+        } else {
+            notes.push(format!(
+                "{name}: {k} is left unset: the snapshot holds it redacted and the layout on disk does not give it (set it there and run `orch restart {name}`)"
+            ));
         }
     }
     env
