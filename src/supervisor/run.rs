@@ -31,6 +31,10 @@ use crate::tmux::{Pane, Tmux};
 
 const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
+/// How many times (5 ms apart) a death is looked at in tmux before it counts as the
+/// agent's own: a server that is going takes a few milliseconds to stop answering.
+const DEATH_LOOKS: u32 = 40;
+
 /// How long after the first sign of a change the layout file is read.
 const RELOAD_SETTLE: Duration = Duration::from_millis(50);
 
@@ -287,14 +291,16 @@ impl Shell {
         match input {
             Input::Gone { agent, pid } => {
                 // Every agent dies with its tmux server: that is no crash to restart.
-                if self.core.server_down || matches!(self.tmux.panes_on_server(), Ok(None)) {
-                    return self.server_died().await;
+                if self.core.server_down {
+                    return Ok(());
                 }
                 // A dead pane's screen changes (tmux notes the death on it).
                 if let Some(pane) = self.core.agent(&agent).and_then(|a| a.pane.clone()) {
                     self.printed.insert(pane);
                 }
-                let (status, signal, screen) = self.death_details(&agent, pid).await;
+                let Some((status, signal, screen)) = self.death_details(&agent, pid).await else {
+                    return self.server_died().await;
+                };
                 self.feed(Msg::Exited {
                     agent,
                     pid: Some(pid),
@@ -419,29 +425,48 @@ impl Shell {
             .collect()
     }
 
-    /// Exit status, signal and last screen of a dead agent. The status comes from the
-    /// zombie's /proc entry if tmux has not reaped it yet, else from tmux, which learns it
-    /// a moment after the pidfd fires (and, on tmux 3.3a, sometimes never).
+    /// Exit status, signal and last screen of a dead agent; `None` when it died with its
+    /// tmux server. The status comes from the zombie's /proc entry if tmux has not reaped
+    /// it yet, else from tmux, which learns it a moment after the pidfd fires (and, on
+    /// tmux 3.3a, sometimes never). A dying server kills its panes before it stops
+    /// answering, so a death counts as the agent's own only once tmux shows its pane dead,
+    /// or its pane gone while the server (and, for a closed pane, its session) lives on.
     async fn death_details(
         &mut self,
         agent: &str,
         pid: u32,
-    ) -> (Option<i32>, Option<i32>, Option<String>) {
+    ) -> Option<(Option<i32>, Option<i32>, Option<String>)> {
         let mut from_proc = zombie_exit(pid);
         let pane_id = self.core.agent(agent).and_then(|a| a.pane.clone());
+        let session = self.layout.session.as_str();
         let mut found: Option<Pane> = None;
-        if from_proc.is_none() {
-            for _ in 0..8 {
-                let panes = self.tmux.list_panes().unwrap_or_default();
-                found = panes.into_iter().find(|p| Some(&p.id) == pane_id.as_ref());
-                if found
-                    .as_ref()
-                    .is_none_or(|p| p.dead && (p.dead_status.is_some() || p.dead_signal.is_some()))
-                {
-                    break;
+        for look in 0..DEATH_LOOKS {
+            match self.tmux.panes_on_server() {
+                Ok(None) => return None,
+                Err(_) => found = None, // a server on its way out can fail a command
+                Ok(Some(panes)) => {
+                    let session_lives = panes.iter().any(|p| p.session == session);
+                    found = panes.into_iter().find(|p| Some(&p.id) == pane_id.as_ref());
+                    let settled = match &found {
+                        // tmux 3.3a may never record the status: give it 40 ms.
+                        Some(p) if p.dead => {
+                            from_proc.is_some()
+                                || p.dead_status.is_some()
+                                || p.dead_signal.is_some()
+                                || look >= 8
+                        }
+                        // It runs another process already (respawned meanwhile).
+                        Some(p) => p.pid != Some(pid),
+                        None => session_lives,
+                    };
+                    if settled {
+                        break;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if from_proc.is_none() {
             from_proc = found
                 .as_ref()
                 .filter(|p| p.dead)
@@ -452,7 +477,7 @@ impl Shell {
             .and_then(|p| self.tmux.capture_screen(p).ok())
             .map(|s| tidy_screen(&s));
         let (status, signal) = from_proc.unwrap_or((None, None));
-        (status, signal, screen)
+        Some((status, signal, screen))
     }
 
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
@@ -701,7 +726,12 @@ impl Shell {
                 (pane, pid)
             }
             None => {
-                // Its pane is gone: `layout up` makes the missing panes.
+                // Its pane is gone: `layout up` makes the missing panes — on a server that
+                // still runs; a gone server's session is restored, not made anew.
+                if self.tmux.panes_on_server()?.is_none() {
+                    let _ = self.tx.send(Input::Reconcile);
+                    anyhow::bail!("the tmux server is gone");
+                }
                 session::up(&self.layout, &self.tmux, &self.state)?;
                 let panes = self.tmux.list_panes()?;
                 let p = panes
