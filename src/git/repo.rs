@@ -93,6 +93,9 @@ pub struct SavedWork {
     pub untracked: Option<String>,
     /// Every path with a change: staged, unstaged or untracked.
     pub paths: Vec<String>,
+    /// Of those, the untracked ones (they are in U, not in W).
+    #[serde(default)]
+    pub untracked_paths: Vec<String>,
 }
 
 /// Whether `name` is a branch name git accepts (`main`, `orch/worker1`).
@@ -368,6 +371,28 @@ impl Repo {
         Ok(Some(tip.id().to_string()))
     }
 
+    /// Applies `commits` (oldest first) again on top of `onto`, in memory, each keeping its
+    /// author and message: a reset that must keep commits that landed meanwhile. `None`
+    /// when one does not apply cleanly.
+    pub fn cherry_pick_onto(&self, commits: &[String], onto: &str) -> Result<Option<String>> {
+        let mut tip = self.commit(onto)?;
+        for id in commits {
+            let c = self.commit(id)?;
+            let mainline = if c.parent_count() > 1 { 1 } else { 0 };
+            let mut index = self.repo.cherrypick_commit(&c, &tip, mainline, None)?;
+            if index.has_conflicts() {
+                return Ok(None);
+            }
+            let tree = self.repo.find_tree(index.write_tree_to(&self.repo)?)?;
+            let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+            let new =
+                self.repo
+                    .commit(None, &c.author(), &c.committer(), &message, &tree, &[&tip])?;
+            tip = self.repo.find_commit(new)?;
+        }
+        Ok(Some(tip.id().to_string()))
+    }
+
     /// A new commit on `onto` whose tree has `paths` as they are in `from` (removed where
     /// `from` lacks them), in memory. `None` when that changes nothing.
     pub fn restore_files_onto(
@@ -532,7 +557,7 @@ impl Repo {
         // W: the tracked files as they are on disk; U: the untracked ones alone.
         let mut tracked = TreeUpdateBuilder::new();
         let mut untracked = TreeUpdateBuilder::new();
-        let (mut any_untracked, mut paths) = (false, Vec::new());
+        let (mut untracked_paths, mut paths) = (Vec::new(), Vec::new());
         for entry in statuses.iter() {
             let Some(path) = entry.path().ok().map(str::to_owned) else {
                 continue;
@@ -543,7 +568,7 @@ impl Repo {
             if s.contains(Status::WT_NEW) {
                 let (id, mode) = blob_from_disk(&repo, &on_disk)?;
                 untracked.upsert(path.as_str(), id, mode);
-                any_untracked = true;
+                untracked_paths.push(path.clone());
             } else if s.contains(Status::WT_DELETED) {
                 if index_tree.get_path(Path::new(&path)).is_ok() {
                     tracked.remove(path.as_str());
@@ -555,7 +580,7 @@ impl Repo {
             }
         }
         let w_tree = repo.find_tree(tracked.create_updated(&repo, &index_tree)?)?;
-        let u = if any_untracked {
+        let u = if !untracked_paths.is_empty() {
             let empty = repo.find_tree(repo.treebuilder(None)?.write()?)?;
             let u_tree = repo.find_tree(untracked.create_updated(&repo, &empty)?)?;
             let u = repo.commit(
@@ -590,6 +615,7 @@ impl Repo {
             index: i.id().to_string(),
             untracked: u.map(|u| u.id().to_string()),
             paths,
+            untracked_paths,
         }))
     }
 

@@ -34,6 +34,14 @@ pub enum EventKind {
     MessageDelivered,
     MessageFailed,
     MessageRefused,
+    CheckStarted,
+    CheckPassed,
+    CheckFailed,
+    CheckFlaky,
+    RollbackProposed,
+    RollbackExecuted,
+    RollbackRejected,
+    RollbackUndone,
 }
 
 /// One event. `ts` is stamped by the shell when the event is written: the pure core
