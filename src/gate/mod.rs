@@ -28,6 +28,8 @@ mod exec;
 pub mod plan;
 mod run;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

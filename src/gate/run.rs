@@ -660,12 +660,16 @@ impl Gate {
             // Nothing known green: look 1, 2, 4, … commits back for a green one.
             let mut back = 1;
             let mut boundary = None;
+            let oldest = chain.len() - 1;
             for _ in 0..MAX_BOUNDARY_PROBES {
-                let Some(c) = chain.get(back) else { break };
+                let at = back.min(oldest);
+                if at == 0 {
+                    break;
+                }
                 let v = self.verdict(
                     slot,
                     repo,
-                    c,
+                    &chain[at],
                     Some(branch),
                     Purpose::Boundary,
                     false,
@@ -673,7 +677,10 @@ impl Gate {
                     &mut report.runs,
                 )?;
                 if v.result.outcome == Outcome::Green {
-                    boundary = Some(back);
+                    boundary = Some(at);
+                    break;
+                }
+                if at == oldest {
                     break;
                 }
                 back *= 2;
