@@ -49,7 +49,7 @@ impl Gate {
         host.emit(
             Event::new(EventKind::RollbackRejected, None)
                 .with("id", p.id.as_str())
-                .with("kind", p.kind.as_str())
+                .with("repair", p.kind.as_str())
                 .with("branch", p.branch.as_str())
                 .with("commits", p.commits.clone())
                 .with("reason", "rejected by a human"),
@@ -453,7 +453,7 @@ impl Gate {
         host.emit(
             Event::new(EventKind::RollbackUndone, None)
                 .with("id", id.as_str())
-                .with("kind", p.kind.as_str())
+                .with("repair", p.kind.as_str())
                 .with("branch", p.branch.as_str())
                 .with("from", exe.to.as_str())
                 .with("to", exe.from.as_str())

@@ -27,6 +27,7 @@ pub mod check;
 mod exec;
 pub mod plan;
 mod run;
+pub mod service;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use bisect::Outcome;
 pub use check::Running;
@@ -55,9 +56,9 @@ pub enum BadInput {
         "the layout has no quality: section, so there is no check to run; add one, e.g. quality: {{ check: \"cargo test\", branches: [main] }}"
     )]
     NoQuality,
-    #[error("{0}")]
+    #[error(transparent)]
     NotARepository(#[from] crate::git::repo::NotARepository),
-    #[error("{0}")]
+    #[error(transparent)]
     UnknownRevision(#[from] crate::git::repo::UnknownRevision),
     #[error(
         "branch {branch} does not exist in {}; create it or fix quality.branches", repo.display()
@@ -149,10 +150,12 @@ pub struct Gate {
     /// Held while a check runs (there is one scratch worktree).
     runner: Mutex<Option<Scratch>>,
     running: Running,
+    /// Set as the host stops: no new check starts.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One check, as `orch check` reports it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckReport {
     pub commit: String,
     pub subject: String,
@@ -170,12 +173,14 @@ pub struct CheckReport {
 }
 
 /// What one evaluation of a branch did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BranchReport {
     pub branch: String,
     pub tip: Option<String>,
-    /// The check of the tip; `None` when the tip was evaluated before.
+    /// The check of the tip as it was found; `None` when it was evaluated before.
     pub check: Option<CheckReport>,
+    /// Where the branch stands after this evaluation (after any repair).
+    pub outcome: Option<Outcome>,
     /// Check runs this took (bisection included).
     pub runs: usize,
     pub culprits: Vec<String>,
@@ -186,7 +191,7 @@ pub struct BranchReport {
 }
 
 /// A rollback that was carried out.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Executed {
     pub id: String,
     pub kind: Kind,
@@ -200,7 +205,7 @@ pub struct Executed {
 }
 
 /// A rollback that was undone.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Undone {
     pub id: String,
     pub branch: String,
@@ -211,7 +216,7 @@ pub struct Undone {
 }
 
 /// A culprit commit, for `orch rollback show`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CommitView {
     pub id: String,
     pub subject: String,
@@ -220,7 +225,7 @@ pub struct CommitView {
 }
 
 /// Everything `orch rollback show` prints.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProposalDetails {
     pub proposal: Proposal,
     pub commits: Vec<CommitView>,
@@ -246,6 +251,7 @@ impl Gate {
             state: Mutex::new(state),
             runner: Mutex::new(None),
             running: Running::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -253,8 +259,11 @@ impl Gate {
         &self.cfg
     }
 
-    /// Kills the check that runs now, if any (the supervisor does as it stops).
-    pub fn kill_running_check(&self) {
+    /// Kills the check that runs now, if any, and starts no other (the supervisor does
+    /// this as it stops).
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.running.kill();
     }
 

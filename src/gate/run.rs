@@ -212,7 +212,10 @@ impl Gate {
             )?;
             fresh = false;
             report.tip = Some(tip.clone());
-            report.check = Some(v.report(&info, Some(branch), self.cfg.timeout));
+            report.outcome = Some(v.result.outcome);
+            if report.check.is_none() {
+                report.check = Some(v.report(&info, Some(branch), self.cfg.timeout));
+            }
             self.after_tip_check(branch, &tip, &v.result, host)?;
             match v.result.outcome {
                 Outcome::Green | Outcome::Untestable => return Ok(report),
@@ -275,7 +278,7 @@ impl Gate {
                 events.push(
                     Event::new(EventKind::RollbackExecuted, None)
                         .with("id", p.id.as_str())
-                        .with("kind", p.kind.as_str())
+                        .with("repair", p.kind.as_str())
                         .with("risk", p.risk.as_str())
                         .with("branch", p.branch.as_str())
                         .with("from", e.from.as_str())
@@ -355,6 +358,9 @@ impl Gate {
                 return Ok(v);
             }
         }
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("the gate is stopping; no new check starts");
+        }
         let scratch = match slot {
             Some(s) => s,
             None => {
@@ -396,6 +402,10 @@ impl Gate {
                     .with("attempt", attempt),
             );
             let run = check::run(&self.cfg.check, &cwd, &env, self.cfg.timeout, &self.running)?;
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                // Killed because the host stops: not a result of the commit.
+                anyhow::bail!("the gate stopped while the check ran");
+            }
             *runs += 1;
             last = run;
             if last.outcome != Outcome::Red || attempt >= attempts {
@@ -585,16 +595,25 @@ impl Gate {
             }
         };
         let decision = plan::decide(&plans[0], range.no_auto(), self.cfg.limits, standing);
-        let waiting = match &decision {
-            Decision::Execute => None,
-            Decision::Wait(why) => Some(why.clone()),
-            Decision::Escalate(why) => Some(format!("escalated: {why}")),
-        };
-        for id in &ids {
+        for (i, (id, plan)) in ids.iter().zip(&plans).enumerate() {
+            // Each says why it waits: the first for the policy's reason, the others for
+            // their own risk, or because only the least destructive one runs unasked.
+            let waiting = match (&decision, i) {
+                (Decision::Escalate(why), _) => Some(format!("escalated: {why}")),
+                (Decision::Execute, 0) => None,
+                (Decision::Wait(why), 0) => Some(why.clone()),
+                _ => match plan::decide(plan, range.no_auto(), self.cfg.limits, standing) {
+                    Decision::Wait(why) | Decision::Escalate(why) => Some(why),
+                    Decision::Execute => Some(
+                        "only the least destructive repair runs on its own; approve this one to run it instead"
+                            .into(),
+                    ),
+                },
+            };
             if let Some(p) = state.proposal_mut(id)
                 && p.status == Status::Pending
             {
-                p.waiting = waiting.clone();
+                p.waiting = waiting;
             }
         }
         if let Decision::Escalate(why) = &decision {
@@ -892,7 +911,7 @@ fn proposed_event(p: &Proposal) -> Event {
         p.agents.first().map(String::as_str),
     )
     .with("id", p.id.as_str())
-    .with("kind", p.kind.as_str())
+    .with("repair", p.kind.as_str())
     .with("risk", p.risk.as_str())
     .with("branch", p.branch.as_str())
     .with("commits", p.commits.clone())

@@ -595,6 +595,7 @@ pub(crate) mod tests {
                 history_mark: None,
                 alternate: None,
             }],
+            quality_gate: None,
             checksum: String::new(),
         }
     }
