@@ -255,6 +255,11 @@ impl Gate {
         })
     }
 
+    /// Whether [`Gate::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

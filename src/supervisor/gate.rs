@@ -187,7 +187,12 @@ fn scanner(gate: &Gate, sink: Sink, triggers: &mpsc::Receiver<()>) {
         }
         // Everything that piled up is one pass, on the newest tips.
         while triggers.try_recv().is_ok() {}
-        if let Err(e) = gate.scan(&mut host, false) {
+        if gate.is_stopping() {
+            return;
+        }
+        if let Err(e) = gate.scan(&mut host, false)
+            && !gate.is_stopping()
+        {
             tracing::warn!("quality gate pass failed: {e:#}");
             host.emit(
                 Event::new(EventKind::Escalated, None)
