@@ -900,3 +900,29 @@ fn state_survives_a_new_gate() {
     ) & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn the_scratch_worktree_keeps_build_caches_and_drops_leftovers() {
+    let fx = Fx::new();
+    fx.commit(&[(".gitignore", "target/\n"), ("src/a.txt", "a\n")], "base");
+    let log = fx.home.path().join("seen");
+    let check = format!(
+        "ls target >> '{0}' 2>/dev/null; ls junk.txt >> '{0}' 2>/dev/null; mkdir -p target; touch target/cache junk.txt; git status --porcelain >> '{0}'",
+        log.display()
+    );
+    let g = Gate::open(fx.config(&check, Max::None)).expect("gate");
+    let mut host = Rec::default();
+    g.scan(&mut host, false).expect("first");
+    fx.commit(&[("src/a.txt", "a2\n")], "change");
+    g.scan(&mut host, false).expect("second");
+    let seen = std::fs::read_to_string(&log).expect("log");
+    // Run 1: empty tree, then junk.txt untracked. Run 2: target/cache kept (ignored),
+    // junk.txt gone (untracked leftovers are removed), the tree as committed.
+    assert_eq!(seen, "?? junk.txt\ncache\n?? junk.txt\n", "{seen}");
+    // Never the user's checkout.
+    assert!(!fx.path().join("target").exists());
+    assert!(!fx.path().join("junk.txt").exists());
+    assert_eq!(fx.git(&["status", "--porcelain"]), "");
+    // No branch of the gate's is left in the repository.
+    assert_eq!(fx.git(&["branch", "--format=%(refname:short)"]), "main");
+}
