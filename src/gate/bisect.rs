@@ -11,9 +11,10 @@
 //! with it.
 //!
 //! The file-name heuristic (Findit's): when the failure output names a file one of the
-//! commits touched, that commit's parent and then the commit itself are tested first,
-//! which confirms a right guess in two runs. It is only followed when even a wrong guess
-//! costs at most one run more than plain halving, so 16 commits never need more than 5.
+//! commits touched, that commit and its parent are tested first (the parent first when
+//! the suspect is nearer the red end), which confirms a right guess in two runs. It is
+//! only followed when even a wrong guess costs at most one run more than plain halving,
+//! so 16 commits never need more than 5.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -47,17 +48,21 @@ pub fn halving_runs(n: usize) -> usize {
     }
 }
 
-/// The most runs the heuristic can cost with suspect `h` between `good` and `bad`.
-fn hinted_worst(good: usize, bad: usize, h: usize) -> usize {
-    let after = bad - h; // candidates left if the parent and the suspect are both green
+/// The most runs the heuristic can cost with suspect `h` between `good` and `bad`, testing
+/// its parent first (`parent_first`) or the suspect first.
+fn hinted_worst(good: usize, bad: usize, h: usize, parent_first: bool) -> usize {
+    let after = bad - h; // candidates left if the suspect is green
+    let before = h - 1 - good; // candidates left if its parent is red
     if h == good + 1 {
         // Its parent is the known green commit: test the suspect alone.
         1 + halving_runs(after)
     } else if h == bad {
         // The suspect is the known red commit: test its parent alone.
-        1 + halving_runs(h - 1 - good)
+        1 + halving_runs(before)
+    } else if parent_first {
+        (1 + halving_runs(before)).max(2 + halving_runs(after))
     } else {
-        (1 + halving_runs(h - 1 - good)).max(2 + halving_runs(after))
+        (1 + halving_runs(after)).max(2 + halving_runs(before))
     }
 }
 
@@ -71,14 +76,18 @@ impl Bisect {
             untestable: BTreeSet::new(),
             planned: VecDeque::new(),
         };
-        if let Some(h) = hint.filter(|h| (1..=n).contains(h))
-            && hinted_worst(0, n, h) <= halving_runs(n) + 1
-        {
-            if h > 1 {
-                b.planned.push_back(h - 1);
-            }
-            if h < n {
-                b.planned.push_back(h);
+        if let Some(h) = hint.filter(|h| (1..=n).contains(h)) {
+            // Whichever order costs less when the guess is wrong; a suspect near the
+            // green end is tested before its parent, one near the red end after it.
+            let parent_first = hinted_worst(0, n, h, true) <= hinted_worst(0, n, h, false);
+            if hinted_worst(0, n, h, parent_first) <= halving_runs(n) + 1 {
+                let (parent, suspect) = ((h > 1).then(|| h - 1), (h < n).then_some(h));
+                let order = if parent_first {
+                    [parent, suspect]
+                } else {
+                    [suspect, parent]
+                };
+                b.planned.extend(order.into_iter().flatten());
             }
         }
         b
@@ -193,6 +202,15 @@ mod tests {
         // At either end one run is enough.
         assert_eq!(run(16, 1, Some(1), &[]), (vec![1], 1));
         assert_eq!(run(16, 16, Some(16), &[]), (vec![16], 1));
+    }
+
+    #[test]
+    fn a_right_hint_anywhere_among_16_takes_at_most_two_runs() {
+        for c in 1..=16 {
+            let (found, runs) = run(16, c, Some(c), &[]);
+            assert_eq!(found, vec![c]);
+            assert!(runs <= 2, "culprit {c}: {runs} runs");
+        }
     }
 
     #[test]
