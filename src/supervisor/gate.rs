@@ -180,6 +180,8 @@ pub(super) fn gate_reply(answer: Result<service::Answer>) -> Reply {
 /// Runs a pass of the gate per trigger, and one every [`POLL`] without any.
 fn scanner(gate: &Gate, sink: Sink, triggers: &mpsc::Receiver<()>) {
     let mut host = LoopHost { sink };
+    // A failure that repeats (say, every poll) is reported once until it changes.
+    let mut last_failure: Option<String> = None;
     loop {
         match triggers.recv_timeout(POLL) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -190,14 +192,20 @@ fn scanner(gate: &Gate, sink: Sink, triggers: &mpsc::Receiver<()>) {
         if gate.is_stopping() {
             return;
         }
-        if let Err(e) = gate.scan(&mut host, false)
-            && !gate.is_stopping()
-        {
-            tracing::warn!("quality gate pass failed: {e:#}");
-            host.emit(
-                Event::new(EventKind::Escalated, None)
-                    .with("reason", format!("the quality gate failed: {e:#}")),
-            );
+        match gate.scan(&mut host, false) {
+            Ok(_) => last_failure = None,
+            Err(_) if gate.is_stopping() => return,
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::warn!("quality gate pass failed: {why}");
+                if last_failure.as_deref() != Some(why.as_str()) {
+                    host.emit(
+                        Event::new(EventKind::Escalated, None)
+                            .with("reason", format!("the quality gate failed: {why}")),
+                    );
+                    last_failure = Some(why);
+                }
+            }
         }
     }
 }
