@@ -181,6 +181,15 @@ fn without_a_supervisor_check_list_show_approve_and_undo() {
         "the diff: {shown}"
     );
 
+    // A human turns down one repair: it never runs, the others stay.
+    let restore = proposal_of(&list, "restore_files");
+    let restore_id = restore["id"].as_str().expect("id");
+    let out = ok(&env, &["rollback", "reject", restore_id]);
+    assert!(out.contains("rejected"), "{out}");
+    let again = orch_git(&env, &["rollback", "approve", restore_id]);
+    assert_eq!(again.status.code(), Some(2), "a rejected proposal is not approved");
+    assert_eq!(git(&env, &["rev-parse", "main"]), innocent);
+
     let approved = ok(&env, &["rollback", "approve", &id]);
     assert!(approved.contains("executed"), "{approved}");
     assert!(approved.contains("green"), "checked again: {approved}");
