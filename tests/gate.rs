@@ -187,7 +187,11 @@ fn without_a_supervisor_check_list_show_approve_and_undo() {
     let out = ok(&env, &["rollback", "reject", restore_id]);
     assert!(out.contains("rejected"), "{out}");
     let again = orch_git(&env, &["rollback", "approve", restore_id]);
-    assert_eq!(again.status.code(), Some(2), "a rejected proposal is not approved");
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a rejected proposal is not approved"
+    );
     assert_eq!(git(&env, &["rev-parse", "main"]), innocent);
 
     let approved = ok(&env, &["rollback", "approve", &id]);

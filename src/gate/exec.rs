@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::plan::Kind;
-use super::state::{CheckoutChange, Execution, Proposal, Status};
+use super::state::{CheckoutChange, Execution, GateState, Proposal, Status};
 use super::{BadInput, Executed, Gate, Host, Undone, rfc3339_now, unix_now};
 use crate::git::repo::{RefMoved, Repo, short, union};
 use crate::messaging::queue::{Delivery, Priority, Queue};
@@ -15,6 +15,14 @@ use crate::supervisor::event::{Event, EventKind};
 
 /// Plans made again in one execution before orch gives up on a branch that keeps moving.
 const MAX_REPLANS: u32 = 5;
+
+/// Where a branch went, and the checkouts of it with their saved work.
+struct Moved {
+    plan_tip: String,
+    new_tip: String,
+    replanned: u32,
+    checkouts: Vec<(std::path::PathBuf, Option<crate::git::repo::SavedWork>)>,
+}
 
 impl Gate {
     /// `orch rollback approve ID` (and the dashboard's `y`): carries out a pending
@@ -68,92 +76,29 @@ impl Gate {
         if p.status != Status::Pending {
             return Err(not_pending(&p).into());
         }
-        let full_ref = format!("refs/heads/{}", p.branch);
-        let mut plan_tip = p.tip.clone();
-        let mut new_tip = p.new_tip.clone();
-        let mut replanned = 0;
         let mut prepared = false;
-        let mut checkouts;
-        loop {
-            let now = repo
-                .branch_tip(&p.branch)?
-                .ok_or_else(|| anyhow!("branch {} is gone; reject proposal {id}", p.branch))?;
-            if now != plan_tip {
-                replanned += 1;
-                if replanned > MAX_REPLANS {
-                    bail!(
-                        "{} kept moving while rollback {id} was planned {MAX_REPLANS} times; nothing was changed, approve it again when it is quiet",
-                        p.branch
+        let Moved {
+            plan_tip,
+            new_tip,
+            replanned,
+            checkouts,
+        } = match self.move_branch(&repo, &mut state, &p, host, &mut prepared) {
+            Ok(m) => m,
+            Err(e) => {
+                if prepared {
+                    // The agents were told to stop: tell them it is off.
+                    self.tell(
+                        host,
+                        &p.agents,
+                        &format!(
+                            "orch: rollback {id} did not run ({e:#}); nothing was changed, carry on."
+                        ),
+                        true,
                     );
                 }
-                new_tip = self.replan(&repo, &p, &plan_tip, &now)?;
-                plan_tip = now;
-                if let Some(q) = state.proposal_mut(id) {
-                    q.tip = plan_tip.clone();
-                    q.new_tip = new_tip.clone();
-                }
+                return Err(e);
             }
-            if !prepared {
-                prepared = true;
-                // The snapshot carries the gate state as it is before anything moves.
-                if let Some(q) = state.proposal_mut(id) {
-                    q.waiting = None;
-                }
-                self.save(&mut state)?;
-                host.snapshot().with_context(|| {
-                    format!("taking the snapshot before rollback {id}; nothing was changed")
-                })?;
-                let culprits: Vec<String> = p.agents.clone();
-                self.tell(
-                    host,
-                    &culprits,
-                    &format!(
-                        "orch: STOP and wait. Your commit(s) {} broke the check `{}` on {} ({}); orch is rolling back ({}). Do not commit until orch says it is done.",
-                        shorts(&p.commits),
-                        self.cfg.check,
-                        p.branch,
-                        p.failure,
-                        p.kind.as_str()
-                    ),
-                    true,
-                );
-                // A commit may have landed while the agents were told: look again.
-                continue;
-            }
-            repo.keep_ref(
-                &p.backup_ref,
-                &plan_tip,
-                &format!(
-                    "orch: {} as it was before rollback {id} ({})",
-                    p.branch,
-                    p.kind.as_str()
-                ),
-            )?;
-            checkouts = Vec::new();
-            for (n, wt) in repo.checkouts_of(&p.branch)?.into_iter().enumerate() {
-                let reference = if n == 0 {
-                    format!("refs/orch/saved/{id}")
-                } else {
-                    format!("refs/orch/saved/{id}-{n}")
-                };
-                let saved = repo.save_uncommitted(
-                    &wt,
-                    &reference,
-                    &format!(
-                        "orch: uncommitted work in {} before rollback {id}",
-                        wt.display()
-                    ),
-                )?;
-                checkouts.push((wt, saved));
-            }
-            let log = format!("orch: rollback {id} ({}): {}", p.kind.as_str(), p.why);
-            match repo.move_ref(&full_ref, &new_tip, &plan_tip, &log) {
-                Ok(()) => break,
-                // Someone committed between the look and the move: plan again.
-                Err(e) if e.is::<RefMoved>() => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        };
 
         // The branch moved; now each of its checkouts, at the changed paths only.
         let changed: Vec<String> = repo
@@ -305,6 +250,112 @@ impl Gate {
             replanned,
             backup_ref: p.backup_ref.clone(),
             notes,
+        })
+    }
+
+    /// Everything up to and including the compare-and-swap move of the branch: planning
+    /// again while it moves, the snapshot and the pause message (once; `prepared` says
+    /// whether they happened), the backup ref and the saved work.
+    fn move_branch(
+        &self,
+        repo: &Repo,
+        state: &mut GateState,
+        p: &Proposal,
+        host: &mut dyn Host,
+        prepared: &mut bool,
+    ) -> Result<Moved> {
+        let full_ref = format!("refs/heads/{}", p.branch);
+        let mut plan_tip = p.tip.clone();
+        let mut new_tip = p.new_tip.clone();
+        let mut replanned = 0;
+        let mut checkouts;
+        let id = p.id.as_str();
+        loop {
+            let now = repo
+                .branch_tip(&p.branch)?
+                .ok_or_else(|| anyhow!("branch {} is gone; reject proposal {id}", p.branch))?;
+            if now != plan_tip {
+                replanned += 1;
+                if replanned > MAX_REPLANS {
+                    bail!(
+                        "{} kept moving while rollback {id} was planned {MAX_REPLANS} times; nothing was changed, approve it again when it is quiet",
+                        p.branch
+                    );
+                }
+                new_tip = self.replan(repo, p, &plan_tip, &now)?;
+                plan_tip = now;
+                if let Some(q) = state.proposal_mut(id) {
+                    q.tip = plan_tip.clone();
+                    q.new_tip = new_tip.clone();
+                }
+            }
+            if !*prepared {
+                *prepared = true;
+                // The snapshot carries the gate state as it is before anything moves.
+                if let Some(q) = state.proposal_mut(id) {
+                    q.waiting = None;
+                }
+                self.save(state)?;
+                host.snapshot().with_context(|| {
+                    format!("taking the snapshot before rollback {id}; nothing was changed")
+                })?;
+                let culprits: Vec<String> = p.agents.clone();
+                self.tell(
+                    host,
+                    &culprits,
+                    &format!(
+                        "orch: STOP and wait. Your commit(s) {} broke the check `{}` on {} ({}); orch is rolling back ({}). Do not commit until orch says it is done.",
+                        shorts(&p.commits),
+                        self.cfg.check,
+                        p.branch,
+                        p.failure,
+                        p.kind.as_str()
+                    ),
+                    true,
+                );
+                // A commit may have landed while the agents were told: look again.
+                continue;
+            }
+            repo.keep_ref(
+                &p.backup_ref,
+                &plan_tip,
+                &format!(
+                    "orch: {} as it was before rollback {id} ({})",
+                    p.branch,
+                    p.kind.as_str()
+                ),
+            )?;
+            checkouts = Vec::new();
+            for (n, wt) in repo.checkouts_of(&p.branch)?.into_iter().enumerate() {
+                let reference = if n == 0 {
+                    format!("refs/orch/saved/{id}")
+                } else {
+                    format!("refs/orch/saved/{id}-{n}")
+                };
+                let saved = repo.save_uncommitted(
+                    &wt,
+                    &reference,
+                    &format!(
+                        "orch: uncommitted work in {} before rollback {id}",
+                        wt.display()
+                    ),
+                )?;
+                checkouts.push((wt, saved));
+            }
+            let log = format!("orch: rollback {id} ({}): {}", p.kind.as_str(), p.why);
+            match repo.move_ref(&full_ref, &new_tip, &plan_tip, &log) {
+                Ok(()) => break,
+                // Someone committed between the look and the move: plan again.
+                Err(e) if e.is::<RefMoved>() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+
+        Ok(Moved {
+            plan_tip,
+            new_tip,
+            replanned,
+            checkouts,
         })
     }
 

@@ -926,3 +926,36 @@ fn the_scratch_worktree_keeps_build_caches_and_drops_leftovers() {
     // No branch of the gate's is left in the repository.
     assert_eq!(fx.git(&["branch", "--format=%(refname:short)"]), "main");
 }
+
+#[test]
+fn a_commit_the_check_cannot_test_is_stepped_around() {
+    let fx = Fx::new();
+    // Exit 125 while src/SKIP exists (only at commit 2), as `git bisect run` means it.
+    let check = format!(
+        "echo run >> '{}'; [ -e src/SKIP ] && exit 125; ! grep -rq {MARKER} src",
+        fx.counter.display()
+    );
+    let g = Gate::open(fx.config(&check, Max::None)).expect("gate");
+    let mut host = Rec::default();
+    fx.commit(&[("src/base.txt", "base\n")], "base");
+    g.scan(&mut host, false).expect("green");
+    let mut commits = Vec::new();
+    commits.push(fx.commit(&[("src/f1.txt", "1\n")], "1"));
+    commits.push(fx.commit(&[("src/SKIP", "\n")], "2"));
+    fx.git(&["rm", "-q", "src/SKIP"]);
+    commits.push(fx.commit(&[("src/f3.txt", "3\n")], "3"));
+    commits.push(fx.commit(&[("src/f4.txt", &format!("{MARKER}\n"))], "4 breaks it"));
+    commits.push(fx.commit(&[("src/f5.txt", "5\n")], "5"));
+    let r = g.scan(&mut host, false).expect("red");
+    assert_eq!(r[0].culprits, vec![commits[3].clone()]);
+    let untestable = host
+        .events
+        .iter()
+        .filter(|e| {
+            e.fields.get("reason").and_then(|v| v.as_str()) == Some("cannot test (exit status 125)")
+        })
+        .count();
+    assert_eq!(untestable, 1, "commit 2 was tried once and skipped");
+    // 2 (cannot test), 1 (green), 3 (green), 4 (red).
+    assert_eq!(r[0].runs, 5, "the tip and four probes");
+}
