@@ -316,6 +316,9 @@ impl Gate {
                 // A commit may have landed while the agents were told: look again.
                 continue;
             }
+            if self.is_stopping() {
+                bail!("orch is stopping; rollback {id} did not run and nothing was changed");
+            }
             repo.keep_ref(
                 &p.backup_ref,
                 &plan_tip,

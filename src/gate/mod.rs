@@ -255,6 +255,23 @@ impl Gate {
         })
     }
 
+    /// Waits (at most `patience`) until nothing holds the gate's state: a rollback that
+    /// is moving a branch has finished. False if one still runs.
+    pub fn wait_idle(&self, patience: Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.state.try_lock() {
+                Ok(_) => return true,
+                Err(std::sync::TryLockError::Poisoned(_)) => return true,
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether [`Gate::stop`] was called.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::SeqCst)

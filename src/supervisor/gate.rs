@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -50,13 +51,35 @@ type Sink = Arc<dyn Fn(FromGate) + Send + Sync>;
 pub(super) struct GateSource {
     gate: Arc<Gate>,
     sink: Sink,
+    /// Set as the supervisor stops: the loop answers nothing any more.
+    closed: Arc<AtomicBool>,
     scan: mpsc::Sender<()>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 /// The gate's host inside the supervisor: everything goes through the loop.
+#[derive(Clone)]
 struct LoopHost {
     sink: Sink,
+    closed: Arc<AtomicBool>,
+}
+
+/// How long the gate waits for the loop to take a snapshot or restart an agent.
+const LOOP_PATIENCE: Duration = Duration::from_secs(120);
+
+impl LoopHost {
+    /// Waits for the loop's answer, giving up when the supervisor stops.
+    fn wait<T>(&self, rx: &mpsc::Receiver<T>, patience: Duration) -> Option<T> {
+        let deadline = Instant::now() + patience;
+        while !self.closed.load(Ordering::SeqCst) && Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(v) => return Some(v),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
+    }
 }
 
 impl Host for LoopHost {
@@ -67,15 +90,15 @@ impl Host for LoopHost {
     fn snapshot(&mut self) -> Result<bool> {
         let (tx, rx) = mpsc::channel();
         (self.sink)(FromGate::Snapshot(tx));
-        rx.recv()
-            .map_err(|_| anyhow::anyhow!("the supervisor stopped before the snapshot"))?
+        self.wait(&rx, LOOP_PATIENCE)
+            .ok_or_else(|| anyhow::anyhow!("the supervisor did not take the snapshot (stopping?)"))?
             .map_err(anyhow::Error::msg)
     }
 
     fn deliver_now(&mut self, _agent: &str) {
         let (tx, rx) = mpsc::channel();
         (self.sink)(FromGate::Deliver(tx));
-        let _ = rx.recv_timeout(DELIVER_PATIENCE);
+        let _ = self.wait(&rx, DELIVER_PATIENCE);
     }
 
     fn restart(&mut self, agent: &str) -> Result<()> {
@@ -84,8 +107,8 @@ impl Host for LoopHost {
             agent: agent.to_owned(),
             done: tx,
         });
-        rx.recv()
-            .map_err(|_| anyhow::anyhow!("the supervisor stopped before the restart"))?
+        self.wait(&rx, LOOP_PATIENCE)
+            .ok_or_else(|| anyhow::anyhow!("the supervisor did not restart {agent} (stopping?)"))?
             .map_err(anyhow::Error::msg)
     }
 }
@@ -113,16 +136,22 @@ impl GateSource {
         };
         let (scan_tx, scan_rx) = mpsc::channel::<()>();
         let watcher = watch(&gate, scan_tx.clone());
-        let (g, s) = (gate.clone(), sink.clone());
+        let closed = Arc::new(AtomicBool::new(false));
+        let host = LoopHost {
+            sink: sink.clone(),
+            closed: closed.clone(),
+        };
+        let g = gate.clone();
         std::thread::Builder::new()
             .name("orch-gate".into())
-            .spawn(move || scanner(&g, s, &scan_rx))
+            .spawn(move || scanner(&g, host, &scan_rx))
             .ok()?;
         // The first pass: tips that changed while no supervisor watched.
         let _ = scan_tx.send(());
         Some(GateSource {
             gate,
             sink,
+            closed,
             scan: scan_tx,
             _watcher: watcher,
         })
@@ -132,13 +161,15 @@ impl GateSource {
     /// is then checked again by the scanner.
     pub(super) fn request(&self, call: Call, reply: tokio::sync::oneshot::Sender<Reply>) {
         let gate = self.gate.clone();
-        let sink = self.sink.clone();
+        let mut host = LoopHost {
+            sink: self.sink.clone(),
+            closed: self.closed.clone(),
+        };
         let scan = self.scan.clone();
         let spawned = std::thread::Builder::new()
             .name("orch-gate-request".into())
             .spawn(move || {
                 let approving = matches!(call, Call::Approve { .. });
-                let mut host = LoopHost { sink };
                 let answer = service::call(&gate, call, &mut host, false);
                 if approving && answer.is_ok() {
                     let _ = scan.send(());
@@ -153,8 +184,13 @@ impl GateSource {
 
 impl Drop for GateSource {
     fn drop(&mut self) {
-        // No check outlives the supervisor.
+        // No check outlives the supervisor, no rollback starts now, and one that is
+        // moving a branch is let finish (the loop answers nothing any more).
+        self.closed.store(true, Ordering::SeqCst);
         self.gate.stop();
+        if !self.gate.wait_idle(Duration::from_secs(30)) {
+            tracing::warn!("a rollback was still running as the supervisor stopped");
+        }
     }
 }
 
@@ -178,8 +214,7 @@ pub(super) fn gate_reply(answer: Result<service::Answer>) -> Reply {
 }
 
 /// Runs a pass of the gate per trigger, and one every [`POLL`] without any.
-fn scanner(gate: &Gate, sink: Sink, triggers: &mpsc::Receiver<()>) {
-    let mut host = LoopHost { sink };
+fn scanner(gate: &Gate, mut host: LoopHost, triggers: &mpsc::Receiver<()>) {
     // A failure that repeats (say, every poll) is reported once until it changes.
     let mut last_failure: Option<String> = None;
     loop {
