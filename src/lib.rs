@@ -3,9 +3,9 @@
 //! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
 //! `session` (bring a session up and down, report it), `supervisor` (one per session:
 //! restarts, stalls, events), `monitor` (resources, activity, memory trend, output lines and
-//! error storms), `gate` (the quality gate and rollback), `git` (the one door to git2:
-//! agent worktrees, and refs, commits and reverts for the gate), `process` (signals),
-//! `state` (the state dir),
+//! error storms), `profile` (what orch knows of each agent CLI, as data), `gate` (the
+//! quality gate and rollback), `git` (the one door to git2: agent worktrees, and refs,
+//! commits and reverts for the gate), `process` (signals), `state` (the state dir),
 //! `cli`, and `agent_sim` (the simulated agent of the demo and tests).
 
 pub mod agent_sim;
@@ -18,6 +18,7 @@ pub mod logging;
 pub mod messaging;
 pub mod monitor;
 pub mod process;
+pub mod profile;
 pub mod session;
 pub mod snapshot;
 pub mod state;

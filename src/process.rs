@@ -1,4 +1,5 @@
-//! Signals to agent processes and whether they still live.
+//! Signals to agent processes, whether they still live, and how their terminal reads
+//! input.
 
 use crate::layout::StopSignal;
 
@@ -34,6 +35,42 @@ pub fn alive(pid: u32) -> bool {
         .rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().next());
     !matches!(state, Some("Z" | "X" | "x"))
+}
+
+/// How a terminal takes input, from its termios flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtyMode {
+    /// Line by line (ICANON): the program reads whole lines the terminal edits.
+    pub canonical: bool,
+    /// The terminal shows what is typed (ECHO).
+    pub echo: bool,
+}
+
+impl TtyMode {
+    /// A program reading whole lines that are not shown: what it is given never appears
+    /// on the screen (`stty -echo`, a password prompt). A full-screen program also turns
+    /// ECHO off, but it reads keys one by one and draws them itself.
+    pub fn hides_input(self) -> bool {
+        self.canonical && !self.echo
+    }
+}
+
+/// The input mode of the terminal at `path` (a pane's `#{pane_tty}`), opened without
+/// becoming its controlling terminal. `None` if it cannot be read.
+pub fn tty_mode(path: &std::path::Path) -> Option<TtyMode> {
+    use rustix::fs::{Mode, OFlags, open};
+    use rustix::termios::{LocalModes, tcgetattr};
+    let fd = open(
+        path,
+        OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let t = tcgetattr(&fd).ok()?;
+    Some(TtyMode {
+        canonical: t.local_modes.contains(LocalModes::ICANON),
+        echo: t.local_modes.contains(LocalModes::ECHO),
+    })
 }
 
 #[cfg(test)]

@@ -335,10 +335,12 @@ fn no_enter_pastes_without_submitting() {
 fn text_that_never_shows_fails_without_enter_and_is_set_aside() {
     let env = TestEnv::new();
     let file = env.path().join("silent.txt");
+    // Reads keys one by one and draws nothing: a full-screen program whose screen orch
+    // cannot see the text on.
     env.write(
         "orch.yaml",
         &format!(
-            "session: m\nagents:\n  - {{ name: silent, role: WORKER, command: \"stty -echo && exec cat > '{}'\" }}\n",
+            "session: m\nagents:\n  - {{ name: silent, role: WORKER, command: \"stty -echo -icanon && exec cat > '{}'\" }}\n",
             file.display()
         ),
     );
@@ -354,13 +356,68 @@ fn text_that_never_shows_fails_without_enter_and_is_set_aside() {
         "{stdout}"
     );
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(read(&file), "", "Enter was pressed");
+    // The bytes reached it (it reads them one by one), the Enter did not.
+    assert_eq!(read(&file), "you will not see this", "Enter was pressed");
     let failed = env.state.path().join("m/queue/silent/failed");
     assert_eq!(std::fs::read_dir(&failed).expect("failed dir").count(), 1);
     let events = read(&env.state.path().join("m/events.jsonl"));
     assert!(events.contains("\"kind\":\"message_failed\""), "{events}");
     let audit = read(&audit_path(&env));
     assert!(audit.contains("\"kind\":\"failed\""), "{audit}");
+}
+
+#[test]
+fn a_program_that_does_not_echo_gets_its_enter_and_the_audit_says_how() {
+    let env = TestEnv::new();
+    let file = env.path().join("got.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: m\nagents:\n  - {{ name: quiet, role: WORKER, command: \"stty -echo && exec cat > '{}'\" }}\n",
+            file.display()
+        ),
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for("cat to run", Duration::from_secs(10), || {
+        file.exists().then_some(())
+    });
+    for m in ["first message", "second message"] {
+        let out = env.orch_ok(&["send", "quiet", m]);
+        assert!(out.starts_with("quiet: delivered"), "{out}");
+    }
+    // Each one submitted on its own line: the second did not run into the first.
+    expect_file(&file, "first message\nsecond message\n");
+    let audit = read(&audit_path(&env));
+    let delivered: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"delivered\""))
+        .collect();
+    assert_eq!(delivered.len(), 2, "{audit}");
+    for line in delivered {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["confirmation"], "no_echo", "{line}");
+        assert_eq!(v["submitted"], true, "{line}");
+    }
+    // A program asking for a password with echo off is not given a message as one.
+    let file2 = env.path().join("pw.txt");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: m2\nagents:\n  - {{ name: pw, role: WORKER, command: \"printf 'Password: '; stty -echo && exec cat > '{}'\" }}\n",
+            file2.display()
+        ),
+    );
+    env.orch_ok(&["layout", "up"]);
+    wait_for("cat to run", Duration::from_secs(10), || {
+        file2.exists().then_some(())
+    });
+    let out = env.orch_ok(&["send", "pw", "not a password"]);
+    assert!(
+        out.contains("queued") && out.contains("password prompt"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(read(&file2), "");
 }
 
 #[test]

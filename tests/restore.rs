@@ -637,6 +637,7 @@ fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout()
     let how = Delivery {
         enter: true,
         when_ready: true,
+        ready_within: None,
     };
     let message = queue
         .push_first("orch", "a", Priority::High, "handover", how, None)
@@ -648,6 +649,7 @@ fn an_agent_that_never_looks_ready_keeps_its_handover_queued_after_the_timeout()
         profile: orch::monitor::activity::ActivityProfile::for_profile(
             orch::layout::Profile::Shell,
         ),
+        style: orch::messaging::deliver::InputStyle::plain(),
     };
     let tmux = orch::tmux::Tmux::new(Some(env.socket.clone()));
     let started = Instant::now();

@@ -279,7 +279,8 @@ impl Host for CliHost<'_> {
     }
 
     fn deliver_now(&mut self, agent: &str) {
-        use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+        use crate::messaging::deliver::{InputStyle, Options};
+        use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
         let Ok(panes) = self.tmux.list_panes() else {
             return;
         };
@@ -288,8 +289,24 @@ impl Host for CliHost<'_> {
         let Ok(mut rec) = Recorder::open(&self.dir) else {
             return;
         };
-        let opts = crate::messaging::deliver::Options::default();
-        if let Err(e) = drain_agent(&self.tmux, &queue, &mut rec, pane, agent, false, opts) {
+        let style = self
+            .layout
+            .agents
+            .iter()
+            .find(|a| a.name.as_str() == agent)
+            .map_or_else(InputStyle::plain, |a| {
+                InputStyle::for_agent(a.profile, a.command.as_deref())
+            });
+        // Only what is not waiting for the agent to be ready goes now (the urgent
+        // messages of the gate); without a supervisor its activity is not known.
+        let target = Target {
+            agent,
+            pane,
+            style: &style,
+            activity: crate::monitor::activity::Activity::Unknown,
+            unknown_for: std::time::Duration::ZERO,
+        };
+        if let Err(e) = drain_agent(&self.tmux, &queue, &mut rec, &target, Options::default()) {
             tracing::warn!(agent, "delivering the gate's message: {e:#}");
         }
     }

@@ -150,6 +150,24 @@ enum Hook {
         session: String,
         pane: String,
     },
+    /// An agent CLI's own hook: tells the supervisor what the agent is doing. Run with the
+    /// pane's ORCH_* environment; prints nothing and always exits 0
+    Activity {
+        #[arg(long, value_parser = parse_profile)]
+        profile: crate::layout::Profile,
+        /// The hook input comes as JSON on stdin (Claude Code, Gemini CLI)
+        #[arg(long)]
+        stdin: bool,
+        /// The event, when the CLI passes none (Aider)
+        #[arg(long)]
+        event: Option<String>,
+        /// A JSON payload passed as an argument (Codex's notify)
+        payload: Option<String>,
+    },
+}
+
+fn parse_profile(s: &str) -> Result<crate::layout::Profile, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("unknown profile {s:?}"))
 }
 
 /// An error that is the user's input, not a failure of the operation: exit code 2.
@@ -206,6 +224,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hook {
             hook: Hook::PaneDied { session, pane },
         } => supervise::run_hook(&ctx, &session, &pane),
+        Command::Hook {
+            hook:
+                Hook::Activity {
+                    profile,
+                    stdin,
+                    event,
+                    payload,
+                },
+        } => {
+            supervise::run_activity_hook(
+                &ctx,
+                profile,
+                stdin,
+                event.as_deref(),
+                payload.as_deref(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AgentSim(args) => crate::agent_sim::run(args),
     }
 }

@@ -16,9 +16,10 @@ use super::{BadInput, Context, out};
 use crate::layout::{Layout, TmuxName};
 use crate::messaging::acl::{self, Sender};
 use crate::messaging::audit;
-use crate::messaging::deliver::Options;
-use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+use crate::messaging::deliver::{InputStyle, Options};
+use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
 use crate::messaging::queue::{Delivery, Message, Priority, Queue};
+use crate::monitor::activity::Activity;
 use crate::supervisor::event::EventKind;
 use crate::tmux::paste_safe;
 
@@ -46,17 +47,22 @@ pub(super) struct SendArgs {
     /// Paste the text without pressing Enter
     #[arg(long)]
     no_enter: bool,
-    /// `idle`: deliver once the agent's screen shows it idle or waiting for input
-    /// (delivered anyway after 30 s)
+    /// `idle`: deliver once the agent is idle or waiting for input; it waits as long as
+    /// the agent is known to be working (up to --timeout when given), and 30 s while its
+    /// activity cannot be read
     #[arg(long, value_enum, default_value = "now")]
     when: WhenArg,
     /// Wait until every message is delivered (exit 1 on failure or timeout)
     #[arg(long)]
     wait: bool,
-    /// How long --wait waits
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
+    /// How long --wait waits [default: 30s]; with --when idle, also how long the message
+    /// waits for the agent before it goes anyway
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
 }
+
+/// How long `--wait` waits without `--timeout`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum WhenArg {
@@ -207,6 +213,7 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
         let how = Delivery {
             enter: !args.no_enter,
             when_ready: args.when == WhenArg::Idle,
+            ready_within: args.timeout.filter(|_| args.when == WhenArg::Idle),
         };
         let msg = queue.push_with(&from, t, priority, &text, how)?;
         let mut f = Map::new();
@@ -220,7 +227,10 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
     }
 
     let opts = Options::default();
-    let deadline = Instant::now() + args.timeout;
+    let timeout = args.timeout.unwrap_or(DEFAULT_WAIT);
+    let deadline = Instant::now() + timeout;
+    // Since when each target's screen has read `unknown`, for the 30 s fallback.
+    let mut unknown_since: std::collections::HashMap<String, Instant> = Default::default();
     let mut failed = false;
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut first_round = true;
@@ -235,8 +245,31 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                 continue;
             }
             let pane = pane_of(&panes, &session, t);
-            let ready = looks_ready(&tmux, &layout, t, pane);
-            let d = drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)?;
+            let activity = read_activity(&tmux, &layout, t, pane);
+            let unknown_for = if activity == Activity::Unknown {
+                unknown_since
+                    .entry(t.clone())
+                    .or_insert_with(Instant::now)
+                    .elapsed()
+            } else {
+                unknown_since.remove(t);
+                Duration::ZERO
+            };
+            let style = layout
+                .agents
+                .iter()
+                .find(|a| a.name.as_str() == t)
+                .map_or_else(InputStyle::plain, |a| {
+                    InputStyle::for_agent(a.profile, a.command.as_deref())
+                });
+            let target = Target {
+                agent: t,
+                pane,
+                style: &style,
+                activity,
+                unknown_for,
+            };
+            let d = drain_agent(&tmux, &queue, &mut rec, &target, opts)?;
             let mine: Vec<_> = ours.iter().filter(|m| &m.to == t).collect();
             let delivered_ms: Vec<u128> = d
                 .delivered
@@ -279,7 +312,7 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
             for t in targets.iter().filter(|t| !reported.contains(*t)) {
                 out!(
                     "{t}: not delivered within {}; the message stays queued",
-                    humantime::format_duration(args.timeout)
+                    humantime::format_duration(timeout)
                 )?;
             }
             return Ok(ExitCode::from(1));
@@ -316,23 +349,23 @@ pub(super) fn run_audit(ctx: &Context, command: AuditCommand) -> Result<ExitCode
     }
 }
 
-/// Whether the agent's screen shows it idle or waiting for input, read with its profile's
-/// patterns (the supervisor knows this already; a command has to look).
-fn looks_ready(
+/// What the agent's screen shows it doing, read with its profile's patterns (the
+/// supervisor knows this already, from hooks too; a command has to look).
+fn read_activity(
     tmux: &crate::tmux::Tmux,
     layout: &Layout,
     agent: &str,
     pane: Option<&crate::tmux::Pane>,
-) -> bool {
-    use crate::monitor::activity::{Activity, ActivityProfile};
+) -> Activity {
+    use crate::monitor::activity::ActivityProfile;
     let Some(pane) = pane.filter(|p| !p.dead) else {
-        return false;
+        return Activity::Unknown;
     };
     let Some(spec) = layout.agents.iter().find(|a| a.name.as_str() == agent) else {
-        return false;
+        return Activity::Unknown;
     };
     let Ok(screen) = tmux.capture_screen(&pane.id) else {
-        return false;
+        return Activity::Unknown;
     };
     let o = &spec.activity;
     let base = ActivityProfile::for_profile(spec.profile);
@@ -340,8 +373,5 @@ fn looks_ready(
         .clone()
         .with_overrides(o.working.clone(), o.waiting.clone(), o.idle.clone())
         .unwrap_or(base);
-    matches!(
-        profile.classify(&screen),
-        Activity::Idle | Activity::Waiting
-    )
+    profile.classify(&screen)
 }

@@ -48,6 +48,45 @@ pub(super) fn run_hook(ctx: &Context, session: &str, pane: &str) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `orch hook activity`: run by an agent CLI's hook inside a pane, whose `ORCH_SESSION`
+/// and `ORCH_AGENT` say whose signal it is. Never fails: a hook that errors would be shown
+/// to the user by the CLI, and the screen reading carries on without it.
+pub(super) fn run_activity_hook(
+    ctx: &Context,
+    profile: crate::layout::Profile,
+    stdin: bool,
+    event: Option<&str>,
+    payload: Option<&str>,
+) {
+    // The hook input is one JSON value. Gemini CLI keeps the pipe open after it, so read
+    // just that value, and give up after a moment rather than hold the CLI up.
+    let json = if stdin {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let input = std::io::BufReader::new(std::io::stdin().lock());
+            let value = serde_json::Deserializer::from_reader(input)
+                .into_iter::<serde_json::Value>()
+                .next()
+                .and_then(Result::ok);
+            let _ = tx.send(value);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(2))
+            .ok()
+            .flatten()
+    } else {
+        payload.and_then(|p| serde_json::from_str(p).ok())
+    };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(session), Some(agent)) = (var("ORCH_SESSION"), var("ORCH_AGENT")) else {
+        return;
+    };
+    let Ok(state) = ctx.state() else { return };
+    let dir = state.root().join(session);
+    if let Err(e) = crate::profile::hooks::report(&dir, &agent, profile, event, json.as_ref()) {
+        tracing::debug!("activity hook not delivered: {e:#}");
+    }
+}
+
 pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let path = ctx

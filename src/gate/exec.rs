@@ -551,6 +551,7 @@ impl Gate {
         let how = Delivery {
             enter: true,
             when_ready,
+            ..Delivery::default()
         };
         if let Err(e) =
             queue.push_with("orch", agent, priority, &crate::tmux::paste_safe(text), how)

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use builtin::{BUILTIN, BuiltinLayout};
 pub use schema::{
     Acl, AgentName, Arrange, Identity, OnLimit, OnStall, Profile, RestartPolicy, Risk, Role,
-    StopSignal, TmuxName, resume_command,
+    StopSignal, TmuxName,
 };
 pub use units::{Duration, Percent, Size};
 

@@ -260,44 +260,12 @@ pub enum Profile {
 impl Profile {
     /// The command used when the layout gives none; `None` means the user's shell.
     pub fn default_command(self) -> Option<&'static str> {
-        match self {
-            Profile::Claude => Some("claude"),
-            Profile::Codex => Some("codex"),
-            Profile::Aider => Some("aider"),
-            Profile::Gemini => Some("gemini"),
-            Profile::Shell => None,
-        }
+        crate::profile::get(self).program.as_deref()
     }
 
-    /// The signal that asks this kind of program to finish. An interactive shell ignores
-    /// SIGTERM but leaves, and takes its jobs with it, on SIGHUP, as when its terminal
-    /// closes; agent CLIs shut down cleanly on SIGTERM.
+    /// The signal that asks this kind of program to finish (the profile's data says which).
     pub fn stop_signal(self) -> StopSignal {
-        match self {
-            Profile::Shell => StopSignal::Hangup,
-            _ => StopSignal::Terminate,
-        }
-    }
-}
-
-/// The command that restarts `command` (this profile's agent) where it left off: Claude
-/// Code `claude --continue`, Codex `codex resume --last`. Commands that do not run the
-/// profile's own program (a wrapper script, another tool) are returned unchanged, as are
-/// profiles without a resume command.
-pub fn resume_command(profile: Profile, command: &str) -> String {
-    let suffix = match profile {
-        Profile::Claude => "--continue",
-        Profile::Codex => "resume --last",
-        Profile::Aider | Profile::Gemini | Profile::Shell => return command.to_owned(),
-    };
-    let program = command
-        .split_whitespace()
-        .next()
-        .map(|w| w.rsplit('/').next().unwrap_or(w));
-    if program.is_some() && program == profile.default_command() {
-        format!("{} {suffix}", command.trim_end())
-    } else {
-        command.to_owned()
+        crate::profile::get(self).stop_signal()
     }
 }
 

@@ -487,28 +487,6 @@ fn supervision_keys() {
 }
 
 #[test]
-fn resume_commands_continue_the_last_conversation() {
-    assert_eq!(
-        resume_command(Profile::Claude, "claude"),
-        "claude --continue"
-    );
-    assert_eq!(
-        resume_command(Profile::Claude, "/usr/bin/claude --model opus "),
-        "/usr/bin/claude --model opus --continue"
-    );
-    assert_eq!(
-        resume_command(Profile::Codex, "codex"),
-        "codex resume --last"
-    );
-    assert_eq!(
-        resume_command(Profile::Claude, "./wrap.sh claude"),
-        "./wrap.sh claude"
-    );
-    assert_eq!(resume_command(Profile::Aider, "aider"), "aider");
-    assert_eq!(resume_command(Profile::Shell, "sleep 9"), "sleep 9");
-}
-
-#[test]
 fn quality_and_rollback_get_their_gate_defaults() {
     let l = ok(
         "session: s\nquality: { check: \"cargo test\" }\nagents:\n  - { name: a, role: BOSS }\n",

@@ -1,13 +1,21 @@
 //! Confirmed delivery of one message into a pane: paste (never typed, never
-//! interpreted), see it on the screen, only then press Enter.
+//! interpreted), see it land, only then press Enter, and see it submitted.
 //!
 //! 1. The text is sanitized ([`paste_safe`]: no ESC, no control characters but `\n`, `\t`)
 //!    and pasted through a uniquely named tmux buffer loaded from stdin, with bracketed
 //!    paste ([`Tmux::paste`]).
-//! 2. The screen is captured until a distinctive tail of the text shows up on it
-//!    ([`tail_marker`]: its last non-blank line, trimmed, at most [`MARKER_CHARS`]
-//!    characters, compared with all whitespace removed because TUIs re-wrap and indent).
-//! 3. Only then is Enter pressed, as its own key. Ctrl-C is never sent.
+//! 2. It has landed when the screen shows one more occurrence of a distinctive tail of the
+//!    text ([`tail_marker`]: its last non-blank line, at most [`MARKER_CHARS`] characters,
+//!    compared with all whitespace removed because TUIs re-wrap and indent) — or of one of
+//!    the CLI's paste placeholders (`[Pasted text #1 +30 lines]`), which CLIs show instead
+//!    of a long paste. A program whose terminal reads whole lines without echo (`stty
+//!    -echo`) shows nothing at all: its text is taken as landed.
+//! 3. Enter is pressed as its own key, no sooner than the profile's settle time after the
+//!    paste (an Enter inside a CLI's paste window becomes a newline in its input).
+//! 4. It is submitted when the cursor's line no longer holds the text and, for a CLI that
+//!    draws one, the screen shows a turn starting or an empty input. If the input still
+//!    holds it, Enter is pressed once more — never more, and never Ctrl-C, which would
+//!    throw away what the agent was typing.
 //!
 //! A dead pane or one in copy mode is not an error: [`DeliverError::NotReady`] tells the
 //! caller to keep the message queued. tmux failures are retried with backoff.
@@ -15,10 +23,16 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::tmux::{Tmux, TmuxError, paste_safe};
+use regex::{Regex, RegexSet};
+
+use crate::layout::Profile;
+use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 
 /// Characters of the last line used to recognise the paste on the screen.
 pub const MARKER_CHARS: usize = 40;
+
+/// How long a submitted message may take to leave the input before Enter is pressed again.
+const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -40,13 +54,93 @@ impl Default for Options {
     }
 }
 
+/// How one agent CLI takes a paste: its profile's `paste:` data, compiled.
+#[derive(Clone, Debug)]
+pub struct InputStyle {
+    placeholders: Vec<Regex>,
+    settle: Duration,
+    /// What the screen shows once a message is submitted; empty: nothing particular.
+    submitted: RegexSet,
+}
+
+impl InputStyle {
+    /// The style of an agent running `command` under `profile`. What the screen shows
+    /// after a submission is only known of the CLI itself: a wrapper script or another
+    /// program gets the profile's placeholders and settle time, not its screens.
+    pub fn for_agent(profile: Profile, command: Option<&str>) -> InputStyle {
+        let mut style = InputStyle::for_profile(profile);
+        if !command.is_some_and(|c| crate::profile::get(profile).runs_program(c)) {
+            style.submitted = RegexSet::empty();
+        }
+        style
+    }
+
+    /// The built-in style of a profile.
+    pub fn for_profile(profile: Profile) -> InputStyle {
+        let p = &crate::profile::get(profile).paste;
+        InputStyle {
+            // The profile tests compile every built-in pattern; one that did not would
+            // only cost its recognition.
+            placeholders: p
+                .placeholders
+                .iter()
+                .filter_map(|re| Regex::new(re).ok())
+                .collect(),
+            settle: p.settle.0,
+            submitted: multi_line_set(&p.submitted),
+        }
+    }
+
+    /// A program orch knows nothing about: the text itself, no settle, no screen to see.
+    pub fn plain() -> InputStyle {
+        InputStyle {
+            placeholders: Vec::new(),
+            settle: Duration::ZERO,
+            submitted: RegexSet::empty(),
+        }
+    }
+}
+
+/// Multi-line matching (`^`/`$` at line ends), as the activity patterns use it.
+fn multi_line_set(patterns: &[String]) -> RegexSet {
+    regex::RegexSetBuilder::new(patterns)
+        .multi_line(true)
+        .build()
+        .unwrap_or_else(|_| RegexSet::empty())
+}
+
+/// How a delivery knew the text had landed, for the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confirmation {
+    /// The text itself showed on the screen.
+    Screen,
+    /// The CLI's placeholder for a long paste showed.
+    Placeholder,
+    /// The terminal does not echo: nothing could show, Enter went without a look.
+    NoEcho,
+}
+
+impl Confirmation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirmation::Screen => "screen",
+            Confirmation::Placeholder => "placeholder",
+            Confirmation::NoEcho => "no_echo",
+        }
+    }
+}
+
 /// A message that reached the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivered {
-    /// From the first paste to Enter (or to the confirmation, without Enter).
+    /// From the first paste to the submission (or to the confirmation, without Enter).
     pub took: Duration,
-    /// tmux steps that had to be retried.
+    /// tmux steps that had to be retried, and Enter pressed a second time.
     pub retries: u32,
+    pub confirmation: Confirmation,
+    /// Enter was pressed and the text left the input (false with `--no-enter`).
+    pub submitted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,73 +179,199 @@ pub fn confirmed(before: usize, collapsed_screen: &str, marker: &str) -> bool {
     now > before || (before > 0 && collapsed_screen.ends_with(marker))
 }
 
-/// Delivers `text` into `pane`: paste, confirm, Enter.
+/// What of a paste a screen can show: its tail, and the CLI's placeholders.
+struct Signs<'a> {
+    marker: String,
+    style: &'a InputStyle,
+}
+
+impl Signs<'_> {
+    /// Occurrences of the marker and of each placeholder on a screen.
+    fn count(&self, screen: &str) -> (usize, usize) {
+        let collapsed = collapse(screen);
+        let placeholders = self
+            .style
+            .placeholders
+            .iter()
+            .map(|re| re.find_iter(&collapsed).count())
+            .sum();
+        (occurrences(&collapsed, &self.marker), placeholders)
+    }
+
+    /// How the paste shows on `screen` compared with the screen before it, if it does.
+    fn landed(&self, before: (usize, usize), screen: &str) -> Option<Confirmation> {
+        let collapsed = collapse(screen);
+        if confirmed(before.0, &collapsed, &self.marker) {
+            return Some(Confirmation::Screen);
+        }
+        (self.count(screen).1 > before.1).then_some(Confirmation::Placeholder)
+    }
+
+    /// Whether the input no longer holds the text: it left the cursor's line and, for a
+    /// CLI that draws one, the screen shows a turn starting or an empty input. Pure.
+    fn submitted(&self, input: &PaneInput) -> bool {
+        let line = collapse(input.cursor_line());
+        let holds = line.contains(&self.marker)
+            || self.style.placeholders.iter().any(|re| re.is_match(&line));
+        if holds {
+            return false;
+        }
+        self.style.submitted.is_empty()
+            || self
+                .style
+                .submitted
+                .is_match(&crate::monitor::activity::screen_tail(&input.screen))
+    }
+}
+
+/// Delivers `text` into `pane`: paste, confirm, Enter, confirm the submission.
 pub fn deliver(
     tmux: &Tmux,
     pane: &str,
     text: &str,
     opts: Options,
+    style: &InputStyle,
 ) -> Result<Delivered, DeliverError> {
     let safe = paste_safe(text);
-    let marker = tail_marker(&safe).ok_or_else(|| DeliverError::Failed {
+    let safe = safe.as_str();
+    let marker = tail_marker(safe).ok_or_else(|| DeliverError::Failed {
         reason: "the message has no visible text".into(),
         pasted: false,
     })?;
-    let before = tmux
-        .capture_screen(pane)
-        .map(|s| occurrences(&collapse(&s), &marker))
-        .map_err(|e| not_ready_or(e, false))?;
+    let signs = Signs { marker, style };
+    let first = look(tmux, pane, false)?;
+    let hidden = crate::process::tty_mode(&first.tty).is_some_and(|m| m.hides_input());
+    if hidden && looks_like_a_secret_prompt(&first.screen) {
+        // Its terminal hides what it reads because it asks for a secret: a message is no
+        // answer to that.
+        return Err(DeliverError::NotReady("at a password prompt"));
+    }
+    let before = signs.count(&first.screen);
     let start = Instant::now();
     let mut retries = 0;
     retry(opts.attempts, &mut retries, false, || {
-        tmux.paste(pane, &safe)
+        tmux.paste(pane, safe)
     })?;
-    let window = opts.confirm_within + Duration::from_millis((safe.len() / 10_000) as u64 * 100);
-    let deadline = Instant::now() + window;
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match tmux.capture_screen(pane) {
-            Ok(screen) if confirmed(before, &collapse(&screen), &marker) => break,
-            Ok(_) => {}
-            Err(e @ (TmuxError::NoServer(_) | TmuxError::NotInstalled)) => {
-                return Err(DeliverError::Failed {
-                    reason: e.to_string(),
-                    pasted: true,
-                });
-            }
-            Err(_) => {} // a transient capture failure: look again
+
+    let confirmation = if hidden {
+        Confirmation::NoEcho
+    } else {
+        let window =
+            opts.confirm_within + Duration::from_millis((safe.len() / 10_000) as u64 * 100);
+        wait_until(window, || {
+            let input = look(tmux, pane, true)?;
+            Ok(signs.landed(before, &input.screen))
+        })?
+        .ok_or_else(|| DeliverError::Failed {
+            reason: format!(
+                "the text did not appear on pane {pane} within {}; Enter was not sent",
+                humantime::format_duration(round_ms(window))
+            ),
+            pasted: true,
+        })?
+    };
+    if !opts.enter {
+        return Ok(Delivered {
+            took: start.elapsed(),
+            retries,
+            confirmation,
+            submitted: false,
+        });
+    }
+    // An Enter inside the CLI's paste window would be a newline in its input.
+    sleep(style.settle.saturating_sub(start.elapsed()));
+    for press in 0..2 {
+        press_enter(tmux, pane, opts, &mut retries)?;
+        if confirmation == Confirmation::NoEcho {
+            break; // nothing on the screen can say more
         }
-        if Instant::now() >= deadline {
+        let gone = wait_until(SUBMIT_WITHIN, || {
+            let input = look(tmux, pane, true)?;
+            Ok(signs.submitted(&input).then_some(()))
+        })?;
+        if gone.is_some() {
+            break;
+        }
+        if press == 1 {
             return Err(DeliverError::Failed {
                 reason: format!(
-                    "the text did not appear on pane {pane} within {}; Enter was not sent",
-                    humantime::format_duration(round_ms(window))
+                    "the text was pasted into pane {pane} and Enter pressed twice, but its input still holds it"
                 ),
                 pasted: true,
             });
         }
-        sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-    if opts.enter {
-        // Copy mode entered since the paste: wait for it to end, Enter would act on it.
-        retry(opts.attempts + 5, &mut retries, true, || {
-            tmux.press_enter(pane)
-        })
-        .map_err(|e| match e {
-            DeliverError::NotReady(why) => DeliverError::Failed {
-                reason: format!(
-                    "the text was pasted but pane {pane} stayed {why}; Enter was not sent"
-                ),
-                pasted: true,
-            },
-            other => other,
-        })?;
+        retries += 1;
     }
     Ok(Delivered {
         took: start.elapsed(),
         retries,
+        confirmation,
+        submitted: true,
     })
+}
+
+/// The pane's screen and cursor. After the paste (`pasted`), a pane that went away is a
+/// failure with the text possibly in it; before, it is a reason to wait.
+fn look(tmux: &Tmux, pane: &str, pasted: bool) -> Result<PaneInput, DeliverError> {
+    match tmux.pane_input(pane) {
+        Ok(input) if input.dead && !pasted => Err(DeliverError::NotReady("dead")),
+        Ok(input) if input.in_mode && !pasted => Err(DeliverError::NotReady("in copy mode")),
+        Ok(input) => Ok(input),
+        Err(e @ (TmuxError::NoServer(_) | TmuxError::NotInstalled)) => Err(DeliverError::Failed {
+            reason: e.to_string(),
+            pasted,
+        }),
+        Err(e) => Err(not_ready_or(e, pasted)),
+    }
+}
+
+/// Polls `step` (10 ms, doubling to 100 ms) until it returns something or `window` has
+/// passed. A transient tmux failure is looked at again.
+fn wait_until<T>(
+    window: Duration,
+    mut step: impl FnMut() -> Result<Option<T>, DeliverError>,
+) -> Result<Option<T>, DeliverError> {
+    let deadline = Instant::now() + window;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match step() {
+            Ok(Some(v)) => return Ok(Some(v)),
+            Ok(None) => {}
+            Err(e @ DeliverError::Failed { .. }) => return Err(e),
+            Err(DeliverError::NotReady(_)) => {}
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+fn press_enter(
+    tmux: &Tmux,
+    pane: &str,
+    opts: Options,
+    retries: &mut u32,
+) -> Result<(), DeliverError> {
+    // Copy mode entered since the paste: wait for it to end, Enter would act on it.
+    retry(opts.attempts + 5, retries, true, || tmux.press_enter(pane)).map_err(|e| match e {
+        DeliverError::NotReady(why) => DeliverError::Failed {
+            reason: format!("the text was pasted but pane {pane} stayed {why}; Enter was not sent"),
+            pasted: true,
+        },
+        other => other,
+    })
+}
+
+/// Whether the bottom line asks for a password or passphrase.
+fn looks_like_a_secret_prompt(screen: &str) -> bool {
+    static SECRET: std::sync::LazyLock<Option<Regex>> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)(password|passphrase|passcode|pin|token|secret)[^\n]*[:?]\s*\z").ok()
+    });
+    let last = screen.trim_end_matches(['\n', ' ']);
+    let last = last.rsplit('\n').next().unwrap_or(last);
+    SECRET.as_ref().is_some_and(|re| re.is_match(last))
 }
 
 /// Runs a tmux step up to `attempts` times with backoff (100 ms, 200 ms, 400 ms, ...).
@@ -232,5 +452,87 @@ mod tests {
         assert!(!confirmed(1, &collapse(&format!("{plain}$ ")), &marker));
         // Seen before, a redraw scrolled the old one away, the new one ends the screen.
         assert!(confirmed(1, &collapse(plain), &marker));
+    }
+
+    fn input(screen: &str, cursor_y: usize) -> PaneInput {
+        PaneInput {
+            dead: false,
+            in_mode: false,
+            cursor_y,
+            tty: "/dev/null".into(),
+            screen: screen.into(),
+        }
+    }
+
+    #[test]
+    fn a_long_paste_is_recognised_by_its_placeholder() {
+        let style = InputStyle::for_profile(Profile::Claude);
+        let text: String = (1..=30).map(|i| format!("line number {i}\n")).collect();
+        let signs = Signs {
+            marker: tail_marker(&text).expect("m"),
+            style: &style,
+        };
+        let before = signs.count("❯ \n");
+        // The placeholder shows, the last line does not.
+        let after = "❯ hello[Pasted text #1 +30 lines]\n  paste again to expand\n";
+        assert_eq!(signs.landed(before, after), Some(Confirmation::Placeholder));
+        // An old placeholder still on screen is not this paste.
+        let old = signs.count(after);
+        assert_eq!(signs.landed(old, after), None);
+        // Codex's and Gemini's.
+        let codex = InputStyle::for_profile(Profile::Codex);
+        let s = Signs {
+            marker: "x".into(),
+            style: &codex,
+        };
+        assert_eq!(
+            s.landed((0, 0), "› [Pasted Content 2070 chars]"),
+            Some(Confirmation::Placeholder)
+        );
+        let gemini = InputStyle::for_profile(Profile::Gemini);
+        let s = Signs {
+            marker: "x".into(),
+            style: &gemini,
+        };
+        assert_eq!(
+            s.landed((0, 0), " > [Pasted Text: 31 lines]"),
+            Some(Confirmation::Placeholder)
+        );
+    }
+
+    #[test]
+    fn submitted_means_the_input_no_longer_holds_the_text() {
+        let gemini = InputStyle::for_profile(Profile::Gemini);
+        let signs = Signs {
+            marker: tail_marker("hello gemini").expect("m"),
+            style: &gemini,
+        };
+        // Gemini 0.61 took an Enter that came too early as a newline: the text stays in
+        // the input, the cursor below it.
+        let swallowed =
+            " Shift+Tab to accept edits\n > hello gemini\n   \n workspace (/directory)\n";
+        assert!(!signs.submitted(&input(swallowed, 2)));
+        let pending = " > hello gemini\n workspace (/directory)\n";
+        assert!(!signs.submitted(&input(pending, 0)));
+        let sent = " > hello gemini\n ⠼ Thinking... (esc to cancel, 1s)\n >   Type your message or @path/to/file\n";
+        assert!(signs.submitted(&input(sent, 2)));
+        // A shell has no screen to look for: the text leaving the cursor's line will do.
+        let plain = InputStyle::plain();
+        let signs = Signs {
+            marker: tail_marker("echo hi").expect("m"),
+            style: &plain,
+        };
+        assert!(!signs.submitted(&input("$ echo hi", 0)));
+        assert!(signs.submitted(&input("$ echo hi\nhi\n$ ", 2)));
+    }
+
+    #[test]
+    fn secret_prompts_are_recognised() {
+        assert!(looks_like_a_secret_prompt("[sudo] password for me: "));
+        assert!(looks_like_a_secret_prompt(
+            "out\nEnter passphrase for key '/k':\n\n"
+        ));
+        assert!(!looks_like_a_secret_prompt("reading input\n"));
+        assert!(!looks_like_a_secret_prompt("the password was rotated\n$ "));
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use serde_json::{Map, Value};
 
-use super::deliver::{self, DeliverError, Delivered, Options};
-use super::queue::{Message, Queue};
+use super::deliver::{self, DeliverError, Delivered, InputStyle, Options};
+use super::queue::{Message, Queue, READY_TIMEOUT};
+use crate::monitor::activity::Activity;
 use crate::supervisor::event::{Event, EventKind};
 use crate::supervisor::store::Journal;
 use crate::tmux::{Pane, Tmux};
@@ -101,28 +102,66 @@ pub fn pane_of<'a>(panes: &'a [Pane], session: &str, agent: &str) -> Option<&'a 
         .find(|p| p.session == session && p.agent.as_deref() == Some(agent))
 }
 
-/// Delivers what is queued for `agent` while its pane takes input. `ready` says whether
-/// the agent's screen shows it idle or waiting for input: messages queued `when_ready`
-/// wait for that (or for their timeout) while the others go ahead. A message queued by a
+/// The agent a drain delivers to, and what it is doing.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub agent: &'a str,
+    pub pane: Option<&'a Pane>,
+    /// How its CLI takes a paste.
+    pub style: &'a InputStyle,
+    /// What it is doing now (the supervisor's resolved activity, or a screen reading).
+    pub activity: Activity,
+    /// For how long its activity has been `unknown` (zero otherwise).
+    pub unknown_for: Duration,
+}
+
+/// Whether a message may go to an agent doing `activity` now. Pure. A message that is not
+/// `when_ready` always may; one that is waits while the agent works (a real agent works
+/// for minutes) until its own `ready_within`, and while the agent's activity is unknown at
+/// most [`READY_TIMEOUT`] (counted from when it was queued or became unknown, whichever is
+/// later).
+pub fn may_deliver(
+    msg: &Message,
+    activity: Activity,
+    unknown_for: Duration,
+    waited: Duration,
+) -> bool {
+    if !msg.when_ready {
+        return true;
+    }
+    if msg
+        .ready_within_ms
+        .is_some_and(|ms| waited >= Duration::from_millis(ms))
+    {
+        return true;
+    }
+    match activity {
+        Activity::Idle | Activity::Waiting => true,
+        Activity::Working => false,
+        Activity::Unknown => unknown_for.min(waited) >= READY_TIMEOUT,
+    }
+}
+
+/// Delivers what is queued for the target while its pane takes input. Messages queued
+/// `when_ready` wait for [`may_deliver`] while the others go ahead. A message queued by a
 /// restore also waits while the pane shows only its replayed history (whose old prompt
 /// looks ready), and the `when_ready` messages behind it wait with it, keeping their order.
 pub fn drain_agent(
     tmux: &Tmux,
     queue: &Queue,
     rec: &mut Recorder,
-    pane: Option<&Pane>,
-    agent: &str,
-    ready: bool,
+    target: &Target<'_>,
     opts: Options,
 ) -> Result<Drained> {
+    let agent = target.agent;
     let mut out = Drained::default();
-    let why = match pane {
+    let why = match target.pane {
         None => Some("without a pane (is the session up?)"),
         Some(p) if p.dead => Some("dead"),
         Some(p) if p.in_mode => Some("in copy mode"),
         Some(_) => None,
     };
-    let pane = match (why, pane) {
+    let pane = match (why, target.pane) {
         (None, Some(p)) => p,
         (why, _) => {
             let n = queue.pending(agent)?.len();
@@ -135,36 +174,46 @@ pub fn drain_agent(
     let _lock = queue.lock(agent)?;
     let pending = queue.pending(agent)?;
     let total = pending.len();
-    let mut ready = ready;
+    let mut replay_shown = false;
     for (i, msg) in pending.into_iter().enumerate() {
         if !queue.contains(&msg) {
             continue; // delivered by someone else meanwhile
         }
-        let waited = now_ms().saturating_sub(msg.queued_at_ms);
-        let timed_out = u128::from(waited) >= super::queue::READY_TIMEOUT.as_millis();
-        if msg.when_ready
-            && ready
-            && !timed_out
+        let waited = Duration::from_millis(now_ms().saturating_sub(msg.queued_at_ms));
+        let mut go = may_deliver(&msg, target.activity, target.unknown_for, waited);
+        if go
+            && msg.when_ready
             && let Some(guard) = &msg.after_replay
+            && waited < READY_TIMEOUT
             && (!guard.is_over(SystemTime::now())
                 || tmux
                     .capture_screen(&pane.id)
                     .map_or(true, |s| guard.still_shown(&s)))
         {
-            ready = false;
+            replay_shown = true;
         }
-        if msg.when_ready && !ready && !timed_out {
-            out.waiting = Some(("not idle yet".to_owned(), total - i));
+        if msg.when_ready && replay_shown && waited < READY_TIMEOUT {
+            go = false;
+        }
+        if !go {
+            let why = match target.activity {
+                Activity::Working => "working",
+                _ => "not idle yet",
+            };
+            out.waiting = Some((why.to_owned(), total - i));
             continue;
         }
         let o = Options {
             enter: opts.enter && msg.enter,
             ..opts
         };
-        match deliver::deliver(tmux, &pane.id, &msg.text, o) {
+        match deliver::deliver(tmux, &pane.id, &msg.text, o, target.style) {
             Ok(d) => {
                 queue.remove(&msg)?;
-                if let Err(e) = queue.set_last(&msg) {
+                // Only a message the agent was given as a task is its "last task".
+                if d.submitted
+                    && let Err(e) = queue.set_last(&msg)
+                {
                     tracing::warn!(agent, "remembering the last message: {e:#}");
                 }
                 let latency = now_ms().saturating_sub(msg.queued_at_ms);
@@ -174,6 +223,8 @@ pub fn drain_agent(
                 f.insert("latency_ms".into(), latency.into());
                 f.insert("deliver_ms".into(), (d.took.as_millis() as u64).into());
                 f.insert("retries".into(), d.retries.into());
+                f.insert("confirmation".into(), d.confirmation.as_str().into());
+                f.insert("submitted".into(), d.submitted.into());
                 rec.record(EventKind::MessageDelivered, Some(agent), f)?;
                 out.delivered.push((msg, d));
             }
@@ -211,4 +262,50 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(when_ready: bool, ready_within_ms: Option<u64>) -> Message {
+        Message {
+            id: "1-1".into(),
+            from: "user".into(),
+            to: "a".into(),
+            priority: super::super::queue::Priority::Normal,
+            text: "t".into(),
+            queued_at_ms: 0,
+            seq: 1,
+            enter: true,
+            when_ready,
+            ready_within_ms,
+            after_replay: None,
+        }
+    }
+
+    #[test]
+    fn when_idle_waits_while_working_and_falls_back_only_while_unknown() {
+        let s = Duration::from_secs;
+        let m = msg(true, None);
+        assert!(may_deliver(&m, Activity::Idle, s(0), s(0)));
+        assert!(may_deliver(&m, Activity::Waiting, s(0), s(0)));
+        // A real agent works for minutes: no fallback while it is known to work.
+        assert!(!may_deliver(&m, Activity::Working, s(0), s(600)));
+        // Unknown: 30 s, counted from when it became unknown or was queued.
+        assert!(!may_deliver(&m, Activity::Unknown, s(29), s(600)));
+        assert!(may_deliver(&m, Activity::Unknown, s(30), s(600)));
+        assert!(!may_deliver(&m, Activity::Unknown, s(600), s(10)));
+        // --timeout bounds the wait whatever the agent does.
+        let t = msg(true, Some(5_000));
+        assert!(!may_deliver(&t, Activity::Working, s(0), s(4)));
+        assert!(may_deliver(&t, Activity::Working, s(0), s(5)));
+        // Not when_ready: at once.
+        assert!(may_deliver(
+            &msg(false, None),
+            Activity::Working,
+            s(0),
+            s(0)
+        ));
+    }
 }

@@ -37,6 +37,7 @@ pub fn queue_instructions(
     let how = queue::Delivery {
         enter: true,
         when_ready: true,
+        ready_within: None,
     };
     queue.push_with(
         "orch",

@@ -58,10 +58,15 @@ pub struct Message {
     /// Press Enter after the paste (`--no-enter` clears it).
     #[serde(default = "yes")]
     pub enter: bool,
-    /// Wait until the agent's screen shows it idle or waiting for input (`--when idle`,
-    /// role instructions), or until [`READY_TIMEOUT`] has passed since queueing.
+    /// Wait until the agent is idle or waiting for input (`--when idle`, role
+    /// instructions, handovers): as long as it is known to be working, and at most
+    /// [`READY_TIMEOUT`] while its activity is unknown.
     #[serde(default)]
     pub when_ready: bool,
+    /// A `when_ready` message goes out anyway this long after it was queued (`orch send
+    /// --timeout`); `None` waits for as long as the agent works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_within_ms: Option<u64>,
     /// For a restored agent: the history its pane replays first, which must not pass for
     /// the agent being ready (see [`super::replay`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +80,8 @@ pub struct Delivery {
     pub enter: bool,
     /// Wait until the agent looks ready (see [`Message::when_ready`]).
     pub when_ready: bool,
+    /// See [`Message::ready_within_ms`].
+    pub ready_within: Option<std::time::Duration>,
 }
 
 impl Default for Delivery {
@@ -82,12 +89,13 @@ impl Default for Delivery {
         Delivery {
             enter: true,
             when_ready: false,
+            ready_within: None,
         }
     }
 }
 
-/// How long a `when_ready` message waits for the agent to look ready before it is
-/// delivered anyway (an agent CLI whose screens orch cannot read must not starve it).
+/// How long a `when_ready` message waits while its agent's activity is unknown before it
+/// is delivered anyway (an agent CLI whose screens orch cannot read must not starve it).
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn yes() -> bool {
@@ -163,6 +171,7 @@ impl Queue {
         let how = Delivery {
             enter: msg.enter,
             when_ready: true,
+            ready_within: None,
         };
         let (from, to, text) = (&msg.from, &msg.to, &msg.text);
         self.push_at(from, to, msg.priority, text, how, Place::Last, after_replay)
@@ -207,7 +216,11 @@ impl Queue {
         place: Place,
         after_replay: Option<ReplayGuard>,
     ) -> Result<Message> {
-        let Delivery { enter, when_ready } = how;
+        let Delivery {
+            enter,
+            when_ready,
+            ready_within,
+        } = how;
         let dir = self.agent_dir(to)?;
         create_private_dir(&self.dir)?;
         create_private_dir(&dir)?;
@@ -236,6 +249,7 @@ impl Queue {
                 seq,
                 enter,
                 when_ready,
+                ready_within_ms: ready_within.map(|d| d.as_millis() as u64),
                 after_replay: after_replay.clone(),
             };
             if write_new(&dir.join(msg.file_name()), &serde_json::to_vec(&msg)?)? {
@@ -429,6 +443,7 @@ mod tests {
         let how = Delivery {
             enter: true,
             when_ready: true,
+            ready_within: None,
         };
         q.push_first("orch", "w", Priority::High, "handover", how, None)
             .expect("push first");

@@ -12,34 +12,8 @@
 //! agent is blocked on a human; a spinner above an always-visible input box means it is
 //! busy, not idle.
 //!
-//! Where the built-in markers come from (checked against each CLI's source or against
-//! screens quoted in issue trackers; CLIs reword their UI, hence the per-layout overrides):
-//! - Claude Code: the spinner line `✻ Pondering… (12s · esc to interrupt)` (kbwo/ccmanager
-//!   PR #239; omnara-ai/omnara PR #170; gavraz/recon PR #7 lists the spinner glyphs
-//!   `·✢✳✶✻✽`; herdrdev/herdr PR #3953 notes "esc to interrupt" is hidden with a custom
-//!   status line, hence the glyph-plus-ellipsis pattern). Approvals: "Do you want to
-//!   proceed?" / "Do you want to make this edit to …?" with `❯ 1. Yes` and "No, and tell
-//!   Claude what to do differently" (anthropics/claude-code #10732, #47201; judell/bram #197
-//!   catalogues the headlines). Idle: the input box, `> ` inside `│ … │` or alone between
-//!   rules, and the `? for shortcuts` hint.
-//! - Codex CLI: `Working (12s • esc to interrupt)`, earlier "press Esc twice to interrupt"
-//!   (openai/codex codex-rs/tui/src/status_indicator_widget.rs). Approvals: "Would you like
-//!   to run the following command?" / "… make the following edits?" / "… grant these
-//!   permissions?", `› 1. Yes, proceed (y)`, "Press enter to confirm or esc to cancel"
-//!   (screens quoted by AgentWorkforce/relay and muxcode tests). Idle: the composer footer
-//!   `⏎ send` and `NN% context left`.
-//! - Aider: the `Waiting for <model>` spinner on the last line (aider/waiting.py, started
-//!   in aider/coders/base_coder.py). Approvals: `io.confirm_ask`, e.g. "Create new file?
-//!   (Y)es/(N)o [Yes]:" and "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]:" — only
-//!   while on the last line. Idle: the input prompt `> `, or `diff> `, `architect> `,
-//!   `ask> `, `multi> ` by mode, on the last line.
-//! - Gemini CLI: the loading indicator `⠋ Thinking... (esc to cancel, 12s)`
-//!   (packages/cli/src/ui/components/LoadingIndicator.tsx). Approvals: "Allow execution of:
-//!   …?" with "Yes, allow once" / "Yes, allow always" and "Waiting for user confirmation".
-//!   Idle: the placeholder "Type your message or @path/to/file" (InputPrompt).
-//! - Plain shell: a prompt (`$`, `#`, `%`, `>`, `❯`) ending the last line means idle; a
-//!   `[y/N]`, `(yes/no)` or `Password:` question on the last line means waiting. A running
-//!   command draws nothing recognisable, so it is `Unknown`; output recency tells the rest.
+//! The built-in markers are data: each profile's file in `src/profile/` (checked against
+//! the CLI's own screens; CLIs reword their UI, hence also the per-layout overrides).
 
 use regex::{RegexSet, RegexSetBuilder};
 
@@ -51,7 +25,7 @@ use crate::layout::Profile;
 pub const TAIL_LINES: usize = 15;
 
 /// What an agent is doing, as its screen shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activity {
     /// Busy: thinking, running a tool, streaming output.
@@ -81,6 +55,49 @@ impl std::fmt::Display for Activity {
     }
 }
 
+/// Where a reading of an agent's activity came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The agent's screen, read with its profile's patterns.
+    Screen,
+    /// One of the CLI's own signals (a hook), by event name.
+    Hook(String),
+}
+
+impl Source {
+    /// `screen`, or `hook:<event>`, as events name it.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Screen => "screen".to_owned(),
+            Source::Hook(event) => format!("hook:{event}"),
+        }
+    }
+}
+
+/// What the agent is doing, from its latest screen reading and its latest hook report.
+///
+/// A CLI's hooks say when a turn starts and ends, but not everything: Claude Code and
+/// Codex send nothing when the user interrupts a turn, and a screen pattern cannot tell a
+/// retrying turn whose footer shows another hint from an idle one. So:
+/// - a dialog on the screen (`waiting`) is the truth whatever a hook said;
+/// - otherwise the newer of the two wins, where a screen reading counts from when it
+///   last changed (a screen that kept reading `idle` while a hook reported a new turn is
+///   not newer than the hook);
+/// - a screen that matches nothing (`unknown`) never overrides a hook.
+pub fn resolve<T: PartialOrd>(
+    screen: Activity,
+    screen_since: T,
+    hook: Option<(Activity, T)>,
+) -> Activity {
+    if screen == Activity::Waiting {
+        return screen;
+    }
+    match hook {
+        Some((h, at)) if screen == Activity::Unknown || at >= screen_since => h,
+        _ => screen,
+    }
+}
+
 /// The screen markers of one agent CLI.
 #[derive(Clone, Debug)]
 pub struct ActivityProfile {
@@ -89,57 +106,14 @@ pub struct ActivityProfile {
     idle: RegexSet,
 }
 
-// Claude Code's spinner glyphs; the ellipsis after the verb is what tells a live spinner
-// (`✻ Pondering…`) from the completion line (`✻ Worked for 1m 52s`).
-const CLAUDE_WORKING: &[&str] = &[r"(?i)esc to interrupt", r"^\s*[·✢✳✶✻✽*]\s+\S[^\n]*…"];
-const CLAUDE_WAITING: &[&str] = &[
-    r"Do you want to (proceed|make this edit|create|overwrite|allow)",
-    r"^\s*❯\s*1\.\s+Yes",
-    r"No, and tell Claude what to do differently",
-];
-const CLAUDE_IDLE: &[&str] = &[r"^\s*│?\s*>\s*│?$", r"^\s*❯\s*$", r"\? for shortcuts"];
-
-const CODEX_WORKING: &[&str] = &[r"(?i)esc (twice )?to interrupt", r"Working \(\d+"];
-const CODEX_WAITING: &[&str] = &[
-    r"Would you like to (run the following command|make the following edits|grant these permissions)\?",
-    r"Yes, proceed \(y\)",
-    r"Press enter to confirm or esc to cancel",
-];
-const CODEX_IDLE: &[&str] = &[r"⏎ send", r"\d+% context left"];
-
-// The spinner is redrawn in place and erased when the reply starts, so it counts only on
-// the bottom line.
-const AIDER_WORKING: &[&str] = &[r"Waiting for \S+\z"];
-const AIDER_WAITING: &[&str] = &[r"\(Y\)es/\(N\)o[^\n]*\z"];
-const AIDER_IDLE: &[&str] = &[r"(?m)^[a-z-]*>\z"];
-
-const GEMINI_WORKING: &[&str] = &[r"esc to cancel, \d+"];
-const GEMINI_WAITING: &[&str] = &[
-    r"Allow execution",
-    r"Yes, allow (once|always)",
-    r"Waiting for user confirmation",
-];
-const GEMINI_IDLE: &[&str] = &[r"Type your message or @path/to/file"];
-
-const SHELL_WORKING: &[&str] = &[];
-const SHELL_WAITING: &[&str] =
-    &[r"(?i)((\[y/n\]|\(y/n\)|\(yes/no[^)\n]*\)\??):?|password[^\n]*:)\z"];
-const SHELL_IDLE: &[&str] = &[r"[$#%>❯]\z"];
-
 impl ActivityProfile {
     /// The built-in markers of a CLI profile.
     pub fn for_profile(profile: Profile) -> ActivityProfile {
-        let (working, waiting, idle) = match profile {
-            Profile::Claude => (CLAUDE_WORKING, CLAUDE_WAITING, CLAUDE_IDLE),
-            Profile::Codex => (CODEX_WORKING, CODEX_WAITING, CODEX_IDLE),
-            Profile::Aider => (AIDER_WORKING, AIDER_WAITING, AIDER_IDLE),
-            Profile::Gemini => (GEMINI_WORKING, GEMINI_WAITING, GEMINI_IDLE),
-            Profile::Shell => (SHELL_WORKING, SHELL_WAITING, SHELL_IDLE),
-        };
+        let p = &crate::profile::get(profile).activity;
         ActivityProfile {
-            working: builtin(working),
-            waiting: builtin(waiting),
-            idle: builtin(idle),
+            working: builtin(&p.working),
+            waiting: builtin(&p.waiting),
+            idle: builtin(&p.idle),
         }
     }
 
@@ -180,7 +154,7 @@ impl ActivityProfile {
 
 /// The last [`TAIL_LINES`] non-empty lines, trimmed at the end, joined by `\n` with none
 /// after the last, so `\z` means "end of the bottom line".
-fn screen_tail(screen: &str) -> String {
+pub fn screen_tail(screen: &str) -> String {
     let lines: Vec<&str> = screen
         .lines()
         .map(str::trim_end)
@@ -194,9 +168,9 @@ fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<RegexSet, regex::Error> {
     RegexSetBuilder::new(patterns).multi_line(true).build()
 }
 
-fn builtin(patterns: &[&str]) -> RegexSet {
-    // The built-in patterns are constants covered by the tests below; should one ever fail
-    // to compile, matching nothing (Unknown) is the safe reading of a screen.
+fn builtin(patterns: &[String]) -> RegexSet {
+    // The built-in patterns are covered by the profile tests; should one ever fail to
+    // compile, matching nothing (Unknown) is the safe reading of a screen.
     compile(patterns).unwrap_or_else(|_| RegexSet::empty())
 }
 
@@ -206,29 +180,6 @@ mod tests {
 
     fn classify(p: Profile, screen: &str) -> Activity {
         ActivityProfile::for_profile(p).classify(screen)
-    }
-
-    #[test]
-    fn builtin_patterns_compile() {
-        for set in [
-            CLAUDE_WORKING,
-            CLAUDE_WAITING,
-            CLAUDE_IDLE,
-            CODEX_WORKING,
-            CODEX_WAITING,
-            CODEX_IDLE,
-            AIDER_WORKING,
-            AIDER_WAITING,
-            AIDER_IDLE,
-            GEMINI_WORKING,
-            GEMINI_WAITING,
-            GEMINI_IDLE,
-            SHELL_WORKING,
-            SHELL_WAITING,
-            SHELL_IDLE,
-        ] {
-            compile(set).expect("built-in pattern compiles");
-        }
     }
 
     const CLAUDE_BUSY: &str = "\
@@ -299,6 +250,88 @@ mod tests {
             classify(Profile::Claude, CLAUDE_IDLE_SCREEN),
             Activity::Idle
         );
+    }
+
+    /// Claude Code 2.1.197 as it drew itself in a real pane (2026-12-01).
+    #[test]
+    fn claude_2_1_screens() {
+        let idle = "\
+ ▐▛███▜▌   Claude Code v2.1.197
+▝▜█████▛▘  Opus 4.8 (1M context) · API Usage Billing
+  ▘▘ ▝▝    /tmp/x/proj
+
+────────────────────────────────────────────────────────────────────────────────
+❯
+────────────────────────────────────────────────────────────────────────────────
+  ? for shortcuts · ← for agents                                 ● high · /effort
+";
+        let typed = "\
+────────────────────────────────────────────────────────────────────────────────
+❯ hello there, please list files
+────────────────────────────────────────────────────────────────────────────────
+                                                                 ● high · /effort
+";
+        let retrying = "\
+❯ hello there, please list files
+
+✻ Unable to connect to API (FailedToOpenSocket) · Retrying in 2s · attempt 3/10
+
+────────────────────────────────────────────────────────────────────────────────
+❯
+────────────────────────────────────────────────────────────────────────────────
+  esc to interrupt · ← for agents                                ● high · /effort
+";
+        let retrying_other_hint = "\
+✻ Unable to connect to API (ConnectionRefused) · Retrying in 1s · attempt 2/10
+  ⎿  Tip: Use /theme to change the color theme
+────────────────────────────────────────────────────────────────────────────────
+❯
+────────────────────────────────────────────────────────────────────────────────
+  paste again to expand                             Ctrl+Y to paste deleted text
+";
+        assert_eq!(classify(Profile::Claude, idle), Activity::Idle);
+        // Text in the input is not an idle agent: the footer hint is gone.
+        assert_eq!(classify(Profile::Claude, typed), Activity::Unknown);
+        assert_eq!(classify(Profile::Claude, retrying), Activity::Working);
+        assert_eq!(
+            classify(Profile::Claude, retrying_other_hint),
+            Activity::Working
+        );
+    }
+
+    /// Codex 0.171.0 as it drew itself in a real pane (2026-12-01).
+    #[test]
+    fn codex_0_171_screens() {
+        let idle = "\
+  >_ OpenAI Codex (v0.171.0)
+     /tmp/x/proj
+› Ask Codex to do anything
+  GPT-6.2-Sol default · /tmp/x/proj
+  ← for agents · ? for shortcuts                              ⚠ 1 warning · f2 to view
+";
+        let working = "\
+› hello codex list files
+• Reconnecting... 2/5 (0s • esc to interrupt)
+  └ Stream disconnected before completion: failed to lookup address information
+› Ask Codex to do anything
+  GPT-6.2-Sol default · /tmp/x/proj · hello codex list files
+  ← for agents · ? for shortcuts                              ⚠ 1 warning · f2 to view
+";
+        let typed = "\
+› [Pasted Content 2070 chars]
+  GPT-6.2-Sol default · /tmp/x/proj · hello codex list files
+                                                              ⚠ 2 warnings · f2 to view
+";
+        let starting = "\
+     loading
+› Ask Codex to do anything
+  ? for shortcuts
+";
+        assert_eq!(classify(Profile::Codex, idle), Activity::Idle);
+        assert_eq!(classify(Profile::Codex, working), Activity::Working);
+        assert_eq!(classify(Profile::Codex, typed), Activity::Unknown);
+        // Still starting: a prompt now would wait for it.
+        assert_eq!(classify(Profile::Codex, starting), Activity::Unknown);
     }
 
     #[test]
@@ -476,13 +509,29 @@ diff> ";
             .expect("valid patterns");
         assert_eq!(p.classify("BUSY\n"), Activity::Working);
         // The built-in working markers are gone, the others stay.
-        assert_eq!(p.classify(CLAUDE_SPINNER_ONLY), Activity::Idle);
+        assert_eq!(p.classify(CLAUDE_BUSY), Activity::Idle);
         assert_eq!(p.classify(CLAUDE_APPROVAL), Activity::Waiting);
         assert!(
             ActivityProfile::for_profile(Profile::Shell)
                 .with_overrides(None, Some(vec!["(".to_owned()]), None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn hooks_and_screens_agree_on_the_newest() {
+        use Activity::{Idle, Unknown, Waiting, Working};
+        // No hook (a shell): the screen.
+        assert_eq!(resolve(Idle, 5, None), Idle);
+        // A turn started (hook) while the screen still shows the old idle footer.
+        assert_eq!(resolve(Idle, 5, Some((Working, 7))), Working);
+        // The screen caught up, then the turn ended by the user's Esc: no hook for that.
+        assert_eq!(resolve(Idle, 9, Some((Working, 7))), Idle);
+        // A retrying turn whose footer hint matches nothing stays working.
+        assert_eq!(resolve(Unknown, 9, Some((Working, 7))), Working);
+        // A permission dialog on screen beats an older "working".
+        assert_eq!(resolve(Waiting, 3, Some((Working, 7))), Waiting);
+        assert_eq!(resolve(Working, 3, Some((Idle, 7))), Idle);
     }
 
     #[test]

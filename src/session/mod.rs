@@ -13,7 +13,7 @@ pub(crate) use down::stop_panes;
 pub use down::{DownReport, down};
 pub use status::{AgentStatus, StatusReport, SupervisorStatus, status};
 pub use up::{UpReport, plan_up, up};
-pub(crate) use up::{agent_cwd, orch_env, pane_spec, transcript_or_warn};
+pub(crate) use up::{agent_cwd, orch_env, pane_spec, transcript_or_warn, with_activity_hooks};
 
 use crate::tmux::Pane;
 

@@ -162,15 +162,47 @@ pub(crate) fn pane_spec<'a>(
         }
     }
     env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let command = agent.command.as_deref().map(|c| {
+        let hooked = with_activity_hooks(agent.profile, c, state, session);
+        env.extend(hooked.env);
+        hooked.command
+    });
     PaneSpec {
         agent: agent.name.as_str(),
         role: agent.role.as_str(),
         cwd,
         env,
-        command: agent.command.as_deref(),
+        command,
         transcript: transcript_or_warn(state, session, agent.name.as_str()),
         transcript_filter: super::transcript::filter_command(&layout.snapshot.redact),
     }
+}
+
+/// `command` with its CLI's activity signals installed ([`crate::profile::hooks`]). An
+/// agent whose hooks cannot be set up still starts, read from its screen alone.
+pub(crate) fn with_activity_hooks(
+    profile: crate::layout::Profile,
+    command: &str,
+    state: &StateDir,
+    session: &str,
+) -> crate::profile::hooks::Hooked {
+    let installed = std::env::current_exe()
+        .map_err(anyhow::Error::from)
+        .and_then(|exe| {
+            let dir = state.session_dir(session)?;
+            crate::profile::hooks::install(profile, command, &exe, &dir)
+        });
+    installed.unwrap_or_else(|e| {
+        tracing::warn!(
+            session,
+            error = format!("{e:#}"),
+            "activity hooks not installed"
+        );
+        crate::profile::hooks::Hooked {
+            command: command.to_owned(),
+            env: Vec::new(),
+        }
+    })
 }
 
 /// The ORCH_* variables of SPEC §4 for an agent's pane.

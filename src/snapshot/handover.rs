@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 
-use crate::messaging::deliver::Options;
-use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+use crate::messaging::deliver::{InputStyle, Options};
+use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
 use crate::messaging::queue::{Message, Queue};
 pub use crate::messaging::replay::ReplayGuard;
 use crate::monitor::activity::{Activity, ActivityProfile};
@@ -34,6 +34,8 @@ pub struct Handover {
     pub message: Message,
     /// The agent's screen markers (its profile with the layout's overrides).
     pub profile: ActivityProfile,
+    /// How its CLI takes a paste.
+    pub style: InputStyle,
 }
 
 /// What became of one agent's handover.
@@ -137,15 +139,14 @@ pub fn deliver(
                 if screens.is_none() {
                     continue; // alive, but its screen was not read this round
                 }
-                let d = match drain_agent(
-                    tmux,
-                    &queue,
-                    &mut rec,
+                let target = Target {
+                    agent: &h.agent,
                     pane,
-                    &h.agent,
-                    true,
-                    Options::default(),
-                ) {
+                    style: &h.style,
+                    activity: Activity::Idle, // its screen just looked ready
+                    unknown_for: Duration::ZERO,
+                };
+                let d = match drain_agent(tmux, &queue, &mut rec, &target, Options::default()) {
                     Ok(d) => d,
                     Err(e) => {
                         outcomes[i] = Some(Outcome::Queued(format!("{e:#}")));

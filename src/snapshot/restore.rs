@@ -20,8 +20,9 @@ use anyhow::{Context, Result};
 use super::format::{AgentSnapshot, BlobRef, Snapshot};
 use super::handover::{Handover, ReplayGuard};
 use crate::cli::BadInput;
-use crate::layout::{Profile, resume_command};
+use crate::layout::Profile;
 use crate::monitor::activity::ActivityProfile;
+use crate::profile::resume_command;
 use crate::state::{StateDir, create_private_dir};
 use crate::tmux::{PaneSpec, PanesTarget, Tmux, TmuxError, shell_quote};
 
@@ -165,7 +166,7 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                 role: &agent.role,
                 cwd: &plan.cwd,
                 env,
-                command: Some(&plan.command),
+                command: Some(plan.command.clone()),
                 // A pane that replays its history pipes its transcript itself, after the
                 // replay; the others are piped as they are made.
                 transcript: plan
@@ -259,6 +260,10 @@ pub fn restore(tmux: &Tmux, state: &StateDir, req: &RestoreRequest<'_>) -> Resul
                     pane: pane.1.clone(),
                     message,
                     profile: plan.activity.clone(),
+                    style: crate::messaging::deliver::InputStyle::for_agent(
+                        plan.profile,
+                        agent.command.as_deref(),
+                    ),
                 }),
                 Err(e) => notes.push(format!(
                     "{}: handover message not queued: {e:#}",
@@ -294,6 +299,7 @@ fn queue_handover(
     let how = Delivery {
         enter: true,
         when_ready: true,
+        ready_within: None,
     };
     let msg = queue.push_first("orch", agent, Priority::High, text, how, after_replay)?;
     let mut f = serde_json::Map::new();
@@ -324,6 +330,7 @@ struct AgentPlan {
     replay: Option<(PathBuf, PathBuf)>,
     /// How to read the agent's screen: its profile with the saved layout's overrides.
     activity: ActivityProfile,
+    profile: Profile,
     /// The transcript and the filter command that appends to it.
     transcript: Option<(PathBuf, Option<String>)>,
 }
@@ -423,6 +430,7 @@ fn plan_agent(
         env,
         replay,
         activity: activity_profile(profile, saved),
+        profile,
         transcript,
     })
 }

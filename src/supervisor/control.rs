@@ -29,6 +29,12 @@ pub enum Request {
     PaneDied {
         pane: String,
     },
+    /// From an agent CLI's own hook (`orch hook activity`): what the agent is doing.
+    Activity {
+        agent: String,
+        activity: crate::monitor::activity::Activity,
+        event: String,
+    },
     Status,
     /// `orch check` and `orch rollback …`, for the supervisor's quality gate.
     Gate {
@@ -109,6 +115,30 @@ pub fn request_waiting(
     Ok(Some(
         serde_json::from_str(&line).context("the supervisor's reply is not valid JSON")?,
     ))
+}
+
+/// Sends a request without waiting for the reply, for callers that must not be held up
+/// (an agent CLI waits for its hooks): the line is in the socket's buffer when this
+/// returns, and the supervisor reads it when it gets to it. `Ok(false)` when no
+/// supervisor listens.
+pub fn notify(session_dir: &Path, req: &Request) -> Result<bool> {
+    let path = session_dir.join(CONTROL_SOCKET);
+    let stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+    };
+    stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+    let mut writer = &stream;
+    writeln!(writer, "{}", serde_json::to_string(req)?)?;
+    Ok(true)
 }
 
 /// Listens on the control socket, replacing a dead supervisor's socket file (the caller

@@ -34,6 +34,12 @@ pub enum EventKind {
     MessageDelivered,
     MessageFailed,
     MessageRefused,
+    ActivityChanged,
+    ActivityUnrecognised,
+    /// The tmux server died with every agent in it (no agent is respawned into a new one).
+    ServerDied,
+    /// Processes of a previous incarnation that outlived their tmux server were stopped.
+    StaleProcessesStopped,
     CheckStarted,
     CheckPassed,
     CheckFailed,

@@ -21,7 +21,7 @@ use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
-use crate::monitor::activity::{Activity, ActivityProfile};
+use crate::monitor::activity::{Activity, ActivityProfile, Source};
 use crate::monitor::resources::{ProcessTable, ResourceSampler};
 use crate::process::{Sig, signal};
 use crate::session;
@@ -342,6 +342,29 @@ impl Shell {
             Request::PaneDied { pane } => {
                 tracing::debug!(%pane, "pane-died hook");
                 return Reply::from(self.reconcile(false).await);
+            }
+            Request::Activity {
+                agent,
+                activity,
+                event,
+            } => {
+                tracing::debug!(agent, ?activity, event, "activity hook");
+                if self.core.agent(&agent).is_none() {
+                    return Reply {
+                        ok: false,
+                        error: Some(format!("{agent} is not an agent of this session")),
+                        ..Reply::default()
+                    };
+                }
+                return Reply::from(
+                    self.feed(Msg::Activity {
+                        agent,
+                        activity,
+                        source: Source::Hook(event),
+                        tail: None,
+                    })
+                    .await,
+                );
             }
             Request::Status => {
                 return Reply {
@@ -722,8 +745,8 @@ impl Shell {
     /// Delivers queued messages to agents that run again (after a restart, or out of
     /// copy mode). Costs one directory read per tick while no message waits.
     fn drain_queues(&mut self) -> Result<()> {
-        use crate::messaging::deliver::Options;
-        use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+        use crate::messaging::deliver::{InputStyle, Options};
+        use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
         use crate::messaging::queue::Queue;
         let queue = Queue::new(&self.dir);
         let waiting: Vec<String> = queue
@@ -738,21 +761,24 @@ impl Shell {
         let panes = self.tmux.list_panes()?;
         let mut rec = Recorder::open_echoing(&self.dir)?;
         let session = self.layout.session.to_string();
+        let now = Instant::now();
         for agent in waiting {
-            let pane = pane_of(&panes, &session, &agent);
-            let ready = self
-                .core
-                .agent(&agent)
-                .is_some_and(|a| matches!(a.activity, Activity::Idle | Activity::Waiting));
-            match drain_agent(
-                &self.tmux,
-                &queue,
-                &mut rec,
-                pane,
-                &agent,
-                ready,
-                Options::default(),
-            ) {
+            let Some(a) = self.core.agent(&agent) else {
+                continue;
+            };
+            let unknown_for = match (a.activity, a.activity_since) {
+                (Activity::Unknown, Some(since)) => now.saturating_duration_since(since),
+                _ => Duration::ZERO,
+            };
+            let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref());
+            let target = Target {
+                agent: &agent,
+                pane: pane_of(&panes, &session, &agent),
+                style: &style,
+                activity: a.activity,
+                unknown_for,
+            };
+            match drain_agent(&self.tmux, &queue, &mut rec, &target, Options::default()) {
                 Ok(d) if !d.delivered.is_empty() => {
                     tracing::info!(
                         agent,
@@ -951,12 +977,21 @@ impl Shell {
             };
             let activity = profile.classify(&screen);
             tracing::trace!(agent, ?activity, "screen read");
-            if self
+            // The tail is kept for the report of a screen nothing recognises.
+            let tail = (activity == Activity::Unknown)
+                .then(|| crate::monitor::activity::screen_tail(&screen));
+            let changed = self
                 .core
                 .agent(&agent)
-                .is_some_and(|a| a.activity != activity)
-            {
-                self.feed(Msg::Activity { agent, activity }).await?;
+                .is_some_and(|a| a.screen != activity);
+            if changed || tail.is_some() {
+                self.feed(Msg::Activity {
+                    agent,
+                    activity,
+                    source: Source::Screen,
+                    tail,
+                })
+                .await?;
             }
         }
         Ok(())

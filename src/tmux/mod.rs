@@ -10,7 +10,7 @@ pub mod control;
 mod panes;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
@@ -59,12 +59,31 @@ pub struct PaneSpec<'a> {
     pub cwd: &'a Path,
     pub env: Vec<(String, String)>,
     /// `None` runs tmux's default command, i.e. the user's shell.
-    pub command: Option<&'a str>,
+    pub command: Option<String>,
     /// Everything the pane prints is appended to this file (`pipe-pane -O`), if set.
     pub transcript: Option<std::path::PathBuf>,
     /// A command that reads the pane's output on stdin and appends it to the file given as
     /// its last argument (orch's redacting filter); `None` appends with `cat`.
     pub transcript_filter: Option<String>,
+}
+
+/// A pane's screen, cursor row and terminal at one moment ([`Tmux::pane_input`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaneInput {
+    pub dead: bool,
+    pub in_mode: bool,
+    /// The cursor's row on the visible screen, from 0.
+    pub cursor_y: usize,
+    /// `#{pane_tty}`, e.g. `/dev/pts/3`.
+    pub tty: PathBuf,
+    pub screen: String,
+}
+
+impl PaneInput {
+    /// The screen row the cursor is on.
+    pub fn cursor_line(&self) -> &str {
+        self.screen.lines().nth(self.cursor_y).unwrap_or("")
+    }
 }
 
 /// Where new panes go.
@@ -765,6 +784,38 @@ impl Tmux {
         }
     }
 
+    /// What a pane shows and where its cursor is, in ONE tmux process: for confirming that
+    /// a paste landed and that Enter submitted it.
+    pub fn pane_input(&self, pane: &str) -> Result<PaneInput, TmuxError> {
+        let out = self.run(vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(pane.to_owned())
+                .message("#{pane_dead}\t#{pane_in_mode}\t#{cursor_y}\t#{pane_tty}")
+                .build(),
+            // Not joined: row N of the capture is row N of the screen, where the cursor is.
+            CapturePane::new()
+                .stdout()
+                .target_pane(pane.to_owned())
+                .build(),
+        ])?;
+        let (head, screen) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+        let fields: Vec<&str> = head.splitn(4, '\t').collect();
+        let [dead, in_mode, cursor, tty] = fields[..] else {
+            return Err(TmuxError::Failed {
+                command: "display-message".into(),
+                message: format!("unexpected reply {head:?}"),
+            });
+        };
+        Ok(PaneInput {
+            dead: dead == "1",
+            in_mode: in_mode != "0",
+            cursor_y: cursor.parse().unwrap_or(0),
+            tty: PathBuf::from(tty),
+            screen: screen.to_owned(),
+        })
+    }
+
     /// The visible screen of a pane as text (what a person sees in it now).
     pub fn capture_screen(&self, pane: &str) -> Result<String, TmuxError> {
         self.run(vec![
@@ -1102,8 +1153,18 @@ fn push_env_and_command<'a>(cmd: &mut TmuxCommand<'a>, spec: &PaneSpec<'a>) {
     for (k, v) in &spec.env {
         cmd.push_option("-e", format!("{k}={v}"));
     }
-    if let Some(command) = spec.command {
-        cmd.push_param(command);
+    if let Some(command) = &spec.command {
+        cmd.push_param(with_path(command, &spec.env));
+    }
+}
+
+/// `command` run with the PATH of `env`, if it sets one: tmux 3.3a gives a new pane the
+/// PATH of the client that made it, whatever `-e PATH=…` says, so the command sets it
+/// itself (the shell tmux runs it with reads `export` before anything else).
+fn with_path(command: &str, env: &[(String, String)]) -> String {
+    match env.iter().rev().find(|(k, _)| k == "PATH") {
+        Some((_, path)) => format!("export PATH={}; {command}", shell_quote(path)),
+        None => command.to_owned(),
     }
 }
 

@@ -26,12 +26,24 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
+        Self::in_dir(&std::env::temp_dir())
+    }
+
+    /// A test env whose folders are under the build's own temp dir rather than `/tmp`:
+    /// Gemini CLI refuses settings files below a directory others may write to.
+    pub fn outside_tmp() -> Self {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&base).expect("target tmp dir");
+        Self::in_dir(&base)
+    }
+
+    fn in_dir(base: &Path) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let state = tempfile::tempdir().expect("temp state dir");
+        let state = tempfile::tempdir_in(base).expect("temp state dir");
         // As orch itself would create it: private.
         std::fs::set_permissions(
             state.path(),
@@ -40,9 +52,9 @@ impl TestEnv {
         .expect("chmod");
         Self {
             socket: format!("orch-test-{}-{n}-{nanos}", std::process::id()),
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: tempfile::tempdir_in(base).expect("temp dir"),
             state,
-            home: tempfile::tempdir().expect("temp home"),
+            home: tempfile::tempdir_in(base).expect("temp home"),
         }
     }
 

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::layout::{Agent, Monitor, OnLimit, OnStall, RestartPolicy};
-use crate::monitor::activity::Activity;
+use crate::monitor::activity::{self, Activity, Source};
 use crate::monitor::output::{ErrorStormDetector, LineAssembler};
 use crate::monitor::trend::LeakDetector;
 
@@ -104,10 +104,14 @@ pub enum Msg {
         agent: String,
         bytes: Vec<u8>,
     },
-    /// What the agent's screen shows it doing.
+    /// What the agent is doing, as its screen or one of its CLI's hooks shows it.
     Activity {
         agent: String,
         activity: Activity,
+        source: Source,
+        /// For a screen reading: the last lines it was read from (kept for the report of
+        /// a screen no pattern recognises).
+        tail: Option<String>,
     },
     /// A sample of the agent's process tree (the resources tier).
     Resources {
@@ -159,7 +163,20 @@ pub struct Supervised {
     pub pid: Option<u32>,
     pub started_at: Option<Instant>,
     pub last_output: Option<Instant>,
+    /// What the agent is doing: its screen and hook readings resolved
+    /// ([`activity::resolve`]).
     pub activity: Activity,
+    /// Since when `activity` has had its value.
+    pub activity_since: Option<Instant>,
+    /// The latest screen reading, and since when it has read so.
+    pub screen: Activity,
+    screen_since: Option<Instant>,
+    screen_tail: Option<String>,
+    /// The latest hook report of this run, and when it came.
+    hook: Option<(Activity, Instant)>,
+    /// When the screen last matched one of the profile's patterns (this run).
+    recognised_at: Option<Instant>,
+    unrecognised_reported: bool,
     pub rss_bytes: Option<u64>,
     pub cpu_percent: Option<f64>,
     pub exit_status: Option<i32>,
@@ -196,6 +213,13 @@ impl Supervised {
             started_at: None,
             last_output: None,
             activity: Activity::Unknown,
+            activity_since: None,
+            screen: Activity::Unknown,
+            screen_since: None,
+            screen_tail: None,
+            hook: None,
+            recognised_at: None,
+            unrecognised_reported: false,
             rss_bytes: None,
             cpu_percent: None,
             exit_status: None,
@@ -300,17 +324,14 @@ impl Core {
                     self.output(i, &bytes, now, &mut fx);
                 }
             }
-            Msg::Activity { agent, activity } => {
-                if let Some(a) = self.agents.iter_mut().find(|a| a.name() == agent) {
-                    a.activity = activity;
-                    if activity == Activity::Waiting && a.state == ProcState::Stalled {
-                        // Silence while waiting for a human is not a stall.
-                        a.state = ProcState::Running;
-                        fx.push(Effect::Emit(Event::new(
-                            EventKind::AgentRecovered,
-                            Some(&agent),
-                        )));
-                    }
+            Msg::Activity {
+                agent,
+                activity,
+                source,
+                tail,
+            } => {
+                if let Some(i) = self.index(&agent) {
+                    self.activity(i, activity, source, tail, now, &mut fx);
                 }
             }
             Msg::Resources {
@@ -520,6 +541,13 @@ impl Core {
         a.over_limit = false;
         a.lines = LineAssembler::new();
         a.activity = Activity::Unknown;
+        a.activity_since = Some(now);
+        a.screen = Activity::Unknown;
+        a.screen_since = Some(now);
+        a.screen_tail = None;
+        a.hook = None;
+        a.recognised_at = None;
+        a.unrecognised_reported = false;
         if adopted {
             a.generation += 1;
         }
@@ -597,9 +625,67 @@ impl Core {
         }
     }
 
+    /// A screen or hook reading: the resolved activity changes, is journaled, and ends a
+    /// stall when the agent is found at its prompt or waiting for a human.
+    fn activity(
+        &mut self,
+        i: usize,
+        reading: Activity,
+        source: Source,
+        tail: Option<String>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let a = &mut self.agents[i];
+        if !a.state.is_live() {
+            return;
+        }
+        match &source {
+            Source::Screen => {
+                if reading != a.screen {
+                    a.screen = reading;
+                    a.screen_since = Some(now);
+                }
+                if reading != Activity::Unknown {
+                    a.recognised_at = Some(now);
+                }
+                a.screen_tail = tail;
+            }
+            Source::Hook(_) => a.hook = Some((reading, now)),
+        }
+        let resolved = activity::resolve(
+            a.screen,
+            a.screen_since,
+            a.hook.map(|(h, at)| (h, Some(at))),
+        );
+        if resolved == a.activity {
+            return;
+        }
+        let name = a.name().to_owned();
+        fx.push(Effect::Emit(
+            Event::new(EventKind::ActivityChanged, Some(&name))
+                .with("from", a.activity.as_str())
+                .with("to", resolved.as_str())
+                .with("source", source.label()),
+        ));
+        a.activity = resolved;
+        a.activity_since = Some(now);
+        if matches!(resolved, Activity::Waiting | Activity::Idle) && a.state == ProcState::Stalled {
+            a.state = ProcState::Running;
+            fx.push(Effect::Emit(Event::new(
+                EventKind::AgentRecovered,
+                Some(&name),
+            )));
+        }
+    }
+
     fn check_stalls(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         for a in &mut self.agents {
-            if a.state != ProcState::Running || a.activity == Activity::Waiting {
+            unrecognised(a, now, fx);
+            // Silence at the prompt, or while a human is asked something, is no stall.
+            if a.state != ProcState::Running
+                || matches!(a.activity, Activity::Waiting | Activity::Idle)
+            {
                 continue;
             }
             let Some(last) = a.last_output else { continue };
@@ -751,6 +837,45 @@ impl Core {
             _ => {}
         }
     }
+}
+
+/// How long a running agent's screen may match none of its profile's patterns before
+/// that is reported: long enough for a CLI to start and for a screen of plain output to
+/// scroll by, short enough to notice a CLI update on the first day.
+pub const UNRECOGNISED_AFTER: Duration = Duration::from_secs(60);
+
+/// Reports, once a run, an agent whose screen has matched nothing of its profile for
+/// [`UNRECOGNISED_AFTER`] (its CLI changed its screens, or the layout's patterns are
+/// wrong), unless its profile expects that (a shell).
+fn unrecognised(a: &mut Supervised, now: Instant, fx: &mut Vec<Effect>) {
+    if a.unrecognised_reported
+        || !a.state.is_live()
+        || a.screen != Activity::Unknown
+        || !crate::profile::get(a.spec.profile)
+            .activity
+            .report_unrecognised
+    {
+        return;
+    }
+    let Some(since) = a.recognised_at.or(a.started_at) else {
+        return;
+    };
+    let silent = now.saturating_duration_since(since);
+    if silent < UNRECOGNISED_AFTER {
+        return;
+    }
+    a.unrecognised_reported = true;
+    let mut ev = Event::new(EventKind::ActivityUnrecognised, Some(a.name()))
+        .with("profile", crate::profile::hooks::profile_name(a.spec.profile))
+        .with("unrecognised_secs", silent.as_secs())
+        .with(
+            "reason",
+            "the screen matches none of the profile's activity patterns; the CLI may have changed its screens: set `activity:` patterns in the layout",
+        );
+    if let Some(tail) = &a.screen_tail {
+        ev = ev.with("screen_tail", tail.as_str());
+    }
+    fx.push(Effect::Emit(ev));
 }
 
 /// The polite stop signal, and the timer that escalates to SIGKILL after the grace.

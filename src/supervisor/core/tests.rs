@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::monitor::activity::Activity;
+use crate::monitor::activity::{Activity, Source};
 
 fn layout(yaml_agent: &str, monitor: &str) -> crate::layout::Layout {
     let text = format!("session: s\n{monitor}agents:\n  - {yaml_agent}\n");
@@ -341,16 +341,141 @@ fn stall_and_recovery() {
     assert_eq!(kinds(&fx), [EventKind::AgentRecovered]);
     assert_eq!(core.agent("a").map(|a| a.state), Some(ProcState::Running));
     // Waiting for a human is not a stall.
-    core.step(
-        Msg::Activity {
-            agent: "a".into(),
-            activity: Activity::Waiting,
-        },
-        t0 + Duration::from_secs(41),
-    );
+    core.step(screen("a", Activity::Waiting), t0 + Duration::from_secs(41));
     assert!(
         core.step(Msg::Tick, t0 + Duration::from_secs(500))
             .is_empty()
+    );
+}
+
+fn screen(agent: &str, activity: Activity) -> Msg {
+    Msg::Activity {
+        agent: agent.into(),
+        activity,
+        source: Source::Screen,
+        tail: None,
+    }
+}
+
+fn hook(agent: &str, activity: Activity, event: &str) -> Msg {
+    Msg::Activity {
+        agent: agent.into(),
+        activity,
+        source: Source::Hook(event.into()),
+        tail: None,
+    }
+}
+
+#[test]
+fn idle_at_the_prompt_is_never_a_stall_and_ends_one() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, stall_after: 30s }", t0);
+    core.step(screen("a", Activity::Idle), t0);
+    assert!(
+        core.step(Msg::Tick, t0 + Duration::from_secs(600))
+            .is_empty()
+    );
+    // A working agent that falls silent stalls; its prompt coming back ends the stall.
+    core.step(
+        hook("a", Activity::Working, "UserPromptSubmit"),
+        t0 + Duration::from_secs(601),
+    );
+    let fx = core.step(Msg::Tick, t0 + Duration::from_secs(640));
+    assert_eq!(kinds(&fx), [EventKind::AgentStalled]);
+    let fx = core.step(
+        hook("a", Activity::Idle, "Stop"),
+        t0 + Duration::from_secs(641),
+    );
+    assert_eq!(
+        kinds(&fx),
+        [EventKind::ActivityChanged, EventKind::AgentRecovered]
+    );
+}
+
+#[test]
+fn activity_changes_are_journaled_with_their_source() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, profile: claude }", t0);
+    let fx = core.step(screen("a", Activity::Idle), t0);
+    let Effect::Emit(ev) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.kind, EventKind::ActivityChanged);
+    assert_eq!(ev.fields["from"], "unknown");
+    assert_eq!(ev.fields["to"], "idle");
+    assert_eq!(ev.fields["source"], "screen");
+    // The same reading again changes nothing.
+    assert!(core.step(screen("a", Activity::Idle), t0).is_empty());
+    let fx = core.step(
+        hook("a", Activity::Working, "UserPromptSubmit"),
+        t0 + Duration::from_millis(5),
+    );
+    let Effect::Emit(ev) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.fields["source"], "hook:UserPromptSubmit");
+    // The screen keeps showing the idle footer a moment: the hook is newer.
+    assert!(
+        core.step(screen("a", Activity::Idle), t0 + Duration::from_millis(20))
+            .is_empty()
+    );
+    // A retry whose footer matches nothing: still working.
+    assert!(
+        core.step(
+            screen("a", Activity::Unknown),
+            t0 + Duration::from_millis(900)
+        )
+        .is_empty()
+    );
+    assert_eq!(core.agent("a").map(|a| a.activity), Some(Activity::Working));
+    // Interrupted with Esc (no hook for that): the idle footer is back, and newer.
+    let fx = core.step(screen("a", Activity::Idle), t0 + Duration::from_secs(3));
+    assert_eq!(kinds(&fx), [EventKind::ActivityChanged]);
+    assert_eq!(core.agent("a").map(|a| a.activity), Some(Activity::Idle));
+}
+
+#[test]
+fn a_screen_nothing_recognises_is_reported_once_a_run() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, profile: codex }", t0);
+    core.step(
+        Msg::Activity {
+            agent: "a".into(),
+            activity: Activity::Unknown,
+            source: Source::Screen,
+            tail: Some("› something new".into()),
+        },
+        t0 + Duration::from_secs(1),
+    );
+    assert!(
+        core.step(Msg::Tick, t0 + UNRECOGNISED_AFTER - Duration::from_secs(1))
+            .is_empty()
+    );
+    let fx = core.step(Msg::Tick, t0 + UNRECOGNISED_AFTER);
+    assert_eq!(kinds(&fx), [EventKind::ActivityUnrecognised]);
+    let Effect::Emit(ev) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ev.fields["profile"], "codex");
+    assert_eq!(ev.fields["screen_tail"], "› something new");
+    assert!(
+        core.step(Msg::Tick, t0 + 3 * UNRECOGNISED_AFTER).is_empty(),
+        "once"
+    );
+    // A screen recognised now and then is fine; a shell is never reported.
+    let mut core = running("{ name: a, role: WORKER, profile: codex }", t0);
+    core.step(screen("a", Activity::Idle), t0 + Duration::from_secs(50));
+    core.step(screen("a", Activity::Unknown), t0 + Duration::from_secs(51));
+    assert!(
+        core.step(Msg::Tick, t0 + Duration::from_secs(100))
+            .is_empty()
+    );
+    let mut core = running("{ name: a, role: WORKER, profile: shell }", t0);
+    core.step(screen("a", Activity::Unknown), t0);
+    let fx = core.step(Msg::Tick, t0 + 10 * UNRECOGNISED_AFTER);
+    assert!(
+        !kinds(&fx).contains(&EventKind::ActivityUnrecognised),
+        "{fx:?}"
     );
 }
 
