@@ -119,6 +119,11 @@ fn without_a_supervisor_check_list_show_approve_and_undo() {
     );
     let out = ok(&env, &["check"]);
     assert!(out.contains("green"), "{out}");
+    let one = json(&ok(&env, &["check", "--rev", "HEAD", "--json"]));
+    assert_eq!(
+        (one["commit"].as_str(), one["outcome"].as_str()),
+        (Some(green.as_str()), Some("green"))
+    );
     let culprit = commit(
         &env,
         &[("src/a.txt", "BROKEN\n")],

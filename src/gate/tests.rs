@@ -959,3 +959,31 @@ fn a_commit_the_check_cannot_test_is_stepped_around() {
     // 2 (cannot test), 1 (green), 3 (green), 4 (red).
     assert_eq!(r[0].runs, 5, "the tip and four probes");
 }
+
+#[test]
+fn undo_refuses_when_the_branch_moved_since_the_rollback() {
+    let fx = Fx::new();
+    let g = fx.gate(Max::Low);
+    let mut host = Rec::default();
+    fx.commit(&[("src/a.txt", "a\n")], "base");
+    g.scan(&mut host, false).expect("scan");
+    fx.commit(
+        &[("src/a.txt", &format!("a {MARKER}\n"))],
+        "bad\n\nOrch-Agent: w1",
+    );
+    g.scan(&mut host, false).expect("scan");
+    let revert = proposal(&g, Kind::Revert);
+    assert_eq!(revert.status, Status::Executed);
+    let later = fx.commit(&[("src/b.txt", "new work\n")], "work after the rollback");
+    let err = g.undo(&revert.id, &mut host).expect_err("moved");
+    assert!(
+        err.downcast_ref::<BadInput>().is_none(),
+        "a failure, not bad input"
+    );
+    assert!(
+        format!("{err:#}").contains("moved since rollback"),
+        "{err:#}"
+    );
+    assert_eq!(fx.tip("main"), later, "the later commit is not dropped");
+    assert_eq!(proposal(&g, Kind::Revert).status, Status::Executed);
+}
