@@ -18,6 +18,10 @@ pub const STATE_FILE: &str = "gate.json";
 pub const FORMAT: u32 = 1;
 /// Results kept; the oldest go first (a tree checked once a year is checked again).
 const MAX_RESULTS: usize = 5000;
+/// Closed proposals (rejected or undone) kept; the oldest go first (so a repair rejected
+/// 500 closed proposals ago could be proposed again). Pending and executed ones are always
+/// kept (an executed one can still be undone).
+const MAX_CLOSED_PROPOSALS: usize = 500;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GateState {
@@ -190,6 +194,21 @@ impl GateState {
             let trees = &self.trees;
             self.commits.retain(|_, t| trees.contains_key(t));
         }
+        let closed = |p: &Proposal| matches!(p.status, Status::Rejected | Status::Undone);
+        let mut excess = self
+            .proposals
+            .iter()
+            .filter(|p| closed(p))
+            .count()
+            .saturating_sub(MAX_CLOSED_PROPOSALS);
+        self.proposals.retain(|p| {
+            if excess > 0 && closed(p) {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
         let bytes = serde_json::to_vec_pretty(self)?;
         crate::state::atomic_write(&session_dir.join(STATE_FILE), &bytes)
     }
