@@ -597,7 +597,11 @@ fn describe_repair(p: &Proposal) -> String {
 }
 
 /// The command that gets back the saved version of `path` in the checkout `wt`.
-fn get_back(wt: &std::path::Path, s: &crate::git::repo::SavedWork, path: &str) -> String {
+pub(super) fn get_back(
+    wt: &std::path::Path,
+    s: &crate::git::repo::SavedWork,
+    path: &str,
+) -> String {
     if s.untracked_paths.iter().any(|u| u == path) {
         format!(
             "git -C {} show '{}^3:{path}' > {}",

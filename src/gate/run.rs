@@ -275,6 +275,18 @@ impl Gate {
                     .iter()
                     .flat_map(|c| c.clashes.iter().map(String::as_str))
                     .collect();
+                // How a person gets back uncommitted work that clashed with the repair.
+                let get_back: Vec<String> = e
+                    .checkouts
+                    .iter()
+                    .flat_map(|c| {
+                        c.saved.iter().flat_map(move |s| {
+                            c.clashes
+                                .iter()
+                                .map(move |p| super::exec::get_back(&c.path, s, p))
+                        })
+                    })
+                    .collect();
                 events.push(
                     Event::new(EventKind::RollbackExecuted, None)
                         .with("id", p.id.as_str())
@@ -288,6 +300,7 @@ impl Gate {
                         .with("backup_ref", p.backup_ref.as_str())
                         .with("saved", saved)
                         .with("clashes", clashes)
+                        .with("get_back", get_back)
                         .with("agents", p.agents.clone())
                         .with("check", outcome_str(result.outcome))
                         .with(

@@ -634,6 +634,21 @@ fn dirty_and_untracked_work_survives_a_reset_and_undo_brings_it_back_exactly() {
     );
     assert_eq!(fx.git(&["rev-parse", &format!("{saved}^1")]), red_tip);
 
+    // The recheck's event carries the same commands, for whoever watches the events.
+    g.evaluate_branch("main", &mut host).expect("recheck");
+    let ev = host.last("rollback_executed");
+    let cmds: Vec<&str> = ev["get_back"]
+        .as_array()
+        .expect("get_back")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        cmds.iter()
+            .any(|c| c.contains("checkout refs/orch/saved/") && c.ends_with("src/a.txt")),
+        "{cmds:?}"
+    );
+
     let undone = g.undo(&reset.id, &mut host).expect("undo");
     assert!(undone.notes.is_empty(), "{:?}", undone.notes);
     assert_eq!(fx.tip("main"), red_tip);
