@@ -3,12 +3,15 @@
 //! Modules by domain: `layout` (the YAML schema), `tmux` (the only code that runs tmux),
 //! `session` (bring a session up and down, report it), `supervisor` (one per session:
 //! restarts, stalls, events), `monitor` (resources, activity, memory trend, output lines and
-//! error storms), `profile` (what orch knows of each agent CLI, as data), `git` (agent worktrees), `process` (signals), `state` (the state dir),
+//! error storms), `profile` (what orch knows of each agent CLI, as data), `gate` (the
+//! quality gate and rollback), `git` (the one door to git2: agent worktrees, and refs,
+//! commits and reverts for the gate), `process` (signals), `state` (the state dir),
 //! `cli`, and `agent_sim` (the simulated agent of the demo and tests).
 
 pub mod agent_sim;
 pub mod cli;
 pub mod digest;
+pub mod gate;
 pub mod git;
 pub mod layout;
 pub mod logging;

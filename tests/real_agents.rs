@@ -210,15 +210,6 @@ fn screen(env: &TestEnv, session: &str) -> String {
     env.tmux(&["capture-pane", "-p", "-J", "-t", &format!("={session}:")])
 }
 
-fn audit_line(env: &TestEnv, session: &str, id: &str, kind: &str) -> Option<serde_json::Value> {
-    let audit = std::fs::read_to_string(env.state.path().join(session).join("audit.jsonl"))
-        .unwrap_or_default();
-    audit
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["id"] == id && v["kind"] == kind)
-}
-
 /// Sends `text` (by file), insists it was delivered and submitted, and waits for the CLI
 /// to show it is answering. Returns the delivery time orch reported.
 fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &str) -> u128 {

@@ -122,6 +122,7 @@ fn snapshot_doc(
         }),
         window,
         agents,
+        quality_gate: None,
         checksum: String::new(),
     }
 }

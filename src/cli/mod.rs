@@ -5,6 +5,7 @@
 
 mod agent;
 mod doctor;
+mod gate;
 mod layout;
 mod restore;
 mod send;
@@ -96,6 +97,22 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: send::AuditCommand,
+    },
+    /// Run the quality gate now: check the tip of every watched branch (even a tree
+    /// checked before), find the culprit of a red one and propose repairs (or, with
+    /// --rev, only check REV). Exit status 0 green, 1 red
+    Check {
+        /// Check this revision only (a branch, tag or commit)
+        #[arg(long, value_name = "REV")]
+        rev: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rollback proposals of the quality gate: list, show, approve, reject, undo
+    Rollback {
+        #[command(subcommand)]
+        command: gate::RollbackCommand,
     },
     /// The event journal
     Events {
@@ -202,6 +219,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Send(args) => send::run(&ctx, args),
         Command::Audit { command } => send::run_audit(&ctx, command),
         Command::Events { follow, json } => supervise::run_events(&ctx, follow, json),
+        Command::Check { rev, json } => gate::run_check(&ctx, rev, json),
+        Command::Rollback { command } => gate::run_rollback(&ctx, command),
         Command::Hook {
             hook: Hook::PaneDied { session, pane },
         } => supervise::run_hook(&ctx, &session, &pane),
@@ -291,7 +310,9 @@ fn report(err: &anyhow::Error) -> ExitCode {
         return ExitCode::from(2);
     }
     let _ = writeln!(stderr, "orch: {err:#}");
-    if err.downcast_ref::<BadInput>().is_some() {
+    if err.downcast_ref::<BadInput>().is_some()
+        || err.downcast_ref::<crate::gate::BadInput>().is_some()
+    {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)

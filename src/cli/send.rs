@@ -16,8 +16,8 @@ use super::{BadInput, Context, out};
 use crate::layout::{Layout, TmuxName};
 use crate::messaging::acl::{self, Sender};
 use crate::messaging::audit;
-use crate::messaging::deliver::{InputStyle, Options};
-use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
+use crate::messaging::deliver::Options;
+use crate::messaging::drain::{AgentIo, Recorder, Target, drain_agent, pane_of};
 use crate::messaging::queue::{Delivery, Message, Priority, Queue};
 use crate::monitor::activity::{Activity, ActivityProfile};
 use crate::supervisor::event::EventKind;
@@ -255,19 +255,12 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                 unknown_since.remove(t);
                 Duration::ZERO
             };
-            let spec = layout.agents.iter().find(|a| a.name.as_str() == t);
-            let style = spec.map_or_else(InputStyle::plain, |a| {
-                InputStyle::for_agent(a.profile, a.command.as_deref())
-            });
-            let profile = spec.map_or_else(
-                || ActivityProfile::for_profile(crate::layout::Profile::Shell),
-                ActivityProfile::for_agent,
-            );
+            let io = AgentIo::of(layout.agents.iter().find(|a| a.name.as_str() == t));
             let target = Target {
                 agent: t,
                 pane,
-                style: &style,
-                profile: &profile,
+                style: &io.style,
+                profile: &io.profile,
                 activity,
                 unknown_for,
             };

@@ -1,12 +1,17 @@
-//! Git worktrees for agents (`worktree: true`): each such agent works in its own checkout
-//! on branch `orch/<agent>`, so agents never edit the same files under each other's feet.
-//! This module and the quality gate are the only users of git2.
+//! The one door to git (git2): worktrees for agents (`worktree: true`: each such agent
+//! works in its own checkout on branch `orch/<agent>`, so agents never edit the same files
+//! under each other's feet), and in [`repo`] what the quality gate needs: refs, commits,
+//! in-memory reverts, diffs, its scratch worktree, compare-and-swap ref updates.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use git2::{BranchType, Repository, WorktreeAddOptions};
+
+pub mod repo;
+
+pub use repo::valid_branch_name;
 
 /// The worktree an agent works in.
 #[derive(Debug)]

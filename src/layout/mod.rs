@@ -19,8 +19,8 @@ use serde::Serialize;
 
 pub use builtin::{BUILTIN, BuiltinLayout};
 pub use schema::{
-    Acl, AgentName, Arrange, OnLimit, OnServerDeath, OnStall, Profile, RestartPolicy, Risk, Role,
-    StopSignal, TmuxName,
+    Acl, AgentName, Arrange, Identity, OnLimit, OnServerDeath, OnStall, Profile, RestartPolicy,
+    Risk, Role, StopSignal, TmuxName,
 };
 pub use units::{Duration, Percent, Size};
 
@@ -122,12 +122,17 @@ pub struct Quality {
     pub check: String,
     pub timeout: Duration,
     pub branches: Vec<String>,
+    /// How many times a red result is run again before anything is blamed.
+    pub retries: u32,
+    pub identity: Identity,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RollbackPolicy {
     pub auto_max_risk: Risk,
     pub max_consecutive: u32,
+    /// Automatic rollbacks allowed in any 24 hours.
+    pub max_auto_per_day: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -317,6 +322,9 @@ mod default {
     pub const SCROLLBACK_LINES: u32 = 10_000;
     pub const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
     pub const MAX_CONSECUTIVE: u32 = 3;
+    pub const CHECK_RETRIES: u32 = 1;
+    pub const MAX_CHECK_RETRIES: u32 = 10;
+    pub const MAX_AUTO_PER_DAY: u32 = 10;
 }
 
 struct Resolver<'a> {
@@ -423,6 +431,8 @@ impl Resolver<'_> {
                     .branches
                     .clone()
                     .unwrap_or_else(|| vec!["main".to_owned()]),
+                retries: q.retries.unwrap_or(default::CHECK_RETRIES),
+                identity: q.identity.unwrap_or_default(),
             }
         });
         if let Some(q) = &quality
@@ -432,6 +442,9 @@ impl Resolver<'_> {
                 &[Key("quality"), Key("check")],
                 "quality.check: must be a command, e.g. \"cargo test\"",
             );
+        }
+        if let Some(q) = &quality {
+            self.check_quality(q);
         }
 
         if !self.errors.is_empty() {
@@ -485,11 +498,52 @@ impl Resolver<'_> {
                     .rollback
                     .max_consecutive
                     .unwrap_or(default::MAX_CONSECUTIVE),
+                max_auto_per_day: raw
+                    .rollback
+                    .max_auto_per_day
+                    .unwrap_or(default::MAX_AUTO_PER_DAY),
             },
             messaging: Messaging {
                 acl: raw.messaging.acl.unwrap_or(Acl::Hierarchy),
             },
         })
+    }
+
+    /// The `quality:` values serde cannot check: branch names git accepts, a sane number
+    /// of retries, a timeout that is not zero.
+    fn check_quality(&mut self, q: &Quality) {
+        use Seg::{Index, Key};
+        if q.branches.is_empty() {
+            self.error(
+                &[Key("quality"), Key("branches")],
+                "quality.branches: name at least one branch to watch, e.g. [main]",
+            );
+        }
+        for (i, b) in q.branches.iter().enumerate() {
+            if !crate::git::valid_branch_name(b) {
+                self.error(
+                    &[Key("quality"), Key("branches"), Index(i)],
+                    format!(
+                        "quality.branches[{i}]: {b:?} is not a valid git branch name (give the short name, e.g. main)"
+                    ),
+                );
+            }
+        }
+        if q.retries > default::MAX_CHECK_RETRIES {
+            self.error(
+                &[Key("quality"), Key("retries")],
+                format!(
+                    "quality.retries: at most {} (a red result is run this many times more before anything is blamed)",
+                    default::MAX_CHECK_RETRIES
+                ),
+            );
+        }
+        if q.timeout.0.is_zero() {
+            self.error(
+                &[Key("quality"), Key("timeout")],
+                "quality.timeout: must be longer than zero, e.g. 10m",
+            );
+        }
     }
 
     fn resolve_agent(

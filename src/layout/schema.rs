@@ -175,6 +175,8 @@ pub(super) struct RawQuality {
     pub check: String,
     pub timeout: Option<Duration>,
     pub branches: Option<Vec<String>>,
+    pub retries: Option<u32>,
+    pub identity: Option<Identity>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +184,7 @@ pub(super) struct RawQuality {
 pub(super) struct RawRollback {
     pub auto_max_risk: Option<Risk>,
     pub max_consecutive: Option<u32>,
+    pub max_auto_per_day: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +303,18 @@ pub enum Risk {
     Low,
     Medium,
     High,
+}
+
+/// Which author identity the agents' panes commit with (`quality.identity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// The user's own git identity: commits cannot be told apart by author.
+    #[default]
+    User,
+    /// Each pane commits as its agent (`GIT_AUTHOR_NAME`/`GIT_COMMITTER_NAME` set to the
+    /// agent's name), so the gate can attribute a commit to the agent that made it.
+    PerAgent,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]

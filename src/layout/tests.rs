@@ -485,3 +485,67 @@ fn supervision_keys() {
         ["t.yaml:3:38: agents[0].on_stall: unknown variant `panic`, expected `alert` or `restart`"]
     );
 }
+
+#[test]
+fn quality_and_rollback_get_their_gate_defaults() {
+    let l = ok(
+        "session: s\nquality: { check: \"cargo test\" }\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    let q = l.quality.as_ref().expect("quality");
+    assert_eq!(q.branches, vec!["main".to_owned()]);
+    assert_eq!(q.retries, 1, "a red result is run once more by default");
+    assert_eq!(q.identity, Identity::User);
+    assert_eq!(l.rollback.max_auto_per_day, 10);
+    assert_eq!(l.rollback.max_consecutive, 3);
+    let l = ok(
+        "session: s\nquality: { check: t, retries: 0, identity: per-agent }\nrollback: { max_auto_per_day: 4 }\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    let q = l.quality.as_ref().expect("quality");
+    assert_eq!((q.retries, q.identity), (0, Identity::PerAgent));
+    assert_eq!(l.rollback.max_auto_per_day, 4);
+}
+
+#[test]
+fn gate_settings_are_checked_with_their_positions() {
+    let e = errors(
+        "session: s\nquality:\n  check: t\n  retries: 11\n  timeout: 0s\n  branches: [main, 'a..b', 'refs/heads/x']\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.yaml:4:") && l.contains("quality.retries: at most 10")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.yaml:5:") && l.contains("quality.timeout")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.yaml:6:") && l.contains("quality.branches[1]")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("quality.branches[2]") && l.contains("short name")),
+        "{e:?}"
+    );
+    let e = errors(
+        "session: s\nquality: { check: t, branches: [] }\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    assert!(
+        e[0].contains("quality.branches: name at least one"),
+        "{e:?}"
+    );
+    let e = errors(
+        "session: s\nquality: { check: t, identity: all }\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    assert!(
+        e[0].starts_with("t.yaml:2:") && e[0].contains("per-agent"),
+        "{e:?}"
+    );
+    let e = errors(
+        "session: s\nrollback: { max_auto_per_day: -1 }\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    assert!(e[0].starts_with("t.yaml:2:"), "{e:?}");
+}

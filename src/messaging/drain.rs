@@ -102,6 +102,29 @@ pub fn pane_of<'a>(panes: &'a [Pane], session: &str, agent: &str) -> Option<&'a 
         .find(|p| p.session == session && p.agent.as_deref() == Some(agent))
 }
 
+/// How orch types into one agent and reads its screen: its input style and screen
+/// markers, from its layout entry (a plain program read as a shell without one).
+#[derive(Clone, Debug)]
+pub struct AgentIo {
+    pub style: InputStyle,
+    pub profile: ActivityProfile,
+}
+
+impl AgentIo {
+    pub fn of(agent: Option<&crate::layout::Agent>) -> AgentIo {
+        match agent {
+            Some(a) => AgentIo {
+                style: InputStyle::for_agent(a.profile, a.command.as_deref()),
+                profile: ActivityProfile::for_agent(a),
+            },
+            None => AgentIo {
+                style: InputStyle::plain(),
+                profile: ActivityProfile::for_profile(crate::layout::Profile::Shell),
+            },
+        }
+    }
+}
+
 /// The agent a drain delivers to, and what it is doing.
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {

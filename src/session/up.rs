@@ -150,6 +150,17 @@ pub(crate) fn pane_spec<'a>(
         tmux,
         state,
     );
+    // `quality.identity: per-agent`: the pane's commits carry the agent's name, which the
+    // gate uses to tell whose commit broke the check. The agent's own `env` may override.
+    if layout
+        .quality
+        .as_ref()
+        .is_some_and(|q| q.identity == crate::layout::Identity::PerAgent)
+    {
+        for key in ["GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"] {
+            env.push((key.to_owned(), agent.name.to_string()));
+        }
+    }
     env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let command = agent.command.as_deref().map(|c| {
         let hooked = with_activity_hooks(agent.profile, c, state, session);

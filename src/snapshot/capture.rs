@@ -377,6 +377,7 @@ pub fn capture_reusing(
             layout: window.layout,
         },
         agents,
+        quality_gate: crate::gate::snapshot_section(&state.root().join(session)),
         checksum: String::new(),
     };
     Ok(Captured {

@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub layout: serde_json::Value,
     pub window: WindowShape,
     pub agents: Vec<AgentSnapshot>,
+    /// The quality gate's state (its `gate.json`) at capture time: results, proposals,
+    /// counters. Absent when the session has no gate, so older documents check as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_gate: Option<serde_json::Value>,
     /// `sha256:<hex>`, see the module doc.
     pub checksum: String,
 }

@@ -819,6 +819,7 @@ pub(crate) mod tests {
                 history_mark: None,
                 alternate: None,
             }],
+            quality_gate: None,
             checksum: String::new(),
         }
     }

@@ -36,6 +36,10 @@ pub enum Request {
         event: String,
     },
     Status,
+    /// `orch check` and `orch rollback …`, for the supervisor's quality gate.
+    Gate {
+        call: crate::gate::service::Call,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +49,10 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<AgentReport>,
+    /// The gate's answer (`crate::gate::service::Answer`), or `{"bad_input": true}` with
+    /// `error` when the request was the user's mistake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<serde_json::Value>,
 }
 
 impl From<anyhow::Result<()>> for Reply {
@@ -79,6 +87,15 @@ pub struct AgentReport {
 
 /// Sends a request to the session's supervisor. `Ok(None)` when no supervisor listens.
 pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
+    request_waiting(session_dir, req, Some(Duration::from_secs(10)))
+}
+
+/// [`request`], waiting at most `patience` for the reply (`None`: as long as it takes).
+pub fn request_waiting(
+    session_dir: &Path,
+    req: &Request,
+    patience: Option<Duration>,
+) -> Result<Option<Reply>> {
     let path = session_dir.join(CONTROL_SOCKET);
     let stream = match UnixStream::connect(&path) {
         Ok(s) => s,
@@ -92,7 +109,7 @@ pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
         }
         Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
     };
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(patience)?;
     let mut writer = &stream;
     writeln!(writer, "{}", serde_json::to_string(req)?)?;
     let mut line = String::new();

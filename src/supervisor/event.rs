@@ -40,6 +40,14 @@ pub enum EventKind {
     ServerDied,
     /// Processes of a previous incarnation that outlived their tmux server were stopped.
     StaleProcessesStopped,
+    CheckStarted,
+    CheckPassed,
+    CheckFailed,
+    CheckFlaky,
+    RollbackProposed,
+    RollbackExecuted,
+    RollbackRejected,
+    RollbackUndone,
 }
 
 /// One event. `ts` is stamped by the shell when the event is written: the pure core

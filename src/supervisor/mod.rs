@@ -6,6 +6,7 @@ pub mod control;
 pub mod core;
 mod deaths;
 pub mod event;
+mod gate;
 mod layout_watch;
 mod run;
 pub mod store;

@@ -97,6 +97,7 @@ pub fn supervise(
             reuse_ok: false,
             listing_failed: false,
             hook: String::new(),
+            gate: None,
         };
         shell.run(rx, &opts).await
     });
@@ -117,6 +118,8 @@ enum Input {
         req: Request,
         reply: oneshot::Sender<Reply>,
     },
+    /// What the quality gate asks of the loop.
+    Gate(super::gate::FromGate),
 }
 
 struct Shell {
@@ -156,6 +159,8 @@ struct Shell {
     listing_failed: bool,
     /// Where the `pane-died` hook sends its reports (set again on a restored server).
     hook: String,
+    /// The quality gate (`quality:`), on threads of its own.
+    gate: Option<super::gate::GateSource>,
 }
 
 impl Shell {
@@ -214,6 +219,10 @@ impl Shell {
         // A snapshot now, so that the next ones (at an agent's exit, before its restart
         // waits for it) read only what was printed since, not whole histories.
         self.snapshot("supervisor_started")?;
+        let gate_tx = self.tx.clone();
+        self.gate = super::gate::GateSource::start(&self.layout, &self.dir, move |m| {
+            let _ = gate_tx.send(Input::Gate(m));
+        });
 
         let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -278,6 +287,8 @@ impl Shell {
             }
         }
 
+        // Stops the gate, and kills a check that is running.
+        self.gate = None;
         let _ = self.tmux.unset_pane_died_hook(&session);
         let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
         Counters::capture(&self.core, Instant::now()).save(&self.dir)?;
@@ -332,6 +343,14 @@ impl Shell {
                 Ok(())
             }
             Input::Reconcile => self.reconcile(false).await,
+            Input::Control {
+                req: Request::Gate { call },
+                reply,
+            } => {
+                self.gate_request(call, reply);
+                Ok(())
+            }
+            Input::Gate(g) => self.gate_input(g).await,
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -389,6 +408,9 @@ impl Shell {
                     agents: self.report(),
                     ..Reply::default()
                 };
+            }
+            Request::Gate { .. } => {
+                return Reply::from(Err(anyhow::anyhow!("gate requests go to the gate")));
             }
             Request::Restart { agent } => Command::Restart(agent),
             Request::Stop { agent } => Command::Stop(agent),
@@ -942,6 +964,97 @@ impl Shell {
                     .with("reason", reason)
                     .with("error", format!("{e:#}")),
             ),
+        }
+    }
+
+    /// Hands `orch check` / `orch rollback …` to the gate, which answers on its own
+    /// thread.
+    fn gate_request(&mut self, call: crate::gate::service::Call, reply: oneshot::Sender<Reply>) {
+        match &self.gate {
+            Some(g) => g.request(call, reply),
+            None => {
+                let why = match &self.layout.quality {
+                    None => anyhow::Error::new(crate::gate::BadInput::NoQuality),
+                    Some(_) => {
+                        anyhow::anyhow!("the quality gate did not start; `orch events` says why")
+                    }
+                };
+                let _ = reply.send(super::gate::gate_reply(Err(why)));
+            }
+        }
+    }
+
+    /// Does what the gate asks: events, the pre-rollback snapshot, delivering a message
+    /// now, restarting an agent.
+    async fn gate_input(&mut self, g: super::gate::FromGate) -> Result<()> {
+        use super::gate::FromGate;
+        match g {
+            FromGate::Event(e) => self.emit(e),
+            FromGate::Snapshot(done) => {
+                let written = self.snapshot_for_gate();
+                let _ = done.send(written);
+                Ok(())
+            }
+            FromGate::Deliver(done) => {
+                if let Err(e) = self.drain_queues() {
+                    tracing::warn!("delivering the gate's message: {e:#}");
+                }
+                let _ = done.send(());
+                Ok(())
+            }
+            FromGate::Restart { agent, done } => {
+                let r = if self.core.agent(&agent).is_some() {
+                    self.feed(Msg::Command(Command::Restart(agent))).await
+                } else {
+                    Err(anyhow::anyhow!("{agent} is not an agent of this session"))
+                };
+                let _ = done.send(r.map_err(|e| format!("{e:#}")));
+                Ok(())
+            }
+        }
+    }
+
+    /// The snapshot before a rollback (reason `rollback`): like [`Shell::snapshot`], but
+    /// the gate learns whether it was written, since it must not move a branch otherwise.
+    fn snapshot_for_gate(&mut self) -> std::result::Result<bool, String> {
+        let reason = "rollback";
+        let reports = self.report();
+        let mut reuse = self.snapshot_refs.clone();
+        if self.control.is_some() && self.reuse_ok {
+            reuse.unchanged = reuse
+                .previous
+                .keys()
+                .filter(|pane| !self.printed.contains(*pane))
+                .cloned()
+                .collect();
+        }
+        let taken = crate::snapshot::take_reusing(
+            &self.layout,
+            &self.tmux,
+            &self.state,
+            reason,
+            Some(&reports),
+            self.layout_file.as_deref(),
+            &reuse,
+        );
+        match taken {
+            Ok(t) => {
+                self.snapshot_refs = t.refs;
+                self.printed.clear();
+                self.reuse_ok = self.control.is_some();
+                let event = t.written.event(reason);
+                self.emit(event).map_err(|e| format!("{e:#}"))?;
+                Ok(true)
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                let _ = self.emit(
+                    Event::new(EventKind::SnapshotFailed, None)
+                        .with("reason", reason)
+                        .with("error", why.as_str()),
+                );
+                Err(why)
+            }
         }
     }
 
