@@ -62,6 +62,15 @@ pub struct Agent {
     pub limits: Limits,
     pub on_limit: OnLimit,
     pub activity: ActivityOverrides,
+    pub paste: PasteOverrides,
+}
+
+/// Paste placeholders (matched with all whitespace removed) and settle time that replace
+/// the profile's, for a CLI version whose input differs from the built-in profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PasteOverrides {
+    pub placeholders: Option<Vec<String>>,
+    pub settle: Option<Duration>,
 }
 
 /// Screen patterns that replace the profile's built-in ones, per kind of activity.
@@ -686,6 +695,31 @@ impl Resolver<'_> {
             }
         }
 
+        let paste = PasteOverrides {
+            placeholders: a
+                .paste
+                .placeholders
+                .clone()
+                .or_else(|| d.paste.placeholders.clone()),
+            settle: a.paste.settle.or(d.paste.settle),
+        };
+        for (k, p) in paste.placeholders.iter().flatten().enumerate() {
+            if let Err(e) = regex::Regex::new(p) {
+                let from = if a.paste.placeholders.is_some() {
+                    vec![
+                        Key("agents"),
+                        Index(i),
+                        Key("paste"),
+                        Key("placeholders"),
+                        Index(k),
+                    ]
+                } else {
+                    vec![Key("defaults"), Key("paste"), Key("placeholders"), Index(k)]
+                };
+                self.error(&from, format!("agents[{i}] ({name}): paste.placeholders[{k}]: invalid regular expression: {}", one_line(&e.to_string())));
+            }
+        }
+
         let mut env = d.env.clone().unwrap_or_default().0;
         env.extend(a.env.clone().unwrap_or_default().0);
 
@@ -745,6 +779,7 @@ impl Resolver<'_> {
             // SPEC §5.2: a memory limit means "alert, then restart".
             on_limit: a.on_limit.or(d.on_limit).unwrap_or(OnLimit::Restart),
             activity,
+            paste,
         }
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct RawDefaults {
     #[serde(default)]
     pub activity: RawActivity,
     #[serde(default)]
+    pub paste: RawPaste,
+    #[serde(default)]
     pub limits: RawLimits,
 }
 
@@ -70,6 +72,8 @@ pub(super) struct RawAgent {
     pub on_limit: Option<OnLimit>,
     #[serde(default)]
     pub activity: RawActivity,
+    #[serde(default)]
+    pub paste: RawPaste,
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -99,6 +103,15 @@ pub(super) struct RawActivity {
     pub working: Option<Vec<String>>,
     pub waiting: Option<Vec<String>>,
     pub idle: Option<Vec<String>>,
+}
+
+/// How a paste shows on the agent's CLI and when Enter may follow it; replaces the
+/// profile's where given.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPaste {
+    pub placeholders: Option<Vec<String>>,
+    pub settle: Option<Duration>,
 }
 
 /// What to do when an agent has been silent for `stall_after`.

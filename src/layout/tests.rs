@@ -117,7 +117,7 @@ fn unknown_agent_key() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: BOSS, comand: x }\n"),
         [
-            "t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `on_stall`, `on_limit`, `activity`, `limits`"
+            "t.yaml:3:28: agents[0]: unknown field `comand`, expected one of `name`, `role`, `command`, `profile`, `cwd`, `env`, `worktree`, `instructions`, `restart`, `stall_after`, `on_stall`, `on_limit`, `activity`, `paste`, `limits`"
         ]
     );
 }
@@ -483,6 +483,38 @@ fn supervision_keys() {
     assert_eq!(
         errors("session: s\nagents:\n  - { name: a, role: BOSS, on_stall: panic }\n"),
         ["t.yaml:3:38: agents[0].on_stall: unknown variant `panic`, expected `alert` or `restart`"]
+    );
+}
+
+#[test]
+fn paste_and_server_death_keys() {
+    let l = ok(
+        "session: s\nsnapshot: { on_server_death: alert }\ndefaults:\n  paste: { settle: 250ms }\nagents:\n  - { name: a, role: BOSS, paste: { placeholders: ['\\[Pasted\\d+\\]'] } }\n  - { name: b, role: BOSS }\n",
+    );
+    assert_eq!(
+        l.snapshot.on_server_death,
+        crate::layout::OnServerDeath::Alert
+    );
+    assert_eq!(
+        l.agents[0].paste.placeholders,
+        Some(vec!["\\[Pasted\\d+\\]".to_owned()])
+    );
+    assert_eq!(l.agents[1].paste.settle, Some(Duration::from_millis(250)));
+    assert_eq!(l.agents[1].paste.placeholders, None);
+    assert_eq!(
+        ok("session: s\nagents:\n  - { name: a, role: BOSS }\n")
+            .snapshot
+            .on_server_death,
+        crate::layout::OnServerDeath::Restore,
+        "restore by default"
+    );
+    assert_eq!(
+        errors(
+            "session: s\nagents:\n  - { name: a, role: BOSS, paste: { placeholders: ['('] } }\n"
+        ),
+        [
+            "t.yaml:3:52: agents[0] (a): paste.placeholders[0]: invalid regular expression: regex parse error: ( ^ error: unclosed group"
+        ]
     );
 }
 

@@ -91,6 +91,18 @@ impl InputStyle {
         }
     }
 
+    /// The layout's own placeholders and settle time in place of the profile's, where it
+    /// gives them (validated with the layout; one that does not compile is left out).
+    pub fn with_overrides(mut self, o: &crate::layout::PasteOverrides) -> InputStyle {
+        if let Some(p) = &o.placeholders {
+            self.placeholders = p.iter().filter_map(|re| Regex::new(re).ok()).collect();
+        }
+        if let Some(settle) = o.settle {
+            self.settle = settle.0;
+        }
+        self
+    }
+
     /// A program orch knows nothing about: the text itself, no settle, no screen to see.
     pub fn plain() -> InputStyle {
         InputStyle {

@@ -114,7 +114,8 @@ impl AgentIo {
     pub fn of(agent: Option<&crate::layout::Agent>) -> AgentIo {
         match agent {
             Some(a) => AgentIo {
-                style: InputStyle::for_agent(a.profile, a.command.as_deref()),
+                style: InputStyle::for_agent(a.profile, a.command.as_deref())
+                    .with_overrides(&a.paste),
                 profile: ActivityProfile::for_agent(a),
             },
             None => AgentIo {

@@ -894,7 +894,8 @@ impl Shell {
                 (Activity::Unknown, Some(since)) => now.saturating_duration_since(since),
                 _ => Duration::ZERO,
             };
-            let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref());
+            let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref())
+                .with_overrides(&a.spec.paste);
             let Some(profile) = self.activity.get(&agent) else {
                 continue;
             };
