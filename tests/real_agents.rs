@@ -391,12 +391,6 @@ fn conformance(cli: &Cli) {
         cli.profile
     );
     back_to_prompt(&env, cli, &session);
-    let back = loop {
-        let ev = sup.expect("activity_changed", Some("agent"), Duration::from_secs(60));
-        if ev["to"] == "idle" && event_ms(&ev) >= working_since {
-            break ev;
-        }
-    };
     let queued_delivery = loop {
         let ev = sup.expect("message_delivered", Some("agent"), Duration::from_secs(30));
         if ev["from"] == "user" {
@@ -404,6 +398,23 @@ fn conformance(cli: &Cli) {
         }
     };
     assert_eq!(queued_delivery["submitted"], true, "{queued_delivery}");
+    // From the moment the CLI was back at its prompt (the last idle before the delivery).
+    let back = sup
+        .seen
+        .iter()
+        .filter(|e| {
+            e["kind"] == "activity_changed"
+                && e["to"] == "idle"
+                && (working_since..=event_ms(&queued_delivery)).contains(&event_ms(e))
+        })
+        .next_back()
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: delivered before it was idle: {:#?}",
+                cli.profile, sup.seen
+            )
+        });
     figures.when_idle_after_prompt_ms = event_ms(&queued_delivery) - event_ms(&back);
     assert!(
         figures.when_idle_after_prompt_ms < 5_000,

@@ -72,6 +72,9 @@ pub enum Timer {
     Stable { agent: String, generation: u64 },
     /// The polite stop signal had its grace period: kill what is left.
     Grace { agent: String, generation: u64 },
+    /// A screen that turned idle after work has stayed so for [`IDLE_SETTLE`]: read it
+    /// again.
+    Settled { agent: String, generation: u64 },
 }
 
 /// How long a stopping agent gets between the polite signal and SIGKILL.
@@ -381,6 +384,14 @@ impl Core {
                     && a.intent != Intent::None
                 {
                     fx.push(Effect::Signal { agent, kill: true });
+                }
+            }
+            Msg::Timer(Timer::Settled { agent, generation }) => {
+                if let Some(i) = self.index(&agent)
+                    && self.agents[i].generation == generation
+                {
+                    let screen = self.agents[i].screen;
+                    self.activity(i, screen, Source::Screen, None, now, &mut fx);
                 }
             }
             Msg::Tick => self.check_stalls(now, &mut fx),
@@ -713,11 +724,28 @@ impl Core {
             }
             Source::Hook(_) => a.hook = Some((reading, now)),
         }
+        // A busy TUI redraws through frames that show only its idle footer (Codex between
+        // "Working" and "Reconnecting"): a screen that turns idle after work counts once
+        // it has stayed idle a moment. A CLI's own signal counts at once.
         let resolved = activity::resolve(
             a.screen,
             a.screen_since,
             a.hook.map(|(h, at)| (h, Some(at))),
         );
+        let from_screen = a.hook.is_none_or(|(h, _)| h != Activity::Idle);
+        if let (Activity::Idle, Activity::Working, true, Some(since)) =
+            (resolved, a.activity, from_screen, a.screen_since)
+            && now.saturating_duration_since(since) < IDLE_SETTLE
+        {
+            fx.push(Effect::Arm {
+                timer: Timer::Settled {
+                    agent: a.name().to_owned(),
+                    generation: a.generation,
+                },
+                after: IDLE_SETTLE - now.saturating_duration_since(since),
+            });
+            return;
+        }
         if resolved == a.activity {
             return;
         }
@@ -898,6 +926,9 @@ impl Core {
         }
     }
 }
+
+/// How long a screen that turned idle after work must stay idle to count.
+pub const IDLE_SETTLE: Duration = Duration::from_millis(400);
 
 /// How long a running agent's screen may match none of its profile's patterns before
 /// that is reported: long enough for a CLI to start and for a screen of plain output to

@@ -435,10 +435,45 @@ fn activity_changes_are_journaled_with_their_source() {
         .is_empty()
     );
     assert_eq!(core.agent("a").map(|a| a.activity), Some(Activity::Working));
-    // Interrupted with Esc (no hook for that): the idle footer is back, and newer.
-    let fx = core.step(screen("a", Activity::Idle), t0 + Duration::from_secs(3));
+    // Interrupted with Esc (no hook for that): the idle footer is back, and newer; it
+    // counts once it has stayed a moment.
+    let t3 = t0 + Duration::from_secs(3);
+    let fx = core.step(screen("a", Activity::Idle), t3);
+    let Some(Effect::Arm { timer, after }) = fx.first().cloned() else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(after, IDLE_SETTLE);
+    assert!(kinds(&fx).is_empty(), "{fx:?}");
+    let fx = core.step(Msg::Timer(timer), t3 + IDLE_SETTLE);
     assert_eq!(kinds(&fx), [EventKind::ActivityChanged]);
     assert_eq!(core.agent("a").map(|a| a.activity), Some(Activity::Idle));
+}
+
+#[test]
+fn a_busy_screen_flickering_idle_stays_working() {
+    let t0 = Instant::now();
+    let mut core = running("{ name: a, role: WORKER, profile: codex }", t0);
+    core.step(screen("a", Activity::Working), t0);
+    // One frame of the idle footer between two of the spinner.
+    let fx = core.step(screen("a", Activity::Idle), t0 + Duration::from_millis(100));
+    let Some(Effect::Arm { timer, .. }) = fx.first().cloned() else {
+        panic!("{fx:?}")
+    };
+    assert!(
+        core.step(
+            screen("a", Activity::Working),
+            t0 + Duration::from_millis(200)
+        )
+        .is_empty()
+    );
+    assert!(kinds(&core.step(Msg::Timer(timer), t0 + Duration::from_millis(500))).is_empty());
+    assert_eq!(core.agent("a").map(|a| a.activity), Some(Activity::Working));
+    // The CLI's own signal counts at once.
+    let fx = core.step(
+        hook("a", Activity::Idle, "agent-turn-complete"),
+        t0 + Duration::from_millis(600),
+    );
+    assert_eq!(kinds(&fx), [EventKind::ActivityChanged]);
 }
 
 #[test]
