@@ -402,12 +402,11 @@ fn conformance(cli: &Cli) {
     let back = sup
         .seen
         .iter()
-        .filter(|e| {
+        .rfind(|e| {
             e["kind"] == "activity_changed"
                 && e["to"] == "idle"
                 && (working_since..=event_ms(&queued_delivery)).contains(&event_ms(e))
         })
-        .next_back()
         .cloned()
         .unwrap_or_else(|| {
             panic!(
