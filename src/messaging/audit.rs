@@ -4,9 +4,8 @@
 //! removing or inserting any line but the last breaks the chain at the line after it.
 //! Appends hold an flock on the file, so concurrent senders keep the chain intact.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -24,13 +23,7 @@ pub fn append(
     fields: Map<String, Value>,
     at: SystemTime,
 ) -> Result<String> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut file = crate::state::open_append(path)?;
     flock(&file, FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", path.display()))?;
     let prev = match last_line(&mut file).with_context(|| format!("reading {}", path.display()))? {

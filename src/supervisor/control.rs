@@ -97,11 +97,10 @@ pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
 /// Listens on the control socket, replacing a dead supervisor's socket file (the caller
 /// holds the session lock, so no live supervisor owns it).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("listening on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    crate::state::restrict_socket(path)?;
     Ok(listener)
 }
 
