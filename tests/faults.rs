@@ -8,6 +8,8 @@ mod support;
 
 #[path = "faults/files.rs"]
 mod files;
+#[path = "faults/layout.rs"]
+mod layout;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

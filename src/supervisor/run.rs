@@ -102,6 +102,11 @@ enum Input {
     Tmux(ControlEvent),
     /// Something happened to the layout file (or its folder).
     LayoutTouched,
+    /// The layout file as read and parsed off the event loop after it was touched.
+    LayoutLoaded {
+        text: Option<String>,
+        loaded: Box<Result<Layout, crate::layout::LayoutErrors>>,
+    },
     Control {
         req: Request,
         reply: oneshot::Sender<Reply>,
@@ -201,17 +206,10 @@ impl Shell {
         // waits for it) read only what was printed since, not whole histories.
         self.snapshot("supervisor_started")?;
 
-        let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut snapshots = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.layout.snapshot.interval.0,
-            self.layout.snapshot.interval.0,
-        );
-        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut resources = tokio::time::interval(self.layout.monitor.resources.0);
-        resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut maintenance = tokio::time::interval(self.layout.monitor.maintenance.0);
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = every(self.layout.monitor.tick.0, false);
+        let mut snapshots = every(self.layout.snapshot.interval.0, true);
+        let mut resources = every(self.layout.monitor.resources.0, false);
+        let mut maintenance = every(self.layout.monitor.maintenance.0, false);
 
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
@@ -295,7 +293,11 @@ impl Shell {
                 self.reconcile(false).await
             }
             Input::Tmux(_) => Ok(()),
-            Input::LayoutTouched => self.reload_layout().await,
+            Input::LayoutTouched => {
+                self.reload_layout();
+                Ok(())
+            }
+            Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -522,7 +524,7 @@ impl Shell {
             for effect in self.core.step(msg, now) {
                 match effect {
                     Effect::Emit(ev) => self.emit(ev)?,
-                    Effect::Arm { timer, after } => self.timers.push((now + after, timer)),
+                    Effect::Arm { timer, after } => self.timers.push((deadline(now, after), timer)),
                     Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
                     Effect::Snapshot { reason } => self.snapshot(reason)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
@@ -612,7 +614,7 @@ impl Shell {
     fn watch_layout(&mut self) -> Option<notify::RecommendedWatcher> {
         use notify::Watcher;
         let file = self.layout_file.clone()?;
-        self.layout_text = std::fs::read_to_string(&file).ok();
+        self.layout_text = crate::layout::read_layout_file(&file).ok();
         let dir = file.parent()?.to_path_buf();
         let name = file.file_name()?.to_owned();
         let tx = self.tx.clone();
@@ -635,22 +637,47 @@ impl Shell {
         Some(watcher)
     }
 
-    /// Hot reload: a valid new layout is applied; an invalid one is rejected with its
-    /// errors and the running one stays.
-    async fn reload_layout(&mut self) -> Result<()> {
+    /// Hot reload, first half: reads and parses the touched layout file off the event
+    /// loop (a hostile file must not delay noticing a death; `layout::load` refuses huge
+    /// or deeply nested files before parsing anyway) and hands the result back as
+    /// [`Input::LayoutLoaded`].
+    fn reload_layout(&mut self) {
         let Some(file) = self.layout_file.clone() else {
-            return Ok(());
+            return;
         };
-        // Let a burst of writes settle, then read once.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // Let a burst of writes settle, then read once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let read = tokio::task::spawn_blocking(move || {
+                let text = crate::layout::read_layout_file(&file).ok();
+                let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file));
+                (text, loaded)
+            })
+            .await;
+            if let Ok((text, loaded)) = read {
+                let _ = tx.send(Input::LayoutLoaded {
+                    text,
+                    loaded: Box::new(loaded),
+                });
+            }
+        });
+    }
+
+    /// Hot reload, second half: a valid new layout is applied; an invalid one is rejected
+    /// with its errors and the running one stays.
+    async fn apply_layout(
+        &mut self,
+        text: Option<String>,
+        loaded: Result<Layout, crate::layout::LayoutErrors>,
+    ) -> Result<()> {
+        let Some(text) = text else {
             return Ok(());
         };
         if self.layout_text.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
         self.layout_text = Some(text);
-        let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file.clone()));
         let mut new = match loaded {
             Ok(l) => l,
             Err(errors) => {
@@ -882,6 +909,29 @@ impl Shell {
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
         Ok(())
     }
+}
+
+/// `now + after`, never overflowing: validation keeps durations within a year, and the
+/// runtime must not panic even if one slipped through.
+fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after.min(crate::layout::MAX_DURATION))
+        .unwrap_or(now)
+}
+
+/// A tokio interval of `period` that never panics: a zero period (tokio's "period must be
+/// non-zero") becomes 1 ms, a huge one is capped at a year. `delayed`: the first tick
+/// comes after one period instead of at once.
+fn every(period: Duration, delayed: bool) -> tokio::time::Interval {
+    let period = period.clamp(Duration::from_millis(1), crate::layout::MAX_DURATION);
+    let now = tokio::time::Instant::now();
+    let start = if delayed {
+        now.checked_add(period).unwrap_or(now)
+    } else {
+        now
+    };
+    let mut interval = tokio::time::interval_at(start, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// Exit status and signal of a zombie, read from /proc (field 52, exit_code, in wait(2)

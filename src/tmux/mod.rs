@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, ListWindows, LoadBuffer,
-    NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout, SelectPane, SendKeys,
-    SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DisplayMessage, KillPane, KillSession, KillWindow, ListPanes, ListWindows,
+    LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout,
+    SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -25,6 +25,21 @@ pub use panes::{PANE_FORMAT, Pane};
 /// window before any session option can be set, and `history-limit` only applies to panes
 /// created after it is set, so the agents' window is always the second one.
 const BOOT_WINDOW: &str = "orch-boot";
+
+/// The commands of a sequence, for an error: all of a short one, each name once (with
+/// the count) for a long one, so a failed 800-pane batch stays one readable line.
+fn command_names(names: &[String]) -> String {
+    if names.len() <= 4 {
+        return names.join("; ");
+    }
+    let mut unique: Vec<&str> = Vec::new();
+    for n in names {
+        if !unique.contains(&n.as_str()) {
+            unique.push(n);
+        }
+    }
+    format!("{} ({} commands)", unique.join(", "), names.len())
+}
 
 /// tmux refuses a command sequence whose arguments exceed its message size (16 KiB,
 /// "command too long"); stay well below it.
@@ -337,7 +352,7 @@ impl Tmux {
             return Err(TmuxError::NoServer(self.socket_name()));
         }
         Err(TmuxError::Failed {
-            command: what.join("; "),
+            command: command_names(&what),
             message,
         })
     }
@@ -791,6 +806,22 @@ impl Tmux {
             .target_session(format!("={session}:"))
             .hook_name("pane-died");
         self.run(vec![hook.build()]).map(drop)
+    }
+
+    /// Kills panes (and their processes) in one tmux process; a pane already gone is no
+    /// error.
+    pub fn kill_panes(&self, panes: &[&str]) -> Result<(), TmuxError> {
+        for chunk in panes.chunks(200) {
+            let cmds = chunk
+                .iter()
+                .map(|p| KillPane::new().target_pane((*p).to_owned()).build())
+                .collect();
+            match self.run(cmds) {
+                Ok(_) | Err(TmuxError::Failed { .. } | TmuxError::NoServer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Kills a session and everything in it.
