@@ -234,6 +234,33 @@ pub fn open_append(path: &Path) -> Result<fs::File> {
     open_private(path, OFlags::RDWR | OFlags::APPEND)
 }
 
+/// Appends `line` and its newline to a file opened by [`open_append`] in ONE write (so
+/// concurrent appenders never interleave), first closing off a torn last line (a crash
+/// or a full disk cut the previous write short) with a newline of its own, so the new
+/// record never glues onto the fragment.
+pub fn append_record(file: &mut fs::File, line: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut buf = Vec::with_capacity(line.len() + 2);
+    if !ends_with_newline(file)? {
+        buf.push(b'\n');
+    }
+    buf.extend_from_slice(line);
+    buf.push(b'\n');
+    file.write_all(&buf)
+}
+
+/// Whether a file is empty or its last byte is a newline (one byte read at its end).
+pub fn ends_with_newline(file: &fs::File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
 /// Opens a lock file for reading and writing, creating it 0600, never truncating it (a
 /// holder may have written its pid there).
 pub fn open_lock_file(path: &Path) -> Result<fs::File> {

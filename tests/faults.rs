@@ -6,10 +6,14 @@
 
 mod support;
 
+#[path = "faults/disk.rs"]
+mod disk;
 #[path = "faults/files.rs"]
 mod files;
 #[path = "faults/layout.rs"]
 mod layout;
+#[path = "faults/messages.rs"]
+mod messages;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

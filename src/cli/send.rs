@@ -215,7 +215,16 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
         f.insert("priority".into(), priority.as_str().into());
         f.insert("bytes".into(), text.len().into());
         f.insert("sha256".into(), Value::String(digest.clone()));
-        rec.record(EventKind::MessageQueued, Some(t), f)?;
+        if let Err(e) = rec.record(EventKind::MessageQueued, Some(t), f) {
+            // A message the audit log does not know of is not sent at all.
+            let _ = queue.remove(&msg);
+            for m in &ours {
+                let _ = queue.remove(m);
+            }
+            return Err(e.context(format!(
+                "the audit log cannot be written, so nothing was sent to {t} (or the other targets)"
+            )));
+        }
         ours.push(msg);
     }
 
@@ -237,6 +246,17 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
             let pane = pane_of(&panes, &session, t);
             let ready = looks_ready(&tmux, &layout, t, pane);
             let d = drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)?;
+            for c in &d.corrupt {
+                let what = match &c.recovered_from {
+                    Some(id) => format!("its message was queued again from snapshot {id}"),
+                    None => "no snapshot holds its message".to_owned(),
+                };
+                eprintln!(
+                    "orch: {t}: a queued message could not be read ({}); moved to {}; {what}",
+                    c.error,
+                    c.moved_to.display()
+                );
+            }
             let mine: Vec<_> = ours.iter().filter(|m| &m.to == t).collect();
             let delivered_ms: Vec<u128> = d
                 .delivered
@@ -303,8 +323,26 @@ pub(super) fn run_audit(ctx: &Context, command: AuditCommand) -> Result<ExitCode
                 .join(layout.session.as_str())
                 .join(crate::messaging::AUDIT_FILE);
             match audit::verify(&path) {
-                Ok(n) => {
-                    out!("ok: {} intact ({n} lines)", path.display())?;
+                Ok(v) => {
+                    out!("ok: {} intact ({} records)", path.display(), v.records)?;
+                    for line in &v.torn {
+                        out!(
+                            "note: line {line} is a torn write (a crash or a full disk cut it short), closed off by the next record; not tampering"
+                        )?;
+                    }
+                    if v.past_head > 0 {
+                        out!(
+                            "note: the newest {} record(s) were written while the head ({}) could not be updated",
+                            v.past_head,
+                            audit::head_path(&path).display()
+                        )?;
+                    }
+                    if v.no_head {
+                        out!(
+                            "note: no head file ({}): the last record is covered by nothing; the next message writes one",
+                            audit::head_path(&path).display()
+                        )?;
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(broken) => {

@@ -22,6 +22,23 @@ pub(super) fn run(ctx: &Context, json: bool) -> Result<ExitCode> {
         None => None,
     };
     let report = session::status(&layout, &tmux, supervisor)?;
+    // Never silent about messages that could not be read (stderr: the JSON keeps its shape).
+    let queue = crate::messaging::queue::Queue::new(&dir);
+    for a in &layout.agents {
+        let name = a.name.as_str();
+        let (unreadable, set_aside) = (
+            queue.scan(name).map_or(0, |(_, bad)| bad.len()),
+            queue.corrupt_count(name),
+        );
+        if unreadable + set_aside > 0 {
+            eprintln!(
+                "orch: {name}: {} queued message file(s) could not be read ({} set aside in {}); see `orch events`",
+                unreadable + set_aside,
+                set_aside,
+                dir.join("queue").join(name).join("corrupt").display()
+            );
+        }
+    }
     if json {
         out!("{}", serde_json::to_string(&report)?)?;
     } else {

@@ -46,6 +46,36 @@ impl Recorder {
         self.echoed.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// Appends an audit line only (no journal event), e.g. the `delivering` line written
+    /// before a paste: a message whose audit line cannot be written is not delivered.
+    pub fn audit_only(
+        &mut self,
+        kind: &str,
+        agent: &str,
+        fields: Map<String, Value>,
+    ) -> Result<()> {
+        let mut audit_fields = Map::new();
+        audit_fields.insert("to".into(), Value::String(agent.to_owned()));
+        audit_fields.extend(fields);
+        super::audit::append(&self.audit, kind, audit_fields, SystemTime::now()).map(drop)
+    }
+
+    /// Appends a journal event only (best effort), for what the audit log does not keep.
+    pub fn event(&mut self, kind: EventKind, agent: Option<&str>, fields: Map<String, Value>) {
+        if let Some(j) = &mut self.journal {
+            let mut event = Event::new(kind, agent);
+            event.fields = fields;
+            match j.append(&event, SystemTime::now()) {
+                Ok(line) => {
+                    if let Some(echoed) = &mut self.echoed {
+                        echoed.push(line);
+                    }
+                }
+                Err(e) => tracing::warn!("could not journal an event: {e:#}"),
+            }
+        }
+    }
+
     /// Appends the audit line (which must succeed) and the journal event (best effort:
     /// the audit log is the record of truth).
     pub fn record(
@@ -92,6 +122,70 @@ pub struct Drained {
     pub waiting: Option<(String, usize)>,
     /// The message that failed, and why. Delivery to this agent stops there.
     pub failed: Option<(Message, String)>,
+    /// The audit log could not be written, so nothing was delivered (the messages stay
+    /// queued): why.
+    pub audit_failed: Option<String>,
+    /// Queue files that could not be read, set aside into `queue/<agent>/corrupt/`.
+    pub corrupt: Vec<Corrupt>,
+}
+
+/// A queue file that could not be read, and what became of its message.
+#[derive(Clone, Debug)]
+pub struct Corrupt {
+    pub file: String,
+    pub moved_to: PathBuf,
+    pub error: String,
+    /// The snapshot whose copy of the message was queued again in its place.
+    pub recovered_from: Option<String>,
+}
+
+/// Sets aside the queue files of `agent` that are not messages (into
+/// `queue/<agent>/corrupt/`), queues again each one's message from the newest snapshot
+/// that holds it, and records each (a `message_corrupt` event and an audit line). Never
+/// silent: a file that cannot even be moved is still reported.
+pub fn quarantine_corrupt(
+    queue: &Queue,
+    rec: &mut Recorder,
+    session_dir: &Path,
+    agent: &str,
+) -> Result<Vec<Corrupt>> {
+    let (_, unreadable) = queue.scan(agent)?;
+    let mut out = Vec::new();
+    for bad in unreadable {
+        let moved_to = match queue.quarantine(agent, &bad) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(agent, "setting aside {}: {e:#}", bad.path.display());
+                bad.path.clone()
+            }
+        };
+        let recovered = crate::snapshot::queued_copy(session_dir, agent, &bad.name)
+            .filter(|(_, msg)| queue.restore_message(msg).unwrap_or(false));
+        let mut f = Map::new();
+        f.insert("file".into(), bad.name.clone().into());
+        f.insert(
+            "moved_to".into(),
+            moved_to.to_string_lossy().into_owned().into(),
+        );
+        f.insert("error".into(), bad.error.clone().into());
+        f.insert("recovered".into(), recovered.is_some().into());
+        if let Some((snapshot, msg)) = &recovered {
+            f.insert("snapshot".into(), snapshot.clone().into());
+            f.insert("id".into(), msg.id.clone().into());
+        }
+        let audit = rec.audit_only("corrupt", agent, f.clone());
+        if let Err(e) = audit {
+            tracing::warn!(agent, "auditing a corrupt queue file: {e:#}");
+        }
+        rec.event(EventKind::MessageCorrupt, Some(agent), f);
+        out.push(Corrupt {
+            file: bad.name,
+            moved_to,
+            error: bad.error,
+            recovered_from: recovered.map(|(id, _)| id),
+        });
+    }
+    Ok(out)
 }
 
 /// The pane of `agent` in `session`, from one `list-panes` result.
@@ -116,6 +210,10 @@ pub fn drain_agent(
     opts: Options,
 ) -> Result<Drained> {
     let mut out = Drained::default();
+    let lock = queue.lock(agent)?;
+    if let Some(session_dir) = queue.session_dir() {
+        out.corrupt = quarantine_corrupt(queue, rec, &session_dir, agent)?;
+    }
     let why = match pane {
         None => Some("without a pane (is the session up?)"),
         Some(p) if p.dead => Some("dead"),
@@ -132,7 +230,7 @@ pub fn drain_agent(
             return Ok(out);
         }
     };
-    let _lock = queue.lock(agent)?;
+    let _lock = lock;
     let pending = queue.pending(agent)?;
     let total = pending.len();
     let mut ready = ready;
@@ -161,6 +259,20 @@ pub fn drain_agent(
             enter: opts.enter && msg.enter,
             ..opts
         };
+        // No delivery without its audit line: written first, it also proves the log can
+        // be written now (a full disk, a read-only or vanished file keep the message
+        // queued).
+        let mut intent = Map::new();
+        intent.insert("id".into(), msg.id.clone().into());
+        intent.insert("from".into(), msg.from.clone().into());
+        if let Err(e) = rec.audit_only("delivering", agent, intent) {
+            out.audit_failed = Some(format!("{e:#}"));
+            out.waiting = Some((
+                "waiting: the audit log cannot be written".to_owned(),
+                total - i,
+            ));
+            break;
+        }
         match deliver::deliver(tmux, &pane.id, &msg.text, o) {
             Ok(d) => {
                 queue.remove(&msg)?;

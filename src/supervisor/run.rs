@@ -19,6 +19,7 @@ use super::control::{self, AgentReport, Reply, Request};
 use super::core::{Command, Core, Effect, Msg, Timer};
 use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
+use super::health::WriteHealth;
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
 use crate::monitor::activity::{Activity, ActivityProfile};
@@ -88,6 +89,7 @@ pub fn supervise(
             printed: HashSet::new(),
             reuse_ok: false,
             listing_failed: false,
+            health: WriteHealth::default(),
         };
         shell.run(rx, &opts).await
     });
@@ -145,6 +147,8 @@ struct Shell {
     reuse_ok: bool,
     /// The last pane listing failed (said once in the log until one succeeds again).
     listing_failed: bool,
+    /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
+    health: WriteHealth,
 }
 
 impl Shell {
@@ -228,36 +232,88 @@ impl Shell {
                     let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
                     self.timers = later;
                     for (_, timer) in due {
-                        self.feed(Msg::Timer(timer)).await?;
+                        let r = self.feed(Msg::Timer(timer)).await;
+                        self.survive("timer", r);
                     }
                 }
                 _ = tick.tick() => {
-                    self.reconcile(false).await?;
-                    self.classify_activity().await?;
-                    self.drain_queues()?;
+                    let r = self.reconcile(false).await;
+                    self.survive("reconcile", r);
+                    let r = self.classify_activity().await;
+                    self.survive("activity", r);
+                    let r = self.drain_queues();
+                    self.survive("queue", r);
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
                 }
-                _ = resources.tick() => self.sample_resources().await?,
-                _ = snapshots.tick() => self.snapshot("interval")?,
-                _ = maintenance.tick() => {
-                    if self.journal.rotate_if_larger(JOURNAL_MAX_BYTES)? {
-                        tracing::info!("rotated the event journal");
-                    }
+                _ = resources.tick() => {
+                    let r = self.sample_resources().await;
+                    self.survive("resources", r);
                 }
+                _ = snapshots.tick() => {
+                    let r = self.snapshot("interval");
+                    self.survive("snapshot", r);
+                }
+                _ = maintenance.tick() => match self.journal.rotate_if_larger(JOURNAL_MAX_BYTES) {
+                    Ok(true) => tracing::info!("rotated the event journal"),
+                    Ok(false) => {}
+                    Err(e) => self.survive("rotation", Err(e)),
+                },
                 // Last, so a flood of pane output can never starve the tiers above.
-                Some(input) = rx.recv() => self.input(input).await?,
+                Some(input) = rx.recv() => {
+                    let r = self.input(input).await;
+                    self.survive("input", r);
+                }
             }
         }
 
         let _ = self.tmux.unset_pane_died_hook(&session);
         let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
-        Counters::capture(&self.core, Instant::now()).save(&self.dir)?;
+        self.persist(Instant::now());
         self.emit(
             Event::new(EventKind::SupervisorStopped, None).with("agents_left_running", true),
         )?;
         Ok(())
+    }
+
+    /// Once the supervisor runs, nothing that fails stops it (SPEC: it never exits
+    /// because a write failed): the failure is logged, once per kind until that kind
+    /// works again, and the loop goes on.
+    fn survive(&mut self, what: &'static str, result: Result<()>) {
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                if self.health.worked(what, now).is_some() {
+                    tracing::info!(what, "works again");
+                }
+            }
+            Err(e) => {
+                if self.health.failed(what, &format!("{e:#}"), now).is_some() {
+                    tracing::error!(what, "failed, supervision goes on: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Saves the restart counters; a failed save is reported once, and the counters are
+    /// saved again at the next change.
+    fn persist(&mut self, now: Instant) {
+        let saved = Counters::capture(&self.core, now).save(&self.dir);
+        self.wrote("counters", saved);
+    }
+
+    /// Records whether a write of kind `what` worked, reporting the first failure and the
+    /// recovery as events.
+    fn wrote(&mut self, what: &'static str, result: Result<()>) {
+        let now = Instant::now();
+        let report = match &result {
+            Ok(()) => self.health.worked(what, now),
+            Err(e) => self.health.failed(what, &format!("{e:#}"), now),
+        };
+        if let Some(ev) = report {
+            let _ = self.emit(ev);
+        }
     }
 
     async fn input(&mut self, input: Input) -> Result<()> {
@@ -525,7 +581,7 @@ impl Shell {
                 match effect {
                     Effect::Emit(ev) => self.emit(ev)?,
                     Effect::Arm { timer, after } => self.timers.push((deadline(now, after), timer)),
-                    Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
+                    Effect::Persist => self.persist(now),
                     Effect::Snapshot { reason } => self.snapshot(reason)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
                     Effect::Respawn { agent } => match self.respawn(&agent) {
@@ -731,18 +787,33 @@ impl Shell {
         use crate::messaging::drain::{Recorder, drain_agent, pane_of};
         use crate::messaging::queue::Queue;
         let queue = Queue::new(&self.dir);
+        // Only queues that hold files: a folder left by delivered messages costs nothing.
         let waiting: Vec<String> = queue
             .agents()
             .unwrap_or_default()
             .into_iter()
             .filter(|a| self.core.agent(a).is_some_and(|s| s.pid.is_some()))
+            .filter(|a| {
+                queue
+                    .scan(a)
+                    .is_ok_and(|(msgs, bad)| !msgs.is_empty() || !bad.is_empty())
+            })
             .collect();
         if waiting.is_empty() {
             return Ok(());
         }
         let panes = self.tmux.list_panes()?;
-        let mut rec = Recorder::open_echoing(&self.dir)?;
+        let mut rec = match Recorder::open_echoing(&self.dir) {
+            Ok(rec) => rec,
+            Err(e) => {
+                // Without a journal nothing is delivered: the audit line could not be
+                // written either. Said once; tried again next tick.
+                self.wrote("audit", Err(e));
+                return Ok(());
+            }
+        };
         let session = self.layout.session.to_string();
+        let mut audit: Option<Result<()>> = None;
         for agent in waiting {
             let pane = pane_of(&panes, &session, &agent);
             let ready = self
@@ -758,20 +829,30 @@ impl Shell {
                 ready,
                 Options::default(),
             ) {
-                Ok(d) if !d.delivered.is_empty() => {
-                    tracing::info!(
-                        agent,
-                        delivered = d.delivered.len(),
-                        "queued messages delivered"
-                    );
+                Ok(d) => {
+                    if !d.delivered.is_empty() {
+                        tracing::info!(
+                            agent,
+                            delivered = d.delivered.len(),
+                            "queued messages delivered"
+                        );
+                        audit = Some(Ok(()));
+                    }
+                    if let Some(why) = d.audit_failed {
+                        audit = Some(Err(anyhow::anyhow!(
+                            "{why}; messages stay queued until the audit log can be written"
+                        )));
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(agent, "delivering queued messages: {e:#}"),
             }
         }
         // Already in the journal; the supervisor's stdout shows them too.
         for line in rec.take_echoed() {
             let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        }
+        if let Some(result) = audit {
+            self.wrote("audit", result);
         }
         Ok(())
     }
@@ -805,13 +886,32 @@ impl Shell {
                 self.snapshot_refs = t.refs;
                 self.printed.clear();
                 self.reuse_ok = self.control.is_some();
+                if let Some(back) = self.health.worked("snapshot", Instant::now()) {
+                    self.emit(back)?;
+                }
                 self.emit(t.written.event(reason))
             }
-            Err(e) => self.emit(
-                Event::new(EventKind::SnapshotFailed, None)
-                    .with("reason", reason)
-                    .with("error", format!("{e:#}")),
-            ),
+            // Reported once while snapshots keep failing (a full disk), not at every try.
+            Err(e) if self.health.is_failing("snapshot") => {
+                let _ = self
+                    .health
+                    .failed("snapshot", &format!("{e:#}"), Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self
+                    .health
+                    .failed("snapshot", &format!("{e:#}"), Instant::now());
+                self.emit(
+                    Event::new(EventKind::SnapshotFailed, None)
+                        .with("reason", reason)
+                        .with("error", format!("{e:#}"))
+                        .with(
+                            "note",
+                            "reported once while snapshots keep failing; agents are still restarted",
+                        ),
+                )
+            }
         }
     }
 
@@ -903,10 +1003,28 @@ impl Shell {
         Ok(())
     }
 
+    /// Journals an event and prints it. Never fails: a journal that cannot be written (a
+    /// full disk) is reported once (`write_failed`, on stdout) and written again as soon
+    /// as it works, so the supervisor goes on either way.
     fn emit(&mut self, event: Event) -> Result<()> {
-        let line = self.journal.append(&event, SystemTime::now())?;
+        let now = SystemTime::now();
+        let line = event.to_line(now);
+        let journaled = self.journal.append_line(&line);
+        let report = match &journaled {
+            Ok(()) => self.health.worked("events", Instant::now()),
+            Err(e) => self
+                .health
+                .failed("events", &format!("{e:#}"), Instant::now()),
+        };
         // stdout may be closed (a pipe whose reader left): the journal still has it.
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        if let Some(report) = report {
+            let report = report.to_line(now);
+            if journaled.is_ok() {
+                let _ = self.journal.append_line(&report);
+            }
+            let _ = writeln!(self.out, "{report}").and_then(|()| self.out.flush());
+        }
         Ok(())
     }
 }

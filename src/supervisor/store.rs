@@ -88,10 +88,15 @@ impl Journal {
     /// Appends the event as one line (one write, so lines never interleave) and returns it.
     pub fn append(&mut self, event: &Event, at: SystemTime) -> Result<String> {
         let line = event.to_line(at);
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .with_context(|| format!("appending to {}", self.path.display()))?;
+        self.append_line(&line)?;
         Ok(line)
+    }
+
+    /// Appends one JSON line; a torn last line (a crash or a full disk mid-write) is
+    /// closed off first, so this one is whole whatever came before.
+    pub fn append_line(&mut self, line: &str) -> Result<()> {
+        crate::state::append_record(&mut self.file, line.as_bytes())
+            .with_context(|| format!("appending to {}", self.path.display()))
     }
 
     /// Moves a journal larger than `max_bytes` to `events.jsonl.1` (replacing an older one)
@@ -107,6 +112,26 @@ impl Journal {
         self.file = crate::state::open_append(&self.path)?;
         Ok(true)
     }
+}
+
+/// The records of a JSON-lines journal: each whole line that is UTF-8 JSON, and how many
+/// were skipped because they are not (torn by a crash or a full disk, or garbage). An
+/// unterminated last line counts only if it is not JSON either. Pure.
+pub fn journal_records(bytes: &[u8]) -> (Vec<&str>, usize) {
+    let mut good = Vec::new();
+    let mut skipped = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                good.push(text);
+            }
+            _ => skipped += 1,
+        }
+    }
+    (good, skipped)
 }
 
 /// Restart counters and decisions that must outlive the supervisor process.
