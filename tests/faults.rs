@@ -6,6 +6,8 @@
 
 mod support;
 
+#[path = "faults/control.rs"]
+mod control;
 #[path = "faults/disk.rs"]
 mod disk;
 #[path = "faults/files.rs"]

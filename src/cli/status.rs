@@ -15,10 +15,21 @@ pub(super) fn run(ctx: &Context, json: bool) -> Result<ExitCode> {
     let tmux = ctx.tmux();
     let dir = ctx.state()?.root().join(layout.session.as_str());
     let supervisor = match supervisor_pid(&dir) {
-        Some(pid) => request(&dir, &Request::Status)
-            .ok()
-            .flatten()
-            .map(|r| (pid, r.agents)),
+        // It holds the lock, so it runs, answering or not: never "not running".
+        Some(pid) => match request(&dir, &Request::Status) {
+            Ok(Some(r)) if r.ok => Some((pid, r.agents)),
+            Ok(Some(r)) => {
+                let why = r.error.unwrap_or_default();
+                eprintln!("orch: the supervisor (pid {pid}) runs but did not report: {why}");
+                Some((pid, Vec::new()))
+            }
+            Ok(None) | Err(_) => {
+                eprintln!(
+                    "orch: the supervisor (pid {pid}) runs but did not answer on its control socket; states below are tmux's"
+                );
+                Some((pid, Vec::new()))
+            }
+        },
         None => None,
     };
     let report = session::status(&layout, &tmux, supervisor)?;

@@ -68,9 +68,27 @@ pub struct AgentReport {
 }
 
 /// Sends a request to the session's supervisor. `Ok(None)` when no supervisor listens.
+/// A supervisor busy with other connections is asked again for a while.
 pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
+    let mut attempt = 0;
+    loop {
+        let reply = request_once(session_dir, req)?;
+        match reply {
+            Some(r) if r.error.as_deref() == Some(BUSY) && attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(25 * attempt));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+fn request_once(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
     let path = session_dir.join(CONTROL_SOCKET);
-    let stream = match UnixStream::connect(&path) {
+    // The folder's descriptor (if any) stays open until the connection is made.
+    let short = short_socket_path(session_dir, &path);
+    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
+    let stream = match UnixStream::connect(connect_path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -83,6 +101,7 @@ pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
         Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
     };
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut writer = &stream;
     writeln!(writer, "{}", serde_json::to_string(req)?)?;
     let mut line = String::new();
@@ -98,27 +117,130 @@ pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
 /// holds the session lock, so no live supervisor owns it).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
+    let dir = path.parent().context("the control socket has a folder")?;
+    let short = short_socket_path(dir, path);
+    let bind_path = short.as_ref().map_or(path, |(_, p)| p.as_path());
+    let listener = tokio::net::UnixListener::bind(bind_path)
         .with_context(|| format!("listening on {}", path.display()))?;
+    drop(short);
     crate::state::restrict_socket(path)?;
     Ok(listener)
+}
+
+/// A socket's path may be at most 107 bytes (`sun_path`); a deep state dir makes
+/// `<state>/<session>/control.sock` longer. Then the socket is named through the folder's
+/// descriptor, `/proc/self/fd/N/control.sock`, which the kernel resolves to the same
+/// file. Keep the returned descriptor open while the path is used. `None`: the path is
+/// short enough as it is (or the folder cannot be opened: the long path then fails with
+/// its own error).
+fn short_socket_path(
+    dir: &Path,
+    path: &Path,
+) -> Option<(std::os::fd::OwnedFd, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() < 100 {
+        return None;
+    }
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let name = path.file_name()?;
+    let short = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Some((fd, short))
 }
 
 /// A request and where its reply goes.
 pub type Incoming = (Request, tokio::sync::oneshot::Sender<Reply>);
 
-/// Serves connections until the listener fails, handing each request to `requests`.
+/// The longest request line served: every request is a few dozen bytes; a longer line is
+/// refused before it costs memory.
+pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Connections served at once; one more gets a `busy` reply at once and is closed, so
+/// idle clients can never take the descriptors a restart needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send its request line, and to take the reply.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client is told when [`MAX_CONNECTIONS`] are being served.
+pub const BUSY: &str = "the supervisor is busy serving other connections; try again";
+
+/// Serves connections for as long as the runtime runs, handing each request to
+/// `requests`. It never stops listening: an accept error (no descriptors left, say) is
+/// logged once and retried after a pause.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     requests: tokio::sync::mpsc::UnboundedSender<Incoming>,
 ) {
     let uid = rustix::process::getuid().as_raw();
-    while let Ok((stream, _)) = listener.accept().await {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = false;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if std::mem::replace(&mut failing, false) {
+                    tracing::info!("the control socket accepts connections again");
+                }
+                stream
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!("accepting on the control socket failed ({e}); retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         // Only our own user may steer our agents.
         if stream.peer_cred().map(|c| c.uid()).ok() != Some(uid) {
             continue;
         }
-        tokio::spawn(serve_one(stream, requests.clone()));
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    serve_one(stream, requests).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let reply = Reply {
+                        ok: false,
+                        error: Some(BUSY.into()),
+                        ..Reply::default()
+                    };
+                    let _ = tokio::time::timeout(IDLE_TIMEOUT, write_reply(stream, &reply)).await;
+                });
+            }
+        }
+    }
+}
+
+async fn write_reply(mut stream: tokio::net::UnixStream, reply: &Reply) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(text) = serde_json::to_string(reply) {
+        let _ = stream.write_all(format!("{text}\n").as_bytes()).await;
+    }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within [`IDLE_TIMEOUT`].
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<String, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
+    let mut line = Vec::new();
+    match tokio::time::timeout(IDLE_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(format!("no request within {IDLE_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST_BYTES => Err(format!(
+            "bad request: longer than {} KiB",
+            MAX_REQUEST_BYTES >> 10
+        )),
+        Ok(Ok(_)) => String::from_utf8(line).map_err(|_| "bad request: not UTF-8".to_owned()),
     }
 }
 
@@ -126,16 +248,26 @@ async fn serve_one(
     stream: tokio::net::UnixStream,
     requests: tokio::sync::mpsc::UnboundedSender<Incoming>,
 ) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if tokio::io::BufReader::new(read)
-        .read_line(&mut line)
-        .await
-        .is_err()
-    {
-        return;
-    }
+    let line = match read_request(read).await {
+        Ok(line) => line,
+        Err(error) => {
+            let reply = Reply {
+                ok: false,
+                error: Some(error),
+                ..Reply::default()
+            };
+            if let Ok(text) = serde_json::to_string(&reply) {
+                let _ = tokio::time::timeout(
+                    IDLE_TIMEOUT,
+                    write.write_all(format!("{text}\n").as_bytes()),
+                )
+                .await;
+            }
+            return;
+        }
+    };
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
@@ -151,7 +283,11 @@ async fn serve_one(
         },
     };
     if let Ok(text) = serde_json::to_string(&reply) {
-        let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+        let _ = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            write.write_all(format!("{text}\n").as_bytes()),
+        )
+        .await;
     }
 }
 

@@ -6,6 +6,7 @@ pub mod control;
 pub mod core;
 mod deaths;
 pub mod event;
+mod fds;
 pub mod health;
 mod run;
 pub mod store;

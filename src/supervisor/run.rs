@@ -53,6 +53,7 @@ pub fn supervise(
     let session = layout.session.to_string();
     let dir = state.session_dir(&session)?;
     let lock = Lock::acquire(&dir, &session)?;
+    super::fds::raise_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +91,7 @@ pub fn supervise(
             reuse_ok: false,
             listing_failed: false,
             health: WriteHealth::default(),
+            fds: super::fds::FdReserve::new(),
         };
         shell.run(rx, &opts).await
     });
@@ -149,6 +151,8 @@ struct Shell {
     listing_failed: bool,
     /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
     health: WriteHealth,
+    /// Descriptors kept back so a restart works even when the process has none left.
+    fds: super::fds::FdReserve,
 }
 
 impl Shell {
@@ -584,7 +588,7 @@ impl Shell {
                     Effect::Persist => self.persist(now),
                     Effect::Snapshot { reason } => self.snapshot(reason)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
-                    Effect::Respawn { agent } => match self.respawn(&agent) {
+                    Effect::Respawn { agent } => match self.respawn_even_without_fds(&agent) {
                         Ok((pane, pid)) => {
                             self.dirty.insert(agent.clone());
                             self.printed.insert(pane.clone());
@@ -605,6 +609,24 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// [`Shell::respawn`]; if the process has no descriptors left, once more with the
+    /// reserve given back for it.
+    fn respawn_even_without_fds(&mut self, agent: &str) -> Result<(String, u32)> {
+        match self.respawn(agent) {
+            Err(e) if super::fds::is_exhaustion(&e) => {
+                tracing::warn!(
+                    agent,
+                    "no file descriptors left; restarting with the reserve"
+                );
+                self.fds.release();
+                let retried = self.respawn(agent);
+                self.fds.refill();
+                retried
+            }
+            other => other,
+        }
     }
 
     fn respawn(&mut self, agent: &str) -> Result<(String, u32)> {
