@@ -16,6 +16,8 @@ mod files;
 mod layout;
 #[path = "faults/messages.rs"]
 mod messages;
+#[path = "faults/orphans.rs"]
+mod orphans;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

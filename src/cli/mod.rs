@@ -118,6 +118,14 @@ enum Command {
     /// (started by `orch transcript`)
     #[command(hide = true)]
     TranscriptWriter { dir: PathBuf },
+    /// Runs tmux (its control-mode client) and kills it as soon as process PARENT dies
+    /// (started by the supervisor, see tmux::guard)
+    #[command(hide = true)]
+    ControlGuard {
+        parent: u32,
+        #[arg(last = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Called by tmux hooks to reach the supervisor
     #[command(hide = true)]
     Hook {
@@ -188,6 +196,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             hook: Hook::PaneDied { session, pane },
         } => supervise::run_hook(&ctx, &session, &pane),
         Command::AgentSim(args) => crate::agent_sim::run(args),
+        Command::ControlGuard { parent, args } => {
+            let code = crate::tmux::guard::run_guard(parent, &args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
 }
 

@@ -92,6 +92,7 @@ pub fn supervise(
             listing_failed: false,
             health: WriteHealth::default(),
             fds: super::fds::FdReserve::new(),
+            orch_exe: opts.exe.clone(),
         };
         shell.run(rx, &opts).await
     });
@@ -153,6 +154,8 @@ struct Shell {
     health: WriteHealth,
     /// Descriptors kept back so a restart works even when the process has none left.
     fds: super::fds::FdReserve,
+    /// The orch binary, which runs the control client's guard.
+    orch_exe: PathBuf,
 }
 
 impl Shell {
@@ -209,6 +212,15 @@ impl Shell {
             .iter()
             .map(|a| a.name().to_owned())
             .collect();
+        // A control client an earlier supervisor left (its guard killed with it) would
+        // keep the server from exiting; we hold the lock, so it is nobody's.
+        match crate::tmux::guard::kill_orphaned_clients(&self.tmux, &session) {
+            Ok(killed) if !killed.is_empty() => {
+                tracing::warn!(?killed, "killed control clients an earlier supervisor left");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("looking for orphaned control clients: {e}"),
+        }
         self.connect_control().await;
         // A snapshot now, so that the next ones (at an agent's exit, before its restart
         // waits for it) read only what was printed since, not whole histories.
@@ -940,7 +952,13 @@ impl Shell {
     /// Attaches the control-mode client; on failure the other paths carry on without it
     /// and the next tick tries again.
     async fn connect_control(&mut self) {
-        match ControlClient::start(self.tmux.socket(), self.layout.session.as_str()).await {
+        let started = ControlClient::start_guarded(
+            self.tmux.socket(),
+            self.layout.session.as_str(),
+            &self.orch_exe,
+        )
+        .await;
+        match started {
             Ok((client, mut events)) => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {

@@ -37,16 +37,29 @@ pub struct LockHeld {
 impl Lock {
     /// Takes the session's supervisor lock (an flock, so a killed supervisor never leaves
     /// a stale lock behind) and writes our pid into it.
+    ///
+    /// The lock goes when its holder's last descriptor closes, which for a process killed
+    /// with SIGKILL is a moment after `kill` returned (the kernel tears down its memory
+    /// first): a holder that is gone, or on its way out, is waited for, up to
+    /// [`LOCK_WAIT`], before the lock counts as held.
     pub fn acquire(dir: &Path, session: &str) -> Result<Lock> {
         let path = dir.join(LOCK_FILE);
         let mut file = crate::state::open_lock_file(&path)?;
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-            let pid = read_pid(&mut file).unwrap_or(0);
-            return Err(LockHeld {
-                pid,
-                session: session.to_owned(),
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                break;
             }
-            .into());
+            let pid = read_pid(&mut file).unwrap_or(0);
+            let dying = pid == 0 || !crate::process::alive(pid) || exiting(pid);
+            if !dying || std::time::Instant::now() >= deadline {
+                return Err(LockHeld {
+                    pid,
+                    session: session.to_owned(),
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         file.set_len(0)?;
         file.rewind()?;
@@ -54,6 +67,22 @@ impl Lock {
         file.sync_all()?;
         Ok(Lock { _file: file })
     }
+}
+
+/// How long [`Lock::acquire`] waits for a holder that is dead or dying to let go.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `pid` has a fatal signal pending (SIGKILL sent, teardown under way): its
+/// shared pending signals (`ShdPnd` in /proc) include SIGKILL.
+fn exiting(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .any(|mask| mask & (1 << (9 - 1)) != 0)
 }
 
 /// The pid of the running supervisor of the session in `dir`, if there is one.

@@ -96,6 +96,25 @@ pub struct ControlClient {
     stdin: Option<ChildStdin>,
     reader: JoinHandle<()>,
     lost: Arc<AtomicU64>,
+    /// The child leads a process group (the guard and tmux): killed as a whole.
+    group: bool,
+}
+
+/// Kills the client process, or its whole process group (the guard with its tmux).
+fn kill_client(child: &mut Child, group: bool) {
+    match (group, child.id()) {
+        (true, Some(pid)) => {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+        _ => {
+            let _ = child.start_kill();
+        }
+    }
 }
 
 impl ControlClient {
@@ -109,11 +128,36 @@ impl ControlClient {
         session: &str,
     ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
         let mut cmd = Command::new("tmux");
-        cmd.args(command_args(socket, session))
-            .stdin(Stdio::piped())
+        cmd.args(command_args(socket, session)).kill_on_drop(true);
+        Self::start_command(cmd, session, false).await
+    }
+
+    /// [`ControlClient::start`], with tmux run by `orch control-guard` (`orch` is the
+    /// orch binary), which kills it the moment this process dies: see [`super::guard`].
+    /// The guard and tmux share a process group of their own, which dropping the client
+    /// kills.
+    pub async fn start_guarded(
+        socket: Option<&str>,
+        session: &str,
+        orch: &std::path::Path,
+    ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
+        let mut cmd = Command::new(orch);
+        cmd.arg(super::guard::GUARD_COMMAND)
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(command_args(socket, session))
+            .process_group(0);
+        Self::start_command(cmd, session, true).await
+    }
+
+    async fn start_command(
+        mut cmd: Command,
+        session: &str,
+        group: bool,
+    ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(ControlError::Spawn)?;
         let stdin = child.stdin.take();
         let mut stderr = child.stderr.take();
@@ -141,7 +185,7 @@ impl ControlClient {
         };
         if let Some(err) = failure {
             // kill_on_drop does not reap; wait so no zombie is left behind.
-            let _ = child.start_kill();
+            kill_client(&mut child, group);
             let _ = child.wait().await;
             return Err(err);
         }
@@ -165,12 +209,14 @@ impl ControlClient {
                 stdin,
                 reader,
                 lost,
+                group,
             },
             rx,
         ))
     }
 
-    /// Process id of the `tmux -C` client process (not of the server).
+    /// Process id of the `tmux -C` client process (not of the server), or of its guard
+    /// when started by [`ControlClient::start_guarded`].
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -188,7 +234,7 @@ impl ControlClient {
             .await
             .is_err()
         {
-            let _ = self.child.start_kill();
+            kill_client(&mut self.child, self.group);
             let _ = self.child.wait().await;
         }
         // Let the reader deliver Exit before Drop aborts it; bounded, because a consumer
@@ -201,6 +247,10 @@ impl Drop for ControlClient {
     fn drop(&mut self) {
         // Without this the reader could wait forever on a full channel nobody drains.
         self.reader.abort();
+        if self.group {
+            // kill_on_drop would kill the guard alone and leave tmux to it.
+            kill_client(&mut self.child, true);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! Commands are built with `tmux_interface`'s typed builders.
 
 pub mod control;
+pub mod guard;
 mod panes;
 
 use std::ffi::OsString;
@@ -14,9 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillPane, KillSession, KillWindow, ListPanes, ListWindows,
-    LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout,
-    SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DisplayMessage, KillPane, KillSession, KillWindow, ListClients, ListPanes,
+    ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
+    SelectLayout, SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{PANE_FORMAT, Pane};
@@ -806,6 +807,26 @@ impl Tmux {
             .target_session(format!("={session}:"))
             .hook_name("pane-died");
         self.run(vec![hook.build()]).map(drop)
+    }
+
+    /// Process ids of the control-mode clients attached to `session` (none without a
+    /// server or such a session).
+    pub fn control_client_pids(&self, session: &str) -> Result<Vec<u32>, TmuxError> {
+        let cmd = ListClients::new()
+            .target_session(format!("={session}"))
+            .format("#{client_pid}\t#{client_control_mode}")
+            .build();
+        match self.run(vec![cmd]) {
+            Ok(out) => Ok(out
+                .lines()
+                .filter_map(|l| {
+                    let (pid, control) = l.split_once('\t')?;
+                    (control == "1").then(|| pid.parse().ok()).flatten()
+                })
+                .collect()),
+            Err(TmuxError::NoServer(_) | TmuxError::Failed { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Kills panes (and their processes) in one tmux process; a pane already gone is no
