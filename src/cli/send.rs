@@ -17,7 +17,7 @@ use crate::layout::{Layout, TmuxName};
 use crate::messaging::acl::{self, Sender};
 use crate::messaging::audit;
 use crate::messaging::deliver::Options;
-use crate::messaging::drain::{Recorder, drain_agent, pane_of};
+use crate::messaging::drain::{Recorder, drain_agent, in_parallel as parallel, pane_of};
 use crate::messaging::queue::{Delivery, Message, Priority, Queue};
 use crate::supervisor::event::EventKind;
 use crate::tmux::paste_safe;
@@ -201,31 +201,47 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
         PriorityArg::Normal => Priority::Normal,
         PriorityArg::Low => Priority::Low,
     };
-    let mut ours: Vec<Message> = Vec::new();
     let digest = crate::digest::sha256_hex(text.as_bytes());
-    for t in &targets {
-        let how = Delivery {
-            enter: !args.no_enter,
-            when_ready: args.when == WhenArg::Idle,
-        };
-        let msg = queue.push_with(&from, t, priority, &text, how)?;
-        let mut f = Map::new();
-        f.insert("id".into(), msg.id.clone().into());
-        f.insert("from".into(), from.clone().into());
-        f.insert("priority".into(), priority.as_str().into());
-        f.insert("bytes".into(), text.len().into());
-        f.insert("sha256".into(), Value::String(digest.clone()));
-        if let Err(e) = rec.record(EventKind::MessageQueued, Some(t), f) {
-            // A message the audit log does not know of is not sent at all.
-            let _ = queue.remove(&msg);
-            for m in &ours {
-                let _ = queue.remove(m);
-            }
-            return Err(e.context(format!(
-                "the audit log cannot be written, so nothing was sent to {t} (or the other targets)"
-            )));
+    let how = Delivery {
+        enter: !args.no_enter,
+        when_ready: args.when == WhenArg::Idle,
+    };
+    // Queued for every target (in parallel: each is its own folder and fsync), then
+    // audited in one append; a message the audit log does not know of is not sent.
+    let pushed = parallel(&targets, |t| {
+        queue.push_with(&from, t, priority, &text, how)
+    });
+    let mut ours: Vec<Message> = Vec::new();
+    let mut push_error = None;
+    for r in pushed {
+        match r {
+            Ok(m) => ours.push(m),
+            Err(e) => push_error = push_error.or(Some(e)),
         }
-        ours.push(msg);
+    }
+    if let Some(e) = push_error {
+        for m in &ours {
+            let _ = queue.remove(m);
+        }
+        return Err(e.context("queueing the message; nothing was sent"));
+    }
+    let items = ours
+        .iter()
+        .map(|msg| {
+            let mut f = Map::new();
+            f.insert("id".into(), msg.id.clone().into());
+            f.insert("from".into(), from.clone().into());
+            f.insert("priority".into(), priority.as_str().into());
+            f.insert("bytes".into(), text.len().into());
+            f.insert("sha256".into(), Value::String(digest.clone()));
+            (msg.to.clone(), f)
+        })
+        .collect();
+    if let Err(e) = rec.record_many(EventKind::MessageQueued, items) {
+        for m in &ours {
+            let _ = queue.remove(m);
+        }
+        return Err(e.context("the audit log cannot be written, so nothing was sent"));
     }
 
     let opts = Options::default();
@@ -239,13 +255,24 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
         } else {
             tmux.list_panes()?
         };
-        for t in &targets {
-            if reported.contains(t) {
-                continue;
-            }
+        let round: Vec<String> = targets
+            .iter()
+            .filter(|t| !reported.contains(*t))
+            .cloned()
+            .collect();
+        // Every target at once: 200 agents in about the time of a few.
+        let drained = parallel(&round, |t| {
+            let mut rec = Recorder::open(&dir)?;
             let pane = pane_of(&panes, &session, t);
-            let ready = looks_ready(&tmux, &layout, t, pane);
-            let d = drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)?;
+            // The screen is read only when a message waits for the agent to look ready.
+            let wants_ready = queue
+                .pending(t)
+                .map_or(true, |p| p.iter().any(|m| m.when_ready));
+            let ready = wants_ready && looks_ready(&tmux, &layout, t, pane);
+            drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)
+        });
+        for (t, d) in round.iter().zip(drained) {
+            let d = d?;
             for c in &d.corrupt {
                 let what = match &c.recovered_from {
                     Some(id) => format!("its message was queued again from snapshot {id}"),

@@ -44,38 +44,60 @@ pub fn head_path(path: &Path) -> PathBuf {
     path.with_extension("head")
 }
 
-/// Appends one record (`kind` plus `fields`) to the chain at `path` and returns the line.
+/// Appends one record (`kind` plus `fields`) to the chain at `path`, synced to disk,
+/// and returns the line.
 pub fn append(
     path: &Path,
     kind: &str,
     fields: Map<String, Value>,
     at: SystemTime,
 ) -> Result<String> {
+    let mut lines = append_records(path, vec![(kind.to_owned(), fields)], at, true)?;
+    lines.pop().context("one record appended")
+}
+
+/// Appends records to the chain in one write under one lock, each chained to the one
+/// before, and returns their lines. `sync`: fsync before returning (the one record that
+/// may skip it is an intent written right before its outcome, which syncs both).
+pub fn append_records(
+    path: &Path,
+    records: Vec<(String, Map<String, Value>)>,
+    at: SystemTime,
+    sync: bool,
+) -> Result<Vec<String>> {
     let mut file = crate::state::open_append(path)?;
     flock(&file, FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", path.display()))?;
     let tail = read_tail(&mut file).with_context(|| format!("reading {}", path.display()))?;
-    let prev = match &tail.last_record {
+    let mut prev = match &tail.last_record {
         Some(line) => sha256_hex(line),
         None => GENESIS.to_owned(),
     };
-    let mut obj = Map::new();
-    obj.insert("prev".into(), Value::String(prev));
-    obj.insert(
-        "ts".into(),
-        Value::String(humantime::format_rfc3339_millis(at).to_string()),
-    );
-    obj.insert("kind".into(), Value::String(kind.to_owned()));
-    if let Some(torn) = tail.torn {
-        obj.insert(TORN_FIELD.into(), Value::from(torn));
+    let ts = humantime::format_rfc3339_millis(at).to_string();
+    let mut lines = Vec::with_capacity(records.len());
+    for (i, (kind, fields)) in records.into_iter().enumerate() {
+        let mut obj = Map::new();
+        obj.insert("prev".into(), Value::String(prev));
+        obj.insert("ts".into(), Value::String(ts.clone()));
+        obj.insert("kind".into(), Value::String(kind));
+        if i == 0
+            && let Some(torn) = tail.torn
+        {
+            obj.insert(TORN_FIELD.into(), Value::from(torn));
+        }
+        obj.extend(fields);
+        let line = Value::Object(obj).to_string();
+        prev = sha256_hex(line.as_bytes());
+        lines.push(line);
     }
-    obj.extend(fields);
-    let line = Value::Object(obj).to_string();
-    crate::state::append_record(&mut file, line.as_bytes())
-        .and_then(|()| file.sync_data())
+    if lines.is_empty() {
+        return Ok(lines);
+    }
+    crate::state::append_record(&mut file, lines.join("\n").as_bytes())
+        .and_then(|()| if sync { file.sync_data() } else { Ok(()) })
         .with_context(|| format!("appending to {}", path.display()))?;
     let head = Head {
-        sha256: sha256_hex(line.as_bytes()),
+        sha256: prev,
         bytes: file.metadata().map(|m| m.len()).unwrap_or(0),
     };
     // Not synced: after a crash an older head only leaves the newest records uncovered,
@@ -83,7 +105,7 @@ pub fn append(
     if let Err(e) = write_head(path, &head) {
         tracing::warn!("could not update {}: {e:#}", head_path(path).display());
     }
-    Ok(line)
+    Ok(lines)
 }
 
 fn write_head(path: &Path, head: &Head) -> Result<()> {
@@ -428,6 +450,18 @@ mod tests {
         append(&path, "send", fields(2), SystemTime::UNIX_EPOCH).expect("append");
         let v = verify(&path).expect("verifies");
         assert_eq!((v.records, v.torn.len()), (3, 0));
+    }
+
+    #[test]
+    fn records_appended_together_chain_like_one_by_one() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("audit.jsonl");
+        append(&path, "send", fields(0), SystemTime::UNIX_EPOCH).expect("append");
+        let many = (1..=50).map(|n| ("send".to_owned(), fields(n))).collect();
+        let lines = append_records(&path, many, SystemTime::UNIX_EPOCH, false).expect("many");
+        assert_eq!(lines.len(), 50);
+        append(&path, "delivered", fields(51), SystemTime::UNIX_EPOCH).expect("append");
+        assert_eq!(records(verify(&path)), 52);
     }
 
     #[test]

@@ -57,7 +57,51 @@ impl Recorder {
         let mut audit_fields = Map::new();
         audit_fields.insert("to".into(), Value::String(agent.to_owned()));
         audit_fields.extend(fields);
-        super::audit::append(&self.audit, kind, audit_fields, SystemTime::now()).map(drop)
+        // Not synced on its own: the outcome line right after it syncs both.
+        let records = vec![(kind.to_owned(), audit_fields)];
+        super::audit::append_records(&self.audit, records, SystemTime::now(), false).map(drop)
+    }
+
+    /// [`Recorder::record`] for many agents at once: one audit append (one lock, one
+    /// fsync) and one journal write, as `orch send all` needs for 200 agents.
+    pub fn record_many(
+        &mut self,
+        kind: EventKind,
+        items: Vec<(String, Map<String, Value>)>,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let audit_kind = audit_kind(kind);
+        let records = items
+            .iter()
+            .map(|(agent, fields)| {
+                let mut f = Map::new();
+                f.insert("to".into(), Value::String(agent.clone()));
+                f.extend(fields.clone());
+                (audit_kind.to_owned(), f)
+            })
+            .collect();
+        super::audit::append_records(&self.audit, records, now, true)?;
+        if let Some(j) = &mut self.journal {
+            let lines: Vec<String> = items
+                .into_iter()
+                .map(|(agent, fields)| {
+                    let mut event = Event::new(kind, Some(&agent));
+                    event.fields = fields;
+                    event.to_line(now)
+                })
+                .collect();
+            if !lines.is_empty() {
+                match j.append_line(&lines.join("\n")) {
+                    Ok(()) => {
+                        if let Some(echoed) = &mut self.echoed {
+                            echoed.extend(lines);
+                        }
+                    }
+                    Err(e) => tracing::warn!("could not journal message events: {e:#}"),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends a journal event only (best effort), for what the audit log does not keep.
@@ -85,13 +129,7 @@ impl Recorder {
         fields: Map<String, Value>,
     ) -> Result<()> {
         let now = SystemTime::now();
-        let audit_kind = match kind {
-            EventKind::MessageQueued => "send",
-            EventKind::MessageDelivered => "delivered",
-            EventKind::MessageFailed => "failed",
-            EventKind::MessageRefused => "refused",
-            _ => "other",
-        };
+        let audit_kind = audit_kind(kind);
         let mut audit_fields = Map::new();
         if let Some(a) = agent {
             audit_fields.insert("to".into(), Value::String(a.to_owned()));
@@ -111,6 +149,17 @@ impl Recorder {
             }
         }
         Ok(())
+    }
+}
+
+/// The audit log's name for a message event.
+fn audit_kind(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::MessageQueued => "send",
+        EventKind::MessageDelivered => "delivered",
+        EventKind::MessageFailed => "failed",
+        EventKind::MessageRefused => "refused",
+        _ => "other",
     }
 }
 
@@ -209,8 +258,39 @@ pub fn drain_agent(
     ready: bool,
     opts: Options,
 ) -> Result<Drained> {
-    let mut out = Drained::default();
     let lock = queue.lock(agent)?;
+    drain_locked(lock, tmux, queue, rec, pane, agent, ready, opts)
+}
+
+/// [`drain_agent`], unless another deliverer holds the agent's queue (`None`): the
+/// supervisor never waits for `orch send` to finish delivering.
+pub fn try_drain_agent(
+    tmux: &Tmux,
+    queue: &Queue,
+    rec: &mut Recorder,
+    pane: Option<&Pane>,
+    agent: &str,
+    ready: bool,
+    opts: Options,
+) -> Result<Option<Drained>> {
+    let Some(lock) = queue.try_lock(agent)? else {
+        return Ok(None);
+    };
+    drain_locked(lock, tmux, queue, rec, pane, agent, ready, opts).map(Some)
+}
+
+#[allow(clippy::too_many_arguments)] // drain_agent's, plus the lock it took
+fn drain_locked(
+    lock: super::queue::AgentLock,
+    tmux: &Tmux,
+    queue: &Queue,
+    rec: &mut Recorder,
+    pane: Option<&Pane>,
+    agent: &str,
+    ready: bool,
+    opts: Options,
+) -> Result<Drained> {
+    let mut out = Drained::default();
     if let Some(session_dir) = queue.session_dir() {
         out.corrupt = quarantine_corrupt(queue, rec, &session_dir, agent)?;
     }
@@ -323,4 +403,51 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+/// Deliveries (and queue writes) running at once: enough to keep tmux busy, few enough
+/// that 200 agents do not mean 200 threads.
+pub const PARALLEL: usize = 16;
+
+/// `f` on every item, [`PARALLEL`] at a time, results in the items' order: how `orch
+/// send all` and the supervisor deliver to many agents at once (each agent's queue has
+/// its own lock, and tmux serves many clients).
+pub fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Ok(mut all) = results.lock() {
+                        all.push((i, r));
+                    }
+                }
+            });
+        }
+    });
+    let mut all = results.into_inner().unwrap_or_default();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn in_parallel_keeps_the_order_of_its_items() {
+        let items: Vec<u64> = (0..100).collect();
+        let out = super::in_parallel(&items, |n| {
+            std::thread::sleep(std::time::Duration::from_micros(100 - n));
+            n * 2
+        });
+        assert_eq!(out, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+    }
 }

@@ -434,6 +434,21 @@ impl Queue {
             .unwrap_or(false)
     }
 
+    /// Takes the agent's delivery lock if nobody holds it: `None` while another
+    /// deliverer is at work (it delivers what is queued).
+    pub fn try_lock(&self, agent: &str) -> Result<Option<AgentLock>> {
+        let dir = self.agent_dir(agent)?;
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        let file = crate::state::open_lock_file(&dir.join(".lock"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(AgentLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("locking the queue of {agent}")),
+        }
+    }
+
     /// Takes the agent's delivery lock, waiting for another deliverer to finish.
     pub fn lock(&self, agent: &str) -> Result<AgentLock> {
         let dir = self.agent_dir(agent)?;

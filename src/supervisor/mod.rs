@@ -8,6 +8,7 @@ mod deaths;
 pub mod event;
 mod fds;
 pub mod health;
+mod queues;
 mod run;
 pub mod store;
 

@@ -93,6 +93,8 @@ pub fn supervise(
             health: WriteHealth::default(),
             fds: super::fds::FdReserve::new(),
             orch_exe: opts.exe.clone(),
+            draining: false,
+            last_panes: Vec::new(),
         };
         shell.run(rx, &opts).await
     });
@@ -107,6 +109,8 @@ enum Input {
     Tmux(ControlEvent),
     /// Something happened to the layout file (or its folder).
     LayoutTouched,
+    /// A round of deliveries of queued messages ended.
+    Delivered(super::queues::Outcome),
     /// The layout file as read and parsed off the event loop after it was touched.
     LayoutLoaded {
         text: Option<String>,
@@ -156,6 +160,10 @@ struct Shell {
     fds: super::fds::FdReserve,
     /// The orch binary, which runs the control client's guard.
     orch_exe: PathBuf,
+    /// A round of deliveries runs (off the loop); the next starts once it ends.
+    draining: bool,
+    /// The panes of the session as the last reconciliation saw them.
+    last_panes: Vec<Pane>,
 }
 
 impl Shell {
@@ -370,6 +378,17 @@ impl Shell {
                 Ok(())
             }
             Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
+            Input::Delivered(outcome) => {
+                self.draining = false;
+                // Already in the journal; the supervisor's stdout shows them too.
+                for line in outcome.echoed {
+                    let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+                }
+                if let Some(audit) = outcome.audit {
+                    self.wrote("audit", audit.map_err(|e| anyhow::anyhow!(e)));
+                }
+                Ok(())
+            }
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -452,7 +471,7 @@ impl Shell {
         let mut found: Option<Pane> = None;
         if from_proc.is_none() {
             for _ in 0..8 {
-                let panes = self.tmux.list_panes().unwrap_or_default();
+                let panes = self.session_panes().await.unwrap_or_default();
                 found = panes.into_iter().find(|p| Some(&p.id) == pane_id.as_ref());
                 if found
                     .as_ref()
@@ -475,9 +494,28 @@ impl Shell {
         (status, signal, screen)
     }
 
+    /// The panes of the session: asked through the control client (no tmux process,
+    /// fields no pane can forge), else with one `list-panes -a`. A client that does not
+    /// answer in time is dropped (it is started again on the next tick).
+    async fn session_panes(&mut self) -> Result<Vec<Pane>, crate::tmux::TmuxError> {
+        use crate::tmux::control::ControlError;
+        if let Some(client) = self.control.as_mut() {
+            match client.session_panes(self.layout.session.as_str()).await {
+                Ok(panes) => return Ok(panes),
+                Err(e @ (ControlError::NoReply(_) | ControlError::Io(_))) => {
+                    tracing::warn!("the tmux control client is not answering ({e}); dropping it");
+                    self.control = None;
+                    self.reuse_ok = false;
+                }
+                Err(e) => tracing::debug!("listing panes through control mode: {e}"),
+            }
+        }
+        self.tmux.list_panes()
+    }
+
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
     async fn reconcile(&mut self, startup: bool) -> Result<()> {
-        let panes = match self.tmux.list_panes() {
+        let panes = match self.session_panes().await {
             Ok(panes) => {
                 self.listing_failed = false;
                 panes
@@ -493,6 +531,7 @@ impl Shell {
             Err(e) => return Err(anyhow::Error::from(e).context("listing panes")),
         };
         self.repipe_transcripts(&panes);
+        self.last_panes.clone_from(&panes);
         let session = self.layout.session.to_string();
         let names: Vec<String> = self
             .core
@@ -815,79 +854,37 @@ impl Shell {
     }
 
     /// Delivers queued messages to agents that run again (after a restart, or out of
-    /// copy mode). Costs one directory read per tick while no message waits.
+    /// copy mode): starts a round off the event loop (see [`super::queues`]) unless one
+    /// is still running. Costs a directory read per queue per tick while none waits.
     fn drain_queues(&mut self) -> Result<()> {
-        use crate::messaging::deliver::Options;
-        use crate::messaging::drain::{Recorder, drain_agent, pane_of};
-        use crate::messaging::queue::Queue;
-        let queue = Queue::new(&self.dir);
-        // Only queues that hold files: a folder left by delivered messages costs nothing.
-        let waiting: Vec<String> = queue
-            .agents()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|a| self.core.agent(a).is_some_and(|s| s.pid.is_some()))
-            .filter(|a| {
-                queue
-                    .scan(a)
-                    .is_ok_and(|(msgs, bad)| !msgs.is_empty() || !bad.is_empty())
-            })
-            .collect();
-        if waiting.is_empty() {
+        if self.draining {
             return Ok(());
         }
-        let panes = self.tmux.list_panes()?;
-        let mut rec = match Recorder::open_echoing(&self.dir) {
-            Ok(rec) => rec,
-            Err(e) => {
-                // Without a journal nothing is delivered: the audit line could not be
-                // written either. Said once; tried again next tick.
-                self.wrote("audit", Err(e));
-                return Ok(());
-            }
+        let queue = crate::messaging::queue::Queue::new(&self.dir);
+        let agents: Vec<(String, bool)> = super::queues::waiting(&queue)
+            .into_iter()
+            .filter_map(|a| {
+                let s = self.core.agent(&a).filter(|s| s.pid.is_some())?;
+                let ready = matches!(s.activity, Activity::Idle | Activity::Waiting);
+                Some((a, ready))
+            })
+            .collect();
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let round = super::queues::Round {
+            tmux: self.tmux.clone(),
+            dir: self.dir.clone(),
+            session: self.layout.session.to_string(),
+            panes: self.last_panes.clone(),
+            agents,
         };
-        let session = self.layout.session.to_string();
-        let mut audit: Option<Result<()>> = None;
-        for agent in waiting {
-            let pane = pane_of(&panes, &session, &agent);
-            let ready = self
-                .core
-                .agent(&agent)
-                .is_some_and(|a| matches!(a.activity, Activity::Idle | Activity::Waiting));
-            match drain_agent(
-                &self.tmux,
-                &queue,
-                &mut rec,
-                pane,
-                &agent,
-                ready,
-                Options::default(),
-            ) {
-                Ok(d) => {
-                    if !d.delivered.is_empty() {
-                        tracing::info!(
-                            agent,
-                            delivered = d.delivered.len(),
-                            "queued messages delivered"
-                        );
-                        audit = Some(Ok(()));
-                    }
-                    if let Some(why) = d.audit_failed {
-                        audit = Some(Err(anyhow::anyhow!(
-                            "{why}; messages stay queued until the audit log can be written"
-                        )));
-                    }
-                }
-                Err(e) => tracing::warn!(agent, "delivering queued messages: {e:#}"),
-            }
-        }
-        // Already in the journal; the supervisor's stdout shows them too.
-        for line in rec.take_echoed() {
-            let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
-        }
-        if let Some(result) = audit {
-            self.wrote("audit", result);
-        }
+        self.draining = true;
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = super::queues::deliver(round);
+            let _ = tx.send(Input::Delivered(outcome));
+        });
         Ok(())
     }
 

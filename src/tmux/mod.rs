@@ -20,7 +20,7 @@ use tmux_interface::{
     SelectLayout, SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
-pub use panes::{PANE_FORMAT, Pane};
+pub use panes::{CONTROL_PANE_FORMAT, PANE_FORMAT, Pane};
 
 /// Name of the throwaway first window of a new session. tmux creates a session's first
 /// window before any session option can be set, and `history-limit` only applies to panes
