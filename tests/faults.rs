@@ -18,6 +18,8 @@ mod layout;
 mod messages;
 #[path = "faults/orphans.rs"]
 mod orphans;
+#[path = "faults/scale.rs"]
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

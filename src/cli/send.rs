@@ -17,7 +17,9 @@ use crate::layout::{Layout, TmuxName};
 use crate::messaging::acl::{self, Sender};
 use crate::messaging::audit;
 use crate::messaging::deliver::Options;
-use crate::messaging::drain::{Recorder, drain_agent, in_parallel as parallel, pane_of};
+use crate::messaging::drain::{
+    Recorder, drain_agent, drain_together, in_parallel as parallel, pane_of,
+};
 use crate::messaging::queue::{Delivery, Message, Priority, Queue};
 use crate::supervisor::event::EventKind;
 use crate::tmux::paste_safe;
@@ -260,8 +262,28 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
             .filter(|t| !reported.contains(*t))
             .cloned()
             .collect();
-        // Every target at once: 200 agents in about the time of a few.
-        let drained = parallel(&round, |t| {
+        // The first time, every target whose queue holds just this message gets it in
+        // one go (a few tmux processes for any number of agents); the rest, and later
+        // rounds, one agent at a time, 16 at once.
+        let mut together: Vec<Option<crate::messaging::drain::Drained>> = Vec::new();
+        if first_round && round.len() > 1 {
+            let triples: Vec<(&str, Option<&crate::tmux::Pane>, &Message)> = round
+                .iter()
+                .filter_map(|t| {
+                    let msg = ours.iter().find(|m| &m.to == t)?;
+                    Some((t.as_str(), pane_of(&panes, &session, t), msg))
+                })
+                .collect();
+            if triples.len() == round.len() {
+                together = drain_together(&tmux, &queue, &mut rec, &triples, opts)?;
+            }
+        }
+        together.resize_with(round.len(), || None);
+        let alone: Vec<usize> = (0..round.len())
+            .filter(|&i| together[i].is_none())
+            .collect();
+        let mut singles = parallel(&alone, |&i| {
+            let t = &round[i];
             let mut rec = Recorder::open(&dir)?;
             let pane = pane_of(&panes, &session, t);
             // The screen is read only when a message waits for the agent to look ready.
@@ -270,7 +292,15 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
                 .map_or(true, |p| p.iter().any(|m| m.when_ready));
             let ready = wants_ready && looks_ready(&tmux, &layout, t, pane);
             drain_agent(&tmux, &queue, &mut rec, pane, t, ready, opts)
-        });
+        })
+        .into_iter();
+        let mut drained = Vec::with_capacity(round.len());
+        for slot in together {
+            drained.push(match slot {
+                Some(d) => Ok(d),
+                None => singles.next().unwrap_or_else(|| Ok(Default::default())),
+            });
+        }
         for (t, d) in round.iter().zip(drained) {
             let d = d?;
             for c in &d.corrupt {

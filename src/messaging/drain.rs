@@ -405,6 +405,133 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// One message for each of many agents, all the same text, delivered together through
+/// [`super::broadcast::deliver_many`] (a handful of tmux processes for any number of
+/// agents), with the same records as [`drain_agent`]. An agent is taken only when its
+/// queue holds exactly its message (nothing queued ahead of it, nothing waiting for the
+/// agent to look ready), its pane takes input, and no other deliverer holds its queue;
+/// for the others the result is `None` and the caller drains them one by one.
+pub fn drain_together(
+    tmux: &Tmux,
+    queue: &Queue,
+    rec: &mut Recorder,
+    targets: &[(&str, Option<&Pane>, &Message)],
+    opts: Options,
+) -> Result<Vec<Option<Drained>>> {
+    let mut out: Vec<Option<Drained>> = std::iter::repeat_with(|| None)
+        .take(targets.len())
+        .collect();
+    let mut locks = Vec::new();
+    let mut taken: Vec<usize> = Vec::new();
+    let text = targets.first().map(|(_, _, m)| m.text.as_str());
+    for (i, (agent, pane, msg)) in targets.iter().enumerate() {
+        if pane.is_none_or(|p| p.dead || p.in_mode) {
+            continue;
+        }
+        if msg.when_ready || msg.after_replay.is_some() || Some(msg.text.as_str()) != text {
+            continue;
+        }
+        let Some(lock) = queue.try_lock(agent)? else {
+            continue;
+        };
+        let (pending, bad) = queue.scan(agent)?;
+        if !bad.is_empty() || pending.len() != 1 || pending[0].id != msg.id {
+            continue;
+        }
+        locks.push(lock);
+        taken.push(i);
+    }
+    if taken.is_empty() {
+        return Ok(out);
+    }
+    // The intent lines first: nothing is pasted that the audit log cannot record.
+    let intents = taken
+        .iter()
+        .map(|&i| {
+            let (agent, _, msg) = targets[i];
+            let mut f = Map::new();
+            f.insert("to".into(), Value::String(agent.to_owned()));
+            f.insert("id".into(), msg.id.clone().into());
+            f.insert("from".into(), msg.from.clone().into());
+            ("delivering".to_owned(), f)
+        })
+        .collect();
+    if let Err(e) = super::audit::append_records(&rec.audit, intents, SystemTime::now(), false) {
+        for &i in &taken {
+            out[i] = Some(Drained {
+                audit_failed: Some(format!("{e:#}")),
+                waiting: Some(("waiting: the audit log cannot be written".to_owned(), 1)),
+                ..Drained::default()
+            });
+        }
+        return Ok(out);
+    }
+    taken.retain(|&i| targets[i].1.is_some());
+    let panes: Vec<&str> = taken
+        .iter()
+        .filter_map(|&i| targets[i].1.map(|p| p.id.as_str()))
+        .collect();
+    let text = &targets[taken[0]].2.text;
+    let enter = targets[taken[0]].2.enter;
+    let o = Options {
+        enter: opts.enter && enter,
+        ..opts
+    };
+    let results = super::broadcast::deliver_many(tmux, &panes, text, o);
+    let mut delivered = Vec::new();
+    let mut failed = Vec::new();
+    for (&i, result) in taken.iter().zip(results) {
+        let (agent, _, msg) = targets[i];
+        let mut d = Drained::default();
+        match result {
+            Ok(x) => {
+                queue.remove(msg)?;
+                if let Err(e) = queue.set_last(msg) {
+                    tracing::warn!(agent, "remembering the last message: {e:#}");
+                }
+                let mut f = Map::new();
+                f.insert("id".into(), msg.id.clone().into());
+                f.insert("from".into(), msg.from.clone().into());
+                f.insert(
+                    "latency_ms".into(),
+                    now_ms().saturating_sub(msg.queued_at_ms).into(),
+                );
+                f.insert("deliver_ms".into(), (x.took.as_millis() as u64).into());
+                f.insert("retries".into(), x.retries.into());
+                delivered.push((agent.to_owned(), f));
+                d.delivered.push((msg.clone(), x));
+            }
+            Err(DeliverError::NotReady(why)) => d.waiting = Some((why.to_owned(), 1)),
+            Err(DeliverError::Failed { reason, pasted }) => {
+                let kept = if pasted {
+                    Some(queue.give_up(msg)?)
+                } else {
+                    None
+                };
+                let mut f = Map::new();
+                if let Some(path) = kept {
+                    f.insert("kept".into(), path.to_string_lossy().into_owned().into());
+                }
+                f.insert("id".into(), msg.id.clone().into());
+                f.insert("from".into(), msg.from.clone().into());
+                f.insert("reason".into(), reason.clone().into());
+                f.insert("requeued".into(), (!pasted).into());
+                failed.push((agent.to_owned(), f));
+                d.failed = Some((msg.clone(), reason));
+            }
+        }
+        out[i] = Some(d);
+    }
+    drop(locks);
+    if !delivered.is_empty() {
+        rec.record_many(EventKind::MessageDelivered, delivered)?;
+    }
+    if !failed.is_empty() {
+        rec.record_many(EventKind::MessageFailed, failed)?;
+    }
+    Ok(out)
+}
+
 /// Deliveries (and queue writes) running at once: enough to keep tmux busy, few enough
 /// that 200 agents do not mean 200 threads.
 pub const PARALLEL: usize = 16;

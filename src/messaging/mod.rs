@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod audit;
+pub mod broadcast;
 pub mod deliver;
 pub mod drain;
 pub mod queue;

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod guard;
+mod many;
 mod panes;
 
 use std::ffi::OsString;
@@ -226,9 +227,19 @@ impl Tmux {
         self.socket.as_deref()
     }
 
-    /// The visible screens of several panes in ONE tmux process. Between captures it
-    /// prints a marker with a random nonce, which no pane can forge.
+    /// The visible screens of several panes in ONE tmux process (more only past tmux's
+    /// message size: one per ~100 panes). Between captures it prints a marker with a
+    /// random nonce, which no pane can forge.
     pub fn capture_screens(&self, panes: &[&str]) -> Result<Vec<String>, TmuxError> {
+        // capture-pane, display-message and their arguments: well under 120 bytes a pane.
+        const PANES_PER_PROCESS: usize = MAX_BATCH_BYTES / 120;
+        if panes.len() > PANES_PER_PROCESS {
+            let mut all = Vec::with_capacity(panes.len());
+            for chunk in panes.chunks(PANES_PER_PROCESS) {
+                all.extend(self.capture_screens(chunk)?);
+            }
+            return Ok(all);
+        }
         if panes.is_empty() {
             return Ok(Vec::new());
         }
@@ -317,6 +328,29 @@ impl Tmux {
         commands: Vec<TmuxCommand<'_>>,
         input: Option<&[u8]>,
     ) -> Result<Vec<u8>, TmuxError> {
+        let (stdout, result) = self.run_partial(commands, input);
+        result.map(|()| stdout)
+    }
+
+    /// [`Tmux::run_bytes`], keeping what tmux printed before a command of the sequence
+    /// failed (tmux stops a sequence at its first failing command): markers printed
+    /// between commands then tell how far it got.
+    fn run_partial(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: Option<&[u8]>,
+    ) -> (Vec<u8>, Result<(), TmuxError>) {
+        match self.run_output(commands, input) {
+            Ok((stdout, result)) => (stdout, result),
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    }
+
+    fn run_output(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, Result<(), TmuxError>), TmuxError> {
         use std::io::Write;
         let mut cmd = self.base_command();
         let mut what = Vec::new();
@@ -346,16 +380,19 @@ impl Tmux {
             }
         };
         if output.status.success() {
-            return Ok(output.stdout);
+            return Ok((output.stdout, Ok(())));
         }
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         if is_no_server(&message) {
             return Err(TmuxError::NoServer(self.socket_name()));
         }
-        Err(TmuxError::Failed {
-            command: command_names(&what),
-            message,
-        })
+        Ok((
+            output.stdout,
+            Err(TmuxError::Failed {
+                command: command_names(&what),
+                message,
+            }),
+        ))
     }
 
     /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
