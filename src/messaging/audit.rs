@@ -464,6 +464,25 @@ mod tests {
         assert_eq!(records(verify(&path)), 52);
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes as an audit log (and after a good one): verify answers, never
+        /// panics, and an append afterwards still works.
+        #[test]
+        fn arbitrary_audit_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500)
+        ) {
+            let _ = verify_bytes(&bytes);
+            let d = tempfile::tempdir().expect("tmp");
+            let path = d.path().join("audit.jsonl");
+            append(&path, "send", fields(0), SystemTime::UNIX_EPOCH).expect("append");
+            let mut all = std::fs::read(&path).expect("read");
+            all.extend_from_slice(&bytes);
+            std::fs::write(&path, &all).expect("write");
+            let _ = verify(&path);
+            append(&path, "send", fields(1), SystemTime::UNIX_EPOCH).expect("append after");
+        }
+    }
+
     #[test]
     fn long_lines_chain_through_the_backwards_reader() {
         let d = tempfile::tempdir().expect("tmp");

@@ -558,6 +558,40 @@ mod tests {
         assert_eq!(texts(&q, "w"), ["handover", "old", "normal"]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as queue files among good messages: no panic, every good
+        /// message still pending in order, every other file found, set aside, and never
+        /// counted as queued.
+        #[test]
+        fn arbitrary_queue_files_are_set_aside_and_nothing_good_is_lost(
+            files in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0u8..3),
+                0..6,
+            )
+        ) {
+            let d = tempfile::tempdir().expect("tmp");
+            let q = Queue::new(d.path());
+            let good: Vec<Message> = (0..3)
+                .map(|i| q.push("boss1", "w", Priority::Normal, &format!("m{i}")).expect("push"))
+                .collect();
+            for (i, (bytes, rank)) in files.iter().enumerate() {
+                let name = format!("{rank}-x-{i:020}.json");
+                fs::write(d.path().join("queue/w").join(name), bytes).expect("write");
+            }
+            let (msgs, bad) = q.scan("w").expect("scan");
+            proptest::prop_assert_eq!(&msgs, &good);
+            proptest::prop_assert_eq!(bad.len(), files.len());
+            for b in &bad {
+                q.quarantine("w", b).expect("quarantine");
+            }
+            proptest::prop_assert_eq!(q.pending("w").expect("pending"), good);
+            proptest::prop_assert_eq!(q.corrupt_count("w"), files.len());
+            proptest::prop_assert!(q.scan("w").expect("scan").1.is_empty());
+        }
+    }
+
     #[test]
     fn files_are_private_and_a_corrupt_one_is_skipped() {
         use std::os::unix::fs::PermissionsExt;

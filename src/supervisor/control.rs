@@ -294,6 +294,78 @@ async fn serve_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as a request: a reply line comes back (an error unless the
+        /// bytes are a request), never a panic, and the server keeps serving.
+        #[test]
+        fn arbitrary_requests_get_a_clear_answer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            json in "\\{\"op\":\"[a-z_]{0,12}\"(,\"agent\":\"[a-z0-9]{0,8}\")?\\}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            for input in [bytes.clone(), json.into_bytes()] {
+                let line = rt.block_on(read_request(std::io::Cursor::new(input.clone())));
+                if let Ok(text) = line {
+                    let _ = serde_json::from_str::<Request>(&text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_idle_and_garbage_requests_are_answered_and_the_socket_keeps_serving() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(CONTROL_SOCKET);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let _guard = rt.enter();
+        let listener = bind(&path).expect("bind");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
+        rt.spawn(serve(listener, tx));
+        rt.spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
+            }
+        });
+        let thread = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || {
+                let huge = {
+                    let mut raw = UnixStream::connect(dir.join(CONTROL_SOCKET)).expect("connect");
+                    let chunk = vec![b'{'; 1 << 16];
+                    for _ in 0..(MAX_REQUEST_BYTES as usize / chunk.len() + 2) {
+                        if raw.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let mut line = String::new();
+                    let _ = BufReader::new(&raw).read_line(&mut line);
+                    line
+                };
+                let after = request(&dir, &Request::Status).expect("request");
+                (huge, after)
+            }
+        });
+        let (huge, after) = rt.block_on(async {
+            loop {
+                if thread.is_finished() {
+                    break thread.join().expect("client");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(huge.contains("longer than"), "{huge}");
+        assert_eq!(after.map(|r| r.ok), Some(true));
+    }
 
     #[test]
     fn a_request_gets_its_reply_and_garbage_a_clear_error() {

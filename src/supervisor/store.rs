@@ -236,3 +236,30 @@ impl Counters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes in the journal: the whole lines that are JSON come out, the rest is
+        /// counted, and appending after them gives a line that comes out whole.
+        #[test]
+        fn journals_of_any_bytes_give_their_good_lines_and_heal_on_append(
+            junk in proptest::collection::vec(any::<u8>(), 0..400)
+        ) {
+            let (good, skipped) = journal_records(&junk);
+            let lines = junk.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+            prop_assert_eq!(good.len() + skipped, lines);
+            let d = tempfile::tempdir().expect("tmp");
+            std::fs::write(d.path().join(JOURNAL_FILE), &junk).expect("write");
+            let mut j = Journal::open(d.path()).expect("open");
+            let ev = Event::new(super::super::event::EventKind::SessionUp, None);
+            let line = j.append(&ev, SystemTime::UNIX_EPOCH).expect("append");
+            let bytes = std::fs::read(d.path().join(JOURNAL_FILE)).expect("read");
+            let (good, _) = journal_records(&bytes);
+            prop_assert_eq!(good.last().copied(), Some(line.as_str()));
+        }
+    }
+}

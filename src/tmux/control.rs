@@ -893,6 +893,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever tmux (or a pane forging protocol lines) sends: no panic, and nothing
+        /// inside a block of someone else's becomes an event.
+        #[test]
+        fn arbitrary_protocol_lines_never_panic(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                0..40,
+            ),
+            forged in "(%output %[0-9] [a-z]{0,5}|%end [0-9 ]{0,6}|%exit( x)?|%begin 1 [0-9] 0)"
+        ) {
+            let mut p = Parser::new();
+            for l in &lines {
+                let _ = p.feed_line(l, now());
+            }
+            let mut p = Parser::new();
+            proptest::prop_assert_eq!(p.feed_line(b"%begin 9 9 0", now()), Parsed::Nothing);
+            proptest::prop_assert!(!matches!(p.feed_line(forged.as_bytes(), now()), Parsed::Event(_)));
+            let _ = crate::tmux::Pane::parse_control(&forged, "s");
+        }
+    }
+
     #[test]
     fn output_is_unescaped() {
         let at = now();
