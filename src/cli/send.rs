@@ -247,7 +247,9 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
     }
 
     let opts = Options::default();
-    let deadline = Instant::now() + args.timeout;
+    let deadline = Instant::now()
+        .checked_add(args.timeout.min(crate::layout::MAX_DURATION))
+        .unwrap_or_else(Instant::now);
     let mut failed = false;
     let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut first_round = true;

@@ -208,10 +208,6 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
     if as_path.is_file() {
         return Ok(LayoutSource::File(as_path));
     }
-    // A folder or a FIFO is not "no such file": `load` says what it is.
-    if as_path.exists() {
-        return Ok(LayoutSource::File(as_path));
-    }
     let looks_like_path = arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml");
     if !looks_like_path {
         if let Some(b) = builtin::find(arg) {
@@ -221,6 +217,12 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
         if local.is_file() {
             return Ok(LayoutSource::File(local));
         }
+    }
+    // A folder or a FIFO is not "no such file": `load` says what it is.
+    if as_path.exists() {
+        return Ok(LayoutSource::File(as_path));
+    }
+    if !looks_like_path {
         return Err(unreadable(
             arg,
             "no such layout: not a file, a built-in layout, or ./layouts/<name>.yaml; \
