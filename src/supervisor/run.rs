@@ -949,12 +949,18 @@ impl Shell {
     /// Attaches the control-mode client; on failure the other paths carry on without it
     /// and the next tick tries again.
     async fn connect_control(&mut self) {
-        let started = ControlClient::start_guarded(
+        let mut started = ControlClient::start_guarded(
             self.tmux.socket(),
             self.layout.session.as_str(),
             &self.orch_exe,
         )
         .await;
+        if let Err(crate::tmux::control::ControlError::Spawn(e)) = &started {
+            // The orch binary is gone (replaced by a rebuild): a client without its
+            // guard is better than none; the next supervisor removes it if it is left.
+            tracing::warn!("cannot run the control client's guard ({e}); attaching without it");
+            started = ControlClient::start(self.tmux.socket(), self.layout.session.as_str()).await;
+        }
         match started {
             Ok((client, mut events)) => {
                 let tx = self.tx.clone();

@@ -3,10 +3,15 @@
 //! the tmux server died, both within milliseconds.
 //!
 //! Invariants:
-//! - The client sends tmux no commands. Replies inside `%begin`/`%end` blocks are not
-//!   escaped, so a pane that prints `%output …` or `%end …` could forge protocol lines
-//!   there; block contents are skipped and never turned into events. Ask tmux questions
-//!   through [`super::Tmux`] instead.
+//! - Replies inside `%begin`/`%end` blocks are not escaped, so a pane whose text ends up
+//!   in a reply (`capture-pane`) could forge protocol lines there; block contents never
+//!   become events. The client runs only commands whose replies no pane can shape
+//!   ([`ControlClient::session_panes`]: ids, pids, flags, the agent name orch set) and
+//!   checks every line of them; anything with pane text goes through [`super::Tmux`].
+//!   A reply goes to the oldest command waiting (tmux answers in order), recognised by
+//!   the `1` in its `%begin` flags (this client's command).
+//! - Output is gathered per pane and handed over every `FLUSH_EVERY`; a flooding pane
+//!   is decoded up to `PANE_BUDGET` an interval and only counted past it.
 //! - stdin stays open for the client's whole life: tmux control mode exits on stdin EOF.
 //! - Reading tmux's stdout never waits for a slow consumer because of output: tmux drops
 //!   a control client that falls too far behind (`%exit too far behind`), and losing the
