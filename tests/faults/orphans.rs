@@ -21,8 +21,8 @@ fn control_clients(env: &TestEnv) -> usize {
 fn twenty_kill_9s_while_agents_print_leave_no_client_and_no_stale_lock() {
     let env = TestEnv::new();
     env.write("orch.yaml", LAYOUT);
+    let mut sup = Supervisor::start(&env);
     for round in 0..20 {
-        let mut sup = Supervisor::start(&env);
         sup.expect("supervisor_started", None, Duration::from_secs(10));
         // Attached (the control client comes up before the start-up snapshot).
         sup.expect("snapshot_written", None, Duration::from_secs(15));
@@ -33,9 +33,9 @@ fn twenty_kill_9s_while_agents_print_leave_no_client_and_no_stale_lock() {
         );
         std::thread::sleep(Duration::from_millis(50 + (round * 37) % 300));
         sup.signal(Signal::KILL);
-        let _ = sup.child.wait();
         if round % 2 == 0 {
             // Its client goes with it, without any new supervisor's help.
+            let _ = sup.child.wait();
             let gone = poll(Duration::from_secs(2), || {
                 (control_clients(&env) == 0).then_some(())
             });
@@ -44,11 +44,12 @@ fn twenty_kill_9s_while_agents_print_leave_no_client_and_no_stale_lock() {
                 "round {round}: the killed supervisor's client stayed"
             );
         }
-        // The next one starts at once: the dead one's lock is not held against it.
-        drop(sup);
+        // The next one starts at once, in odd rounds before the killed one is even
+        // reaped: the dead one's lock is not held against it.
+        let next = Supervisor::start(&env);
+        drop(std::mem::replace(&mut sup, next));
     }
-    // A last one, started right after a kill, cleans up and runs.
-    let mut sup = Supervisor::start(&env);
+    sup.expect("supervisor_started", None, Duration::from_secs(10));
     sup.expect("snapshot_written", None, Duration::from_secs(15));
     assert_eq!(control_clients(&env), 1);
     sup.signal(Signal::KILL);
