@@ -277,7 +277,7 @@ impl Shell {
                 }
                 _ = snapshots.tick() => {
                     let r = self.snapshot("interval");
-                    self.survive("snapshot", r);
+                    self.survive("interval snapshot", r);
                 }
                 _ = maintenance.tick() => match self.journal.rotate_if_larger(JOURNAL_MAX_BYTES) {
                     Ok(true) => tracing::info!("rotated the event journal"),
