@@ -11,6 +11,7 @@
 pub mod agent_sim;
 pub mod cli;
 pub mod digest;
+pub mod error;
 pub mod gate;
 pub mod git;
 pub mod layout;

@@ -98,6 +98,21 @@ fn check_git() -> Check {
 }
 
 fn check_state_dir(root: &Path) -> Check {
+    // A link anywhere orch would write is refused by `state` too: say so here first.
+    let links = std::iter::once(root.to_path_buf()).chain(
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    for path in links {
+        if let Err(e) = crate::state::check_dir(&path)
+            && matches!(e, crate::state::UnsafePath::Symlink { .. })
+        {
+            return check(Verdict::Fail, "state dir", e.to_string());
+        }
+    }
     let meta = match std::fs::metadata(root) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

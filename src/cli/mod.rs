@@ -135,6 +135,14 @@ enum Command {
     /// (started by `orch transcript`)
     #[command(hide = true)]
     TranscriptWriter { dir: PathBuf },
+    /// Runs tmux (its control-mode client) and kills it as soon as process PARENT dies
+    /// (started by the supervisor, see tmux::guard)
+    #[command(hide = true)]
+    ControlGuard {
+        parent: u32,
+        #[arg(last = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Called by tmux hooks to reach the supervisor
     #[command(hide = true)]
     Hook {
@@ -170,10 +178,7 @@ fn parse_profile(s: &str) -> Result<crate::layout::Profile, String> {
     serde_yaml::from_str(s).map_err(|_| format!("unknown profile {s:?}"))
 }
 
-/// An error that is the user's input, not a failure of the operation: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use crate::error::BadInput;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -243,6 +248,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::AgentSim(args) => crate::agent_sim::run(args),
+        Command::ControlGuard { parent, args } => {
+            let code = crate::tmux::guard::run_guard(parent, &args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
 }
 

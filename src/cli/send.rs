@@ -1,26 +1,22 @@
-//! `orch send TARGET [MESSAGE...]` and `orch audit verify`.
+//! `orch send TARGET [MESSAGE...]` and `orch audit verify`: arguments in, lines out; the
+//! sending itself is [`crate::messaging::send`].
 //!
 //! Inside a pane no flags are needed: the session comes from `ORCH_SESSION` and the
 //! sender from `ORCH_AGENT`; outside, the sender is `user`.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::{Map, Value};
 
 use super::{BadInput, Context, out};
 use crate::layout::{Layout, TmuxName};
-use crate::messaging::acl::{self, Sender};
+use crate::messaging::acl::Sender;
 use crate::messaging::audit;
-use crate::messaging::deliver::Options;
-use crate::messaging::drain::{AgentIo, Recorder, Target, drain_agent, pane_of};
-use crate::messaging::queue::{Delivery, Message, Priority, Queue};
-use crate::monitor::activity::{Activity, ActivityProfile};
-use crate::supervisor::event::EventKind;
+use crate::messaging::queue::Priority;
+use crate::messaging::send::{Outcome, SendRequest, send};
 use crate::tmux::paste_safe;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -60,9 +56,6 @@ pub(super) struct SendArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
 }
-
-/// How long `--wait` waits without `--timeout`.
-const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum WhenArg {
@@ -119,217 +112,80 @@ pub(super) fn run(ctx: &Context, args: SendArgs) -> Result<ExitCode> {
     let session = layout.session.as_str().to_owned();
     let tmux = ctx.tmux();
     let dir = ctx.state()?.session_dir(&session)?;
-    let mut rec = Recorder::open(&dir)?;
-    let queue = Queue::new(&dir);
 
-    // Agents and roles: the layout's, plus any orch pane of the session it does not know.
-    let panes = tmux.list_panes()?;
-    let mut agents: Vec<(String, String)> = layout
-        .agents
-        .iter()
-        .map(|a| (a.name.as_str().to_owned(), a.role.as_str().to_owned()))
-        .collect();
-    for p in panes.iter().filter(|p| p.session == session) {
-        if let (Some(a), Some(r)) = (&p.agent, &p.role)
-            && !agents.iter().any(|(n, _)| n == a)
-        {
-            agents.push((a.clone(), r.clone()));
-        }
-    }
-    let role_of = |name: &str| {
-        agents
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, r)| r.clone())
-    };
-
+    // The sender: the pane's agent (`ORCH_AGENT`), else the user.
     let sender_name = env_nonempty("ORCH_AGENT");
     let sender_role = match &sender_name {
         None => None,
-        Some(n) => Some(role_of(n).or_else(|| env_nonempty("ORCH_ROLE")).ok_or_else(|| {
-            BadInput(format!(
-                "ORCH_AGENT={n} is not an agent of session {session}; unset it to send as the user"
-            ))
-        })?),
+        Some(n) => Some(
+            layout
+                .agents
+                .iter()
+                .find(|a| a.name.as_str() == n)
+                .map(|a| a.role.as_str().to_owned())
+                .or_else(|| env_nonempty("ORCH_ROLE"))
+                .ok_or_else(|| {
+                    BadInput(format!(
+                        "ORCH_AGENT={n} is not an agent of session {session}; unset it to send as the user"
+                    ))
+                })?,
+        ),
     };
     let sender = match (&sender_name, &sender_role) {
         (Some(name), Some(role)) => Sender::Agent { name, role },
         _ => Sender::User,
     };
-    let from = sender.name().to_owned();
-
-    // Targets.
-    let explicit = args.target != "all" && !args.target.starts_with("role:");
-    let candidates: Vec<&(String, String)> = if args.target == "all" {
-        agents.iter().filter(|(n, _)| *n != from).collect()
-    } else if let Some(role) = args.target.strip_prefix("role:") {
-        agents
-            .iter()
-            .filter(|(n, r)| r == role && *n != from)
-            .collect()
-    } else {
-        agents.iter().filter(|(n, _)| *n == args.target).collect()
+    let req = SendRequest {
+        target: &args.target,
+        text: &text,
+        priority: match args.priority {
+            PriorityArg::High => Priority::High,
+            PriorityArg::Normal => Priority::Normal,
+            PriorityArg::Low => Priority::Low,
+        },
+        enter: !args.no_enter,
+        when_idle: args.when == WhenArg::Idle,
+        wait: args.wait,
+        timeout: args.timeout,
     };
-    if candidates.is_empty() {
-        let names: Vec<&str> = agents.iter().map(|(n, _)| n.as_str()).collect();
-        bail!(BadInput(format!(
-            "no agent matches {:?} in session {session}; use an agent name ({}), role:ROLE, or all",
-            args.target,
-            names.join(", ")
-        )));
-    }
-    let mut targets = Vec::new();
-    let mut refusals = Vec::new();
-    for (name, role) in candidates {
-        match acl::check(layout.messaging.acl, sender, name, role) {
-            Ok(()) => targets.push(name.clone()),
-            Err(refusal) => {
-                let mut f = Map::new();
-                f.insert("from".into(), from.clone().into());
-                f.insert("reason".into(), refusal.0.clone().into());
-                rec.record(EventKind::MessageRefused, Some(name), f)?;
-                refusals.push(refusal.0);
+    let mut printed = Ok(());
+    let report = send(&layout, &tmux, &dir, sender, &req, |t, o| {
+        let line = match o {
+            Outcome::Delivered { took, by: None } => {
+                format!("{t}: delivered ({} ms)", took.as_millis())
             }
+            Outcome::Delivered { took, by: Some(by) } => {
+                format!("{t}: delivered ({} ms, by {by})", took.as_millis())
+            }
+            Outcome::Failed(reason) => format!("{t}: failed: {reason}"),
+            Outcome::Queued(why) => format!(
+                "{t}: queued ({why}); it is delivered when the agent runs and is not in copy mode"
+            ),
+            Outcome::TimedOut(after) => format!(
+                "{t}: not delivered within {}; the message stays queued",
+                humantime::format_duration(*after)
+            ),
+        };
+        if printed.is_ok() {
+            printed = out!("{line}");
         }
-    }
-    if let Some(first) = refusals.first()
-        && (explicit || targets.is_empty())
-    {
-        bail!(BadInput(first.clone()));
-    }
-    for r in &refusals {
+    })?;
+    printed?;
+    for r in &report.skipped {
         eprintln!("orch: skipped: {r}");
     }
-
-    // Queue, then deliver what can be delivered now.
-    let priority = match args.priority {
-        PriorityArg::High => Priority::High,
-        PriorityArg::Normal => Priority::Normal,
-        PriorityArg::Low => Priority::Low,
-    };
-    let mut ours: Vec<Message> = Vec::new();
-    let digest = crate::digest::sha256_hex(text.as_bytes());
-    for t in &targets {
-        let how = Delivery {
-            enter: !args.no_enter,
-            when_ready: args.when == WhenArg::Idle,
-            ready_within: args.timeout.filter(|_| args.when == WhenArg::Idle),
+    for (t, c) in &report.corrupt {
+        let what = match &c.recovered_from {
+            Some(id) => format!("its message was queued again from snapshot {id}"),
+            None => "no snapshot holds its message".to_owned(),
         };
-        let msg = queue.push_with(&from, t, priority, &text, how)?;
-        let mut f = Map::new();
-        f.insert("id".into(), msg.id.clone().into());
-        f.insert("from".into(), from.clone().into());
-        f.insert("priority".into(), priority.as_str().into());
-        f.insert("bytes".into(), text.len().into());
-        f.insert("sha256".into(), Value::String(digest.clone()));
-        rec.record(EventKind::MessageQueued, Some(t), f)?;
-        ours.push(msg);
+        eprintln!(
+            "orch: {t}: a queued message could not be read ({}); moved to {}; {what}",
+            c.error,
+            c.moved_to.display()
+        );
     }
-
-    let opts = Options::default();
-    let timeout = args.timeout.unwrap_or(DEFAULT_WAIT);
-    let deadline = Instant::now() + timeout;
-    // Since when each target's screen has read `unknown`, for the 30 s fallback.
-    let mut unknown_since: std::collections::HashMap<String, Instant> = Default::default();
-    let mut failed = false;
-    let mut reported: BTreeSet<String> = BTreeSet::new();
-    let mut first_round = true;
-    loop {
-        let panes = if first_round {
-            panes.clone()
-        } else {
-            tmux.list_panes()?
-        };
-        for t in &targets {
-            if reported.contains(t) {
-                continue;
-            }
-            let pane = pane_of(&panes, &session, t);
-            let activity = read_activity(&tmux, &layout, t, pane);
-            let unknown_for = if activity == Activity::Unknown {
-                unknown_since
-                    .entry(t.clone())
-                    .or_insert_with(Instant::now)
-                    .elapsed()
-            } else {
-                unknown_since.remove(t);
-                Duration::ZERO
-            };
-            let io = AgentIo::of(layout.agents.iter().find(|a| a.name.as_str() == t));
-            let target = Target {
-                agent: t,
-                pane,
-                style: &io.style,
-                profile: &io.profile,
-                activity,
-                unknown_for,
-            };
-            let d = drain_agent(&tmux, &queue, &mut rec, &target, opts)?;
-            let mine: Vec<_> = ours.iter().filter(|m| &m.to == t).collect();
-            let delivered_ms: Vec<u128> = d
-                .delivered
-                .iter()
-                .filter(|(m, _)| mine.iter().any(|o| o.id == m.id))
-                .map(|(_, x)| x.took.as_millis())
-                .collect();
-            if let Some((m, reason)) = &d.failed
-                && mine.iter().any(|o| o.id == m.id)
-            {
-                out!("{t}: failed: {reason}")?;
-                failed = true;
-                reported.insert(t.clone());
-            } else if mine.iter().all(|m| !queue.contains(m)) {
-                match delivered_ms.first() {
-                    Some(ms) => out!("{t}: delivered ({ms} ms)")?,
-                    // Another deliverer (the supervisor, on its tick) got there first.
-                    None => {
-                        let by = mine.first().and_then(|m| {
-                            audit::recent(
-                                &dir.join(crate::messaging::AUDIT_FILE),
-                                "delivered",
-                                &m.id,
-                            )
-                        });
-                        match by.and_then(|v| v["deliver_ms"].as_u64()) {
-                            Some(ms) => out!("{t}: delivered ({ms} ms, by the supervisor)")?,
-                            None => out!("{t}: delivered (by another orch process)")?,
-                        }
-                    }
-                }
-                reported.insert(t.clone());
-            } else if first_round || !args.wait {
-                let why = d
-                    .waiting
-                    .map(|(w, n)| format!("the pane is {w}; {n} message(s) waiting"))
-                    .or_else(|| {
-                        d.failed
-                            .map(|(_, r)| format!("an earlier message failed: {r}"))
-                    })
-                    .unwrap_or_else(|| "waiting".into());
-                if !args.wait {
-                    out!(
-                        "{t}: queued ({why}); it is delivered when the agent runs and is not in copy mode"
-                    )?;
-                    reported.insert(t.clone());
-                }
-            }
-        }
-        first_round = false;
-        if reported.len() == targets.len() || !args.wait {
-            break;
-        }
-        if Instant::now() >= deadline {
-            for t in targets.iter().filter(|t| !reported.contains(*t)) {
-                out!(
-                    "{t}: not delivered within {}; the message stays queued",
-                    humantime::format_duration(timeout)
-                )?;
-            }
-            return Ok(ExitCode::from(1));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(if failed {
+    Ok(if report.failed() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -346,8 +202,26 @@ pub(super) fn run_audit(ctx: &Context, command: AuditCommand) -> Result<ExitCode
                 .join(layout.session.as_str())
                 .join(crate::messaging::AUDIT_FILE);
             match audit::verify(&path) {
-                Ok(n) => {
-                    out!("ok: {} intact ({n} lines)", path.display())?;
+                Ok(v) => {
+                    out!("ok: {} intact ({} records)", path.display(), v.records)?;
+                    for line in &v.torn {
+                        out!(
+                            "note: line {line} is a torn write (a crash or a full disk cut it short), closed off by the next record; not tampering"
+                        )?;
+                    }
+                    if v.past_head > 0 {
+                        out!(
+                            "note: the newest {} record(s) were written while the head ({}) could not be updated",
+                            v.past_head,
+                            audit::head_path(&path).display()
+                        )?;
+                    }
+                    if v.no_head {
+                        out!(
+                            "note: no head file ({}): the last record is covered by nothing; the next message writes one",
+                            audit::head_path(&path).display()
+                        )?;
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(broken) => {
@@ -357,24 +231,4 @@ pub(super) fn run_audit(ctx: &Context, command: AuditCommand) -> Result<ExitCode
             }
         }
     }
-}
-
-/// What the agent's screen shows it doing, read with its profile's patterns (the
-/// supervisor knows this already, from hooks too; a command has to look).
-fn read_activity(
-    tmux: &crate::tmux::Tmux,
-    layout: &Layout,
-    agent: &str,
-    pane: Option<&crate::tmux::Pane>,
-) -> Activity {
-    let Some(pane) = pane.filter(|p| !p.dead) else {
-        return Activity::Unknown;
-    };
-    let Some(spec) = layout.agents.iter().find(|a| a.name.as_str() == agent) else {
-        return Activity::Unknown;
-    };
-    let Ok(screen) = tmux.capture_screen(&pane.id) else {
-        return Activity::Unknown;
-    };
-    ActivityProfile::for_agent(spec).classify(&screen)
 }

@@ -15,13 +15,41 @@ pub(super) fn run(ctx: &Context, json: bool) -> Result<ExitCode> {
     let tmux = ctx.tmux();
     let dir = ctx.state()?.root().join(layout.session.as_str());
     let supervisor = match supervisor_pid(&dir) {
-        Some(pid) => request(&dir, &Request::Status)
-            .ok()
-            .flatten()
-            .map(|r| (pid, r.agents)),
+        // It holds the lock, so it runs, answering or not: never "not running".
+        Some(pid) => match request(&dir, &Request::Status) {
+            Ok(Some(r)) if r.ok => Some((pid, r.agents)),
+            Ok(Some(r)) => {
+                let why = r.error.unwrap_or_default();
+                eprintln!("orch: the supervisor (pid {pid}) runs but did not report: {why}");
+                Some((pid, Vec::new()))
+            }
+            Ok(None) | Err(_) => {
+                eprintln!(
+                    "orch: the supervisor (pid {pid}) runs but did not answer on its control socket; states below are tmux's"
+                );
+                Some((pid, Vec::new()))
+            }
+        },
         None => None,
     };
     let report = session::status(&layout, &tmux, supervisor)?;
+    // Never silent about messages that could not be read (stderr: the JSON keeps its shape).
+    let queue = crate::messaging::queue::Queue::new(&dir);
+    for a in &layout.agents {
+        let name = a.name.as_str();
+        let (unreadable, set_aside) = (
+            queue.scan(name).map_or(0, |(_, bad)| bad.len()),
+            queue.corrupt_count(name),
+        );
+        if unreadable + set_aside > 0 {
+            eprintln!(
+                "orch: {name}: {} queued message file(s) could not be read ({} set aside in {}); see `orch events`",
+                unreadable + set_aside,
+                set_aside,
+                dir.join("queue").join(name).join("corrupt").display()
+            );
+        }
+    }
     if json {
         out!("{}", serde_json::to_string(&report)?)?;
     } else {

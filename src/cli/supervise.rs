@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 
 use super::{Context, out};
 use crate::supervisor::control::{Request, request};
-use crate::supervisor::store::JOURNAL_FILE;
+use crate::supervisor::store::{JOURNAL_FILE, journal_records};
 use crate::supervisor::{SuperviseOptions, supervise};
 
 pub(super) fn run_supervise(ctx: &Context) -> Result<ExitCode> {
@@ -106,8 +106,9 @@ pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<Exit
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let mut pending = String::new();
+    let mut pending: Vec<u8> = Vec::new();
     let mut offset = 0u64;
+    let mut skipped = 0usize;
     loop {
         if file.is_none() {
             file = std::fs::File::open(&path).ok();
@@ -116,17 +117,41 @@ pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<Exit
             // A rotated journal starts over.
             if f.metadata().map(|m| m.len()).unwrap_or(0) < offset {
                 offset = 0;
+                pending.clear();
             }
             f.seek(std::io::SeekFrom::Start(offset))?;
-            let mut chunk = String::new();
-            offset += f.read_to_string(&mut chunk)? as u64;
-            pending.push_str(&chunk);
-            while let Some(i) = pending.find('\n') {
-                let line: String = pending.drain(..=i).collect();
-                print_event(line.trim_end(), json)?;
+            // Bytes, not text: one line that is not UTF-8 must not hide all the others.
+            let mut chunk = Vec::new();
+            offset += f.read_to_end(&mut chunk)? as u64;
+            pending.extend_from_slice(&chunk);
+            if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+                let whole: Vec<u8> = pending.drain(..=end).collect();
+                let (records, bad) = journal_records(&whole);
+                skipped += bad;
+                for line in records {
+                    print_event(line, json)?;
+                }
+                if bad > 0 && follow {
+                    eprintln!(
+                        "orch: skipped {bad} line(s) of {} that are not JSON events (torn by a crash or a full disk)",
+                        path.display()
+                    );
+                }
             }
         }
         if !follow {
+            // A last line still unterminated: torn, unless it is a whole record.
+            let (records, bad) = journal_records(&pending);
+            for line in records {
+                print_event(line, json)?;
+            }
+            skipped += bad;
+            if skipped > 0 {
+                eprintln!(
+                    "orch: skipped {skipped} line(s) of {} that are not JSON events (torn by a crash or a full disk)",
+                    path.display()
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -135,6 +160,7 @@ pub(super) fn run_events(ctx: &Context, follow: bool, json: bool) -> Result<Exit
         {
             file = std::fs::File::open(&path).ok();
             offset = 0;
+            pending.clear();
         }
     }
 }
@@ -145,7 +171,7 @@ fn print_event(line: &str, json: bool) -> std::io::Result<()> {
     }
     let Ok(serde_json::Value::Object(mut ev)) = serde_json::from_str::<serde_json::Value>(line)
     else {
-        return out!("{line}");
+        return out!("{line}"); // JSON, but not an object: shown as it is
     };
     let text = |v: Option<serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) => s,

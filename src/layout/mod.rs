@@ -7,6 +7,7 @@
 //! names the file, the line and the column, and what was expected.
 
 mod builtin;
+mod limits;
 mod locate;
 mod schema;
 mod units;
@@ -18,11 +19,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use builtin::{BUILTIN, BuiltinLayout};
+pub use limits::{MAX_LAYOUT_BYTES, MAX_NESTING, read_layout_file};
 pub use schema::{
     Acl, AgentName, Arrange, Identity, OnLimit, OnServerDeath, OnStall, Profile, RestartPolicy,
     Risk, Role, StopSignal, TmuxName,
 };
-pub use units::{Duration, Percent, Size};
+pub use units::{Duration, MAX_DURATION, Percent, Period, Size};
 
 use locate::{Seg, locate};
 use schema::{RawAgent, RawLayout, RawWorktree};
@@ -230,6 +232,12 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
         if local.is_file() {
             return Ok(LayoutSource::File(local));
         }
+    }
+    // A folder or a FIFO is not "no such file": `load` says what it is.
+    if as_path.exists() {
+        return Ok(LayoutSource::File(as_path));
+    }
+    if !looks_like_path {
         return Err(unreadable(
             arg,
             "no such layout: not a file, a built-in layout, or ./layouts/<name>.yaml; \
@@ -243,13 +251,15 @@ pub fn resolve_source(arg: Option<&str>, cwd: &Path) -> Result<LayoutSource, Lay
     ))
 }
 
+/// The largest `snapshot.scrollback_lines`: tmux's `history-limit` is an int.
+pub const MAX_SCROLLBACK_LINES: u32 = i32::MAX as u32;
+
 /// Reads and validates a layout.
 pub fn load(source: &LayoutSource) -> Result<Layout, LayoutErrors> {
     match source {
         LayoutSource::File(path) => {
             let display = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| unreadable(&display, format!("cannot read the layout file: {e}")))?;
+            let text = limits::read_layout_file(path)?;
             let base = path.parent().unwrap_or(Path::new("."));
             let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
             parse(&text, &display, &base)
@@ -275,6 +285,8 @@ fn unreadable(file: &str, message: String) -> LayoutErrors {
 /// Parses and validates layout text. `file` names it in errors; relative paths in it are
 /// relative to `base_dir`.
 pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Layout, LayoutErrors> {
+    let text = limits::without_bom(text);
+    limits::check(text, file)?;
     let raw: RawLayout = serde_yaml::from_str(text).map_err(|e| {
         LayoutErrors(vec![LayoutError {
             file: file.to_owned(),
@@ -414,6 +426,16 @@ impl Resolver<'_> {
                 );
             }
         }
+        if raw
+            .snapshot
+            .scrollback_lines
+            .is_some_and(|n| n > MAX_SCROLLBACK_LINES)
+        {
+            self.error(
+                &[Key("snapshot"), Key("scrollback_lines")],
+                format!("snapshot.scrollback_lines: at most {MAX_SCROLLBACK_LINES} (tmux's history-limit)"),
+            );
+        }
         let keep = raw.snapshot.keep.unwrap_or(default::SNAPSHOT_KEEP);
         if keep == 0 {
             self.error(
@@ -435,7 +457,7 @@ impl Resolver<'_> {
             Quality {
                 repo,
                 check: q.check.clone(),
-                timeout: q.timeout.unwrap_or(default::CHECK_TIMEOUT),
+                timeout: q.timeout.map_or(default::CHECK_TIMEOUT, |p| p.0),
                 branches: q
                     .branches
                     .clone()
@@ -469,9 +491,9 @@ impl Resolver<'_> {
             arrange: raw.arrange.unwrap_or(Arrange::Tiled),
             agents,
             monitor: Monitor {
-                tick: m.tick.unwrap_or(default::TICK),
-                resources: m.resources.unwrap_or(default::RESOURCES),
-                maintenance: m.maintenance.unwrap_or(default::MAINTENANCE),
+                tick: m.tick.map_or(default::TICK, |p| p.0),
+                resources: m.resources.map_or(default::RESOURCES, |p| p.0),
+                maintenance: m.maintenance.map_or(default::MAINTENANCE, |p| p.0),
                 error_patterns,
                 error_storm_count: m
                     .error_storm
@@ -480,15 +502,18 @@ impl Resolver<'_> {
                 error_storm_window: m
                     .error_storm
                     .as_ref()
-                    .map_or(default::STORM_WINDOW, |s| s.window),
-                leak_window: m.leak.as_ref().map_or(default::LEAK_WINDOW, |l| l.window),
+                    .map_or(default::STORM_WINDOW, |s| s.window.0),
+                leak_window: m.leak.as_ref().map_or(default::LEAK_WINDOW, |l| l.window.0),
                 leak_min_growth: m
                     .leak
                     .as_ref()
                     .map_or(default::LEAK_MIN_GROWTH, |l| l.min_growth),
             },
             snapshot: SnapshotPolicy {
-                interval: raw.snapshot.interval.unwrap_or(default::SNAPSHOT_INTERVAL),
+                interval: raw
+                    .snapshot
+                    .interval
+                    .map_or(default::SNAPSHOT_INTERVAL, |p| p.0),
                 keep,
                 scrollback_lines: raw
                     .snapshot
@@ -722,6 +747,37 @@ impl Resolver<'_> {
 
         let mut env = d.env.clone().unwrap_or_default().0;
         env.extend(a.env.clone().unwrap_or_default().0);
+        // A NUL byte cannot pass through tmux's arguments or the environment.
+        let nul_in = |v: Option<&String>| v.is_some_and(|v| v.contains('\0'));
+        for (key, value, at) in [
+            ("command", command.as_ref(), a.command.is_some()),
+            ("cwd", a.cwd.as_ref().or(d.cwd.as_ref()), a.cwd.is_some()),
+        ] {
+            if nul_in(value) {
+                let path = if at {
+                    from_agent(key)
+                } else {
+                    from_defaults(key)
+                };
+                self.error(
+                    &path,
+                    format!("agents[{i}] ({name}): {key} contains a NUL byte"),
+                );
+            }
+        }
+        for (k, v) in &env {
+            if v.contains('\0') {
+                let path = if a.env.as_ref().is_some_and(|e| e.0.contains_key(k)) {
+                    from_agent("env")
+                } else {
+                    from_defaults("env")
+                };
+                self.error(
+                    &path,
+                    format!("agents[{i}] ({name}): env {k} contains a NUL byte"),
+                );
+            }
+        }
 
         let (ar, dr) = (&a.restart, &d.restart);
         let restart = Restart {
@@ -771,7 +827,7 @@ impl Resolver<'_> {
             stall_after: a
                 .stall_after
                 .or(d.stall_after)
-                .unwrap_or(default::STALL_AFTER),
+                .map_or(default::STALL_AFTER, |p| p.0),
             on_stall: a.on_stall.or(d.on_stall).unwrap_or(OnStall::Alert),
             limits: Limits {
                 memory: a.limits.memory.or(d.limits.memory),

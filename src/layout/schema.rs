@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::units::{Duration, Percent, Size};
+use super::units::{Duration, Percent, Period, Size};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +43,7 @@ pub(super) struct RawDefaults {
     pub worktree: Option<RawWorktree>,
     #[serde(default)]
     pub restart: RawRestart,
-    pub stall_after: Option<Duration>,
+    pub stall_after: Option<Period>,
     pub on_stall: Option<OnStall>,
     pub on_limit: Option<OnLimit>,
     #[serde(default)]
@@ -67,7 +67,7 @@ pub(super) struct RawAgent {
     pub instructions: Option<String>,
     #[serde(default)]
     pub restart: RawRestart,
-    pub stall_after: Option<Duration>,
+    pub stall_after: Option<Period>,
     pub on_stall: Option<OnStall>,
     pub on_limit: Option<OnLimit>,
     #[serde(default)]
@@ -139,9 +139,9 @@ pub(super) struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMonitor {
-    pub tick: Option<Duration>,
-    pub resources: Option<Duration>,
-    pub maintenance: Option<Duration>,
+    pub tick: Option<Period>,
+    pub resources: Option<Period>,
+    pub maintenance: Option<Period>,
     pub error_patterns: Option<Vec<String>>,
     pub error_storm: Option<RawErrorStorm>,
     pub leak: Option<RawLeak>,
@@ -151,20 +151,20 @@ pub(super) struct RawMonitor {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawErrorStorm {
     pub count: u32,
-    pub window: Duration,
+    pub window: Period,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLeak {
-    pub window: Duration,
+    pub window: Period,
     pub min_growth: Percent,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSnapshot {
-    pub interval: Option<Duration>,
+    pub interval: Option<Period>,
     pub keep: Option<u32>,
     pub scrollback_lines: Option<u32>,
     pub redact: Option<Vec<String>>,
@@ -186,7 +186,7 @@ pub enum OnServerDeath {
 pub(super) struct RawQuality {
     pub repo: Option<String>,
     pub check: String,
-    pub timeout: Option<Duration>,
+    pub timeout: Option<Period>,
     pub branches: Option<Vec<String>>,
     pub retries: Option<u32>,
     pub identity: Option<Identity>,
@@ -406,29 +406,66 @@ checked_name!(
     check_tmux_name
 );
 
+/// The longest agent, session or window name: it becomes file names (`<agent>.log`,
+/// `<agent>.scrollback`, the session's folder), paths under the state dir and tmux
+/// targets, all of which have limits (255 bytes a name, 107 a socket path).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Agent names that mean something else where agents are named: `orch send all`, the
+/// sender `user` (a person outside the panes) and `orch` (orch's own messages).
+pub const RESERVED_AGENT_NAMES: [&str; 3] = ["all", "user", "orch"];
+
 fn check_agent_name(v: &str) -> Result<(), String> {
-    if !v.is_empty()
-        && v.bytes()
+    if v.is_empty()
+        || !v
+            .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid agent name {v:?}: use lower-case letters, digits, '_' and '-' (e.g. worker1)"
-        ))
+        return Err(format!(
+            "invalid agent name {:?}: use lower-case letters, digits, '_' and '-' (e.g. worker1)",
+            shorten(v)
+        ));
+    }
+    if v.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "agent name {:?} is {} characters long; use at most {MAX_NAME_LEN}",
+            shorten(v),
+            v.len()
+        ));
+    }
+    if RESERVED_AGENT_NAMES.contains(&v) {
+        return Err(format!(
+            "agent name {v:?} is reserved (`all`, `user` and `orch` name something else in `orch send`); choose another name"
+        ));
+    }
+    Ok(())
+}
+
+/// A name as quoted in an error: whole if short, else its start.
+fn shorten(v: &str) -> String {
+    match v.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &v[..i]),
+        None => v.to_owned(),
     }
 }
 
 fn check_role(v: &str) -> Result<(), String> {
     let mut bytes = v.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_uppercase());
-    if first_ok && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid role {v:?}: use PRESIDENT, BOSS, WORKER or another upper-case word (A-Z, 0-9, _)"
-        ))
+    if !first_ok || !bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(format!(
+            "invalid role {:?}: use PRESIDENT, BOSS, WORKER or another upper-case word (A-Z, 0-9, _)",
+            shorten(v)
+        ));
     }
+    if v.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "role {:?} is {} characters long; use at most {MAX_NAME_LEN}",
+            shorten(v),
+            v.len()
+        ));
+    }
+    Ok(())
 }
 
 fn check_tmux_name(v: &str) -> Result<(), String> {
@@ -436,13 +473,20 @@ fn check_tmux_name(v: &str) -> Result<(), String> {
     let charset = v
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !v.is_empty() && charset && !v.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name {v:?}: use letters, digits, '_' and '-', not digits only (e.g. org9)"
-        ))
+    if v.is_empty() || !charset || v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid name {:?}: use letters, digits, '_' and '-', not digits only (e.g. org9)",
+            shorten(v)
+        ));
     }
+    if v.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "name {:?} is {} characters long; use at most {MAX_NAME_LEN}",
+            shorten(v),
+            v.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Environment variables for an agent; names are checked, and ORCH_* are reserved.

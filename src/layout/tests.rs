@@ -581,3 +581,234 @@ fn gate_settings_are_checked_with_their_positions() {
     );
     assert!(e[0].starts_with("t.yaml:2:"), "{e:?}");
 }
+
+/// Arbitrary layouts: built from every key of the schema with values drawn from good,
+/// borderline and hostile ones, and as raw text. Whatever comes in, `parse` returns (no
+/// panic), every error names a line and column, and a layout it accepts is one the
+/// runtime can honour (no zero period, no duration past a year, names that fit).
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn duration() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (1u64..100_000).prop_map(|n| format!("{n}ms")),
+            8 => (1u64..100_000).prop_map(|n| format!("{n}s")),
+            1 => Just("0s".to_owned()),
+            1 => Just("0ms".to_owned()),
+            1 => Just("1ms".to_owned()),
+            1 => Just("18446744073709551615s".to_owned()),
+            1 => Just("365d".to_owned()),
+            1 => Just("366d".to_owned()),
+            1 => Just("30".to_owned()),
+            1 => "[a-z0-9 ]{0,8}",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            20 => "[a-z][a-z0-9_-]{0,10}",
+            1 => Just("all".to_owned()),
+            1 => Just("user".to_owned()),
+            1 => Just("orch".to_owned()),
+            1 => "[a-z]{60,80}",
+            1 => "[A-Za-z0-9 :.%\u{fe0f}]{0,12}",
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            duration(),
+            name(),
+            "-?[0-9]{1,12}",
+            Just("[[[[]]]]".to_owned()),
+            Just("~".to_owned()),
+            Just("''".to_owned()),
+            Just("\"\\0\"".to_owned()),
+        ]
+    }
+
+    /// A flow mapping of some of `keys`, each present with its probability and a value
+    /// from its strategy.
+    fn mapping(keys: Vec<(&'static str, f64, BoxedStrategy<String>)>) -> BoxedStrategy<String> {
+        let fields: Vec<BoxedStrategy<Option<String>>> = keys
+            .into_iter()
+            .map(|(k, p, v)| {
+                proptest::option::weighted(p, v.prop_map(move |v| format!("{k}: {v}"))).boxed()
+            })
+            .collect();
+        fields
+            .prop_map(|kv| {
+                format!(
+                    "{{ {} }}",
+                    kv.into_iter().flatten().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .boxed()
+    }
+
+    fn layout() -> impl Strategy<Value = String> {
+        let agent = (
+            name(),
+            prop_oneof![8 => Just("WORKER"), 8 => Just("BOSS"), 1 => Just("boss")],
+            prop_oneof![8 => Just("'exec sleep 1'".to_owned()), 1 => scalar()],
+        )
+            .prop_map(|(n, r, c)| format!("  - {{ name: {n}, role: {r}, command: {c} }}\n"));
+        let monitor = mapping(vec![
+            ("tick", 0.5, duration().boxed()),
+            ("resources", 0.5, duration().boxed()),
+            ("maintenance", 0.5, duration().boxed()),
+            ("bogus", 0.05, scalar().boxed()),
+        ]);
+        let snapshot = mapping(vec![
+            ("interval", 0.5, duration().boxed()),
+            (
+                "keep",
+                0.5,
+                prop_oneof![1 => Just("0".to_owned()), 8 => Just("5".to_owned())].boxed(),
+            ),
+            (
+                "scrollback_lines",
+                0.5,
+                prop_oneof![8 => Just("100".to_owned()), 1 => Just("4294967295".to_owned())]
+                    .boxed(),
+            ),
+        ]);
+        let restart = mapping(vec![
+            ("window", 0.5, duration().boxed()),
+            ("min_uptime", 0.5, duration().boxed()),
+        ]);
+        (
+            name(),
+            proptest::collection::vec(agent, 1..4),
+            monitor,
+            snapshot,
+            proptest::option::of(duration()),
+            restart,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(session, agents, monitor, snapshot, stall, restart, bom)| {
+                    let mut y = String::new();
+                    if bom {
+                        y.push('\u{feff}');
+                    }
+                    y.push_str(&format!(
+                        "session: {session}\nmonitor: {monitor}\nsnapshot: {snapshot}\n"
+                    ));
+                    let stall = stall
+                        .map(|d| format!(", stall_after: {d}"))
+                        .unwrap_or_default();
+                    y.push_str(&format!("defaults: {{ restart: {restart}{stall} }}\n"));
+                    y.push_str("agents:\n");
+                    for a in agents {
+                        y.push_str(&a);
+                    }
+                    y
+                },
+            )
+    }
+
+    /// What the runtime relies on in an accepted layout.
+    fn honourable(l: &Layout) -> Result<(), String> {
+        let periods = [
+            l.monitor.tick,
+            l.monitor.resources,
+            l.monitor.maintenance,
+            l.snapshot.interval,
+            l.monitor.error_storm_window,
+            l.monitor.leak_window,
+        ];
+        for p in periods {
+            if p.0.is_zero() || p.0 > MAX_DURATION {
+                return Err(format!("period {p}"));
+            }
+        }
+        for a in &l.agents {
+            let r = &a.restart;
+            for d in [
+                r.window,
+                r.min_uptime,
+                r.backoff_initial,
+                r.backoff_max,
+                a.stall_after,
+            ] {
+                if d.0 > MAX_DURATION {
+                    return Err(format!("{}: duration {d}", a.name));
+                }
+            }
+            if a.stall_after.0.is_zero() {
+                return Err(format!("{}: stall_after 0", a.name));
+            }
+            let n = a.name.as_str();
+            if n.len() > schema::MAX_NAME_LEN || ["all", "user", "orch"].contains(&n) {
+                return Err(format!("name {n}"));
+            }
+            if a.command.as_deref().is_some_and(|c| c.contains('\0')) {
+                return Err(format!("{n}: NUL in command"));
+            }
+        }
+        if l.session.as_str().len() > schema::MAX_NAME_LEN {
+            return Err("session name".into());
+        }
+        Ok(())
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let d = dir();
+        match parse(text, "t.yaml", d.path()) {
+            Ok(l) => prop_assert!(honourable(&l).is_ok(), "{:?} for {text:?}", honourable(&l)),
+            Err(errors) => {
+                prop_assert!(!errors.0.is_empty());
+                for e in &errors.0 {
+                    prop_assert!(
+                        e.position.is_some() || e.message.contains("larger than"),
+                        "no position: {e} for {text:?}"
+                    );
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A generator that never made an acceptable layout would test nothing.
+    #[test]
+    fn the_generator_makes_both_good_and_bad_layouts() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut good, mut bad) = (0, 0);
+        for _ in 0..400 {
+            let text = layout().new_tree(&mut runner).expect("value").current();
+            match parse(&text, "t.yaml", dir().path()) {
+                Ok(_) => good += 1,
+                Err(_) => bad += 1,
+            }
+        }
+        assert!(good >= 20 && bad >= 20, "{good} accepted, {bad} refused");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn generated_layouts_are_accepted_only_when_honourable(text in layout()) {
+            check(&text)?;
+        }
+
+
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_position(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn nesting_of_any_depth_is_refused_at_once(depth in 0usize..5000, open in "[\\[{]") {
+            let text = format!("session: s\nmonitor: {}\nagents: []\n", open.repeat(depth));
+            let started = std::time::Instant::now();
+            let d = dir();
+            let _ = parse(&text, "t.yaml", d.path());
+            prop_assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+    }
+}

@@ -14,6 +14,17 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub StdDuration);
 
+/// The longest duration a layout may set: a year. Anything longer cannot mean anything a
+/// supervisor should wait for, and far-off deadlines overflow clocks (`Instant + 2^64 s`
+/// panics).
+pub const MAX_DURATION: StdDuration = StdDuration::from_secs(365 * 24 * 3600);
+
+/// A duration that must not be zero: how often something runs (`monitor.tick`,
+/// `snapshot.interval`) or how long a window is. Zero is refused while parsing, with the
+/// scalar's line and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period(pub Duration);
+
 /// A byte size: `512MiB`, `4GiB`, `100MB`, or a bare number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Size(pub u64);
@@ -43,13 +54,37 @@ impl FromStr for Duration {
                 "invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
             ));
         }
-        humantime::parse_duration(trimmed)
-            .map(Duration)
-            .map_err(|_| {
+        let d = humantime::parse_duration(trimmed).map_err(|e| {
+            if matches!(e, humantime::DurationError::NumberOverflow) {
+                too_long(s)
+            } else {
                 format!(
                     "invalid duration {s:?}: expected a number with a unit, e.g. 500ms, 30s, 5m, 1h"
                 )
-            })
+            }
+        })?;
+        if d > MAX_DURATION {
+            return Err(too_long(s));
+        }
+        Ok(Duration(d))
+    }
+}
+
+fn too_long(s: &str) -> String {
+    format!("invalid duration {s:?}: at most 365 days (365d)")
+}
+
+impl FromStr for Period {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d: Duration = s.parse()?;
+        if d.0.is_zero() {
+            return Err(format!(
+                "invalid duration {s:?}: must be longer than zero, e.g. 1s"
+            ));
+        }
+        Ok(Period(d))
     }
 }
 
@@ -132,6 +167,12 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_unit(d, "a duration longer than zero, such as 500ms, 30s or 5m")
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_unit(d, "a size such as 512MiB or 4GiB")
@@ -179,6 +220,28 @@ mod tests {
                 .contains("expected a number with a unit")
         );
         assert!("soon".parse::<Duration>().is_err());
+        // Zero is a duration, but not a period; nothing may exceed a year.
+        assert_eq!("0s".parse(), Ok(Duration::from_secs(0)));
+        assert!(
+            "0s".parse::<Period>()
+                .unwrap_err()
+                .contains("longer than zero")
+        );
+        assert_eq!("1ms".parse(), Ok(Period(Duration::from_millis(1))));
+        assert_eq!("365d".parse(), Ok(Duration::from_secs(365 * 86400)));
+        for huge in [
+            "18446744073709551615s",
+            "366d",
+            "99999999999999999999999h",
+            "2y",
+        ] {
+            assert!(
+                huge.parse::<Duration>()
+                    .unwrap_err()
+                    .contains("at most 365 days"),
+                "{huge}"
+            );
+        }
         assert!("".parse::<Duration>().is_err());
     }
 
@@ -208,7 +271,7 @@ mod tests {
         }
 
         #[test]
-        fn duration_units_scale(n in 1u64..1_000_000) {
+        fn duration_units_scale(n in 1u64..500_000) {
             prop_assert_eq!(format!("{n}ms").parse(), Ok(Duration::from_millis(n)));
             prop_assert_eq!(format!("{n}s").parse(), Ok(Duration::from_secs(n)));
             prop_assert_eq!(format!("{n}m").parse(), Ok(Duration::from_secs(n * 60)));

@@ -32,7 +32,7 @@ use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 pub const MARKER_CHARS: usize = 40;
 
 /// How long a submitted message may take to leave the input before Enter is pressed again.
-const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
+pub(super) const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -58,7 +58,7 @@ impl Default for Options {
 #[derive(Clone, Debug)]
 pub struct InputStyle {
     placeholders: Vec<Regex>,
-    settle: Duration,
+    pub(super) settle: Duration,
     /// What the screen shows once a message is submitted; empty: nothing particular.
     submitted: RegexSet,
 }
@@ -192,14 +192,14 @@ pub fn confirmed(before: usize, collapsed_screen: &str, marker: &str) -> bool {
 }
 
 /// What of a paste a screen can show: its tail, and the CLI's placeholders.
-struct Signs<'a> {
-    marker: String,
-    style: &'a InputStyle,
+pub(super) struct Signs<'a> {
+    pub(super) marker: String,
+    pub(super) style: &'a InputStyle,
 }
 
 impl Signs<'_> {
     /// Occurrences of the marker and of each placeholder on a screen.
-    fn count(&self, screen: &str) -> (usize, usize) {
+    pub(super) fn count(&self, screen: &str) -> (usize, usize) {
         let collapsed = collapse(screen);
         let placeholders = self
             .style
@@ -211,7 +211,7 @@ impl Signs<'_> {
     }
 
     /// How the paste shows on `screen` compared with the screen before it, if it does.
-    fn landed(&self, before: (usize, usize), screen: &str) -> Option<Confirmation> {
+    pub(super) fn landed(&self, before: (usize, usize), screen: &str) -> Option<Confirmation> {
         let collapsed = collapse(screen);
         if confirmed(before.0, &collapsed, &self.marker) {
             return Some(Confirmation::Screen);
@@ -221,7 +221,7 @@ impl Signs<'_> {
 
     /// Whether the input no longer holds the text: it left the cursor's line and, for a
     /// CLI that draws one, the screen shows a turn starting or an empty input. Pure.
-    fn submitted(&self, input: &PaneInput) -> bool {
+    pub(super) fn submitted(&self, input: &PaneInput) -> bool {
         let line = collapse(input.cursor_line());
         let holds = line.contains(&self.marker)
             || self.style.placeholders.iter().any(|re| re.is_match(&line));
@@ -377,7 +377,7 @@ fn press_enter(
 }
 
 /// Whether the bottom line asks for a password or passphrase.
-fn looks_like_a_secret_prompt(screen: &str) -> bool {
+pub(super) fn looks_like_a_secret_prompt(screen: &str) -> bool {
     static SECRET: std::sync::LazyLock<Option<Regex>> = std::sync::LazyLock::new(|| {
         Regex::new(r"(?i)(password|passphrase|passcode|pin|token|secret)[^\n]*[:?]\s*\z").ok()
     });

@@ -1,8 +1,9 @@
-//! Messages between agents (SPEC §5.4): who may message whom ([`acl`]), a persistent
-//! per-agent queue ([`queue`]), confirmed delivery into a pane ([`deliver`]) and a
-//! hash-chained audit log of everything that happened to a message ([`audit`]); messages
-//! to a restored agent also wait until its pane shows more than its replayed history
-//! ([`replay`]).
+//! Messages between agents (SPEC §5.4): sending one to a target ([`send`], what `orch
+//! send` and the dashboard call), who may message whom ([`acl`]), a persistent per-agent
+//! queue ([`queue`]), confirmed delivery into a pane ([`deliver`], and to many panes at
+//! once, [`broadcast`]) and a hash-chained audit log of everything that happened to a
+//! message ([`audit`]); messages to a restored agent also wait until its pane shows more
+//! than its replayed history ([`replay`]).
 //!
 //! `acl`, the queue ordering, the confirmation matching and the replay comparison are
 //! pure; only `deliver` and `drain` run tmux (through [`crate::tmux::Tmux`]) and only
@@ -10,10 +11,12 @@
 
 pub mod acl;
 pub mod audit;
+pub mod broadcast;
 pub mod deliver;
 pub mod drain;
 pub mod queue;
 pub mod replay;
+pub mod send;
 
 /// File names inside `<state-dir>/<session>/`.
 pub const QUEUE_DIR: &str = "queue";

@@ -102,8 +102,31 @@ fn yes() -> bool {
     true
 }
 
+/// Where unreadable queue files are moved: `queue/<agent>/corrupt/`.
+pub const CORRUPT_DIR: &str = "corrupt";
+
+/// A file in an agent's queue that is not a message (corrupt, truncated, or foreign).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its file name in the queue (which says its priority and sequence number).
+    pub name: String,
+    pub path: PathBuf,
+    pub error: String,
+}
+
+fn read_message(path: &Path) -> Result<Message> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", path.display()))
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+}
+
 impl Message {
-    fn file_name(&self) -> String {
+    /// The message's file name in its agent's queue: priority rank, priority, sequence.
+    pub fn file_name(&self) -> String {
         format!(
             "{}-{}-{:020}.json",
             self.priority.rank(),
@@ -141,6 +164,11 @@ impl Queue {
         }
     }
 
+    /// The session folder these queues belong to.
+    pub fn session_dir(&self) -> Option<PathBuf> {
+        self.dir.parent().map(Path::to_path_buf)
+    }
+
     fn agent_dir(&self, agent: &str) -> Result<PathBuf> {
         if agent.is_empty() || agent.contains(['/', '\0']) || agent.starts_with('.') {
             bail!("{agent:?} is not an agent name");
@@ -166,7 +194,25 @@ impl Queue {
         after_replay: Option<ReplayGuard>,
     ) -> Result<Option<Message>> {
         if self.contains(msg) {
-            return Ok(None);
+            let path = self.agent_dir(&msg.to)?.join(msg.file_name());
+            match read_message(&path) {
+                Ok(_) => return Ok(None),
+                // The copy in the queue cannot be read: set it aside, queue the good one.
+                Err(e) => {
+                    let bad = Unreadable {
+                        name: msg.file_name(),
+                        path,
+                        error: format!("{e:#}"),
+                    };
+                    let moved = self.quarantine(&msg.to, &bad)?;
+                    tracing::warn!(
+                        "queued message {} could not be read ({}); moved to {}, queued again from the snapshot",
+                        bad.name,
+                        bad.error,
+                        moved.display()
+                    );
+                }
+            }
         }
         let how = Delivery {
             enter: msg.enter,
@@ -264,41 +310,94 @@ impl Queue {
     }
 
     /// The messages waiting for `agent`, in delivery order. Unreadable files are skipped
-    /// (they are logged), so one bad file never blocks the queue.
+    /// (they are logged), so one bad file never blocks the queue; whoever delivers
+    /// ([`super::drain::drain_agent`]) sets them aside with [`Queue::quarantine`] and
+    /// reports them.
     pub fn pending(&self, agent: &str) -> Result<Vec<Message>> {
+        let (messages, unreadable) = self.scan(agent)?;
+        for u in unreadable {
+            tracing::warn!("skipping queued message {}: {}", u.path.display(), u.error);
+        }
+        Ok(messages)
+    }
+
+    /// The messages waiting for `agent` and the queue files that are not messages.
+    pub fn scan(&self, agent: &str) -> Result<(Vec<Message>, Vec<Unreadable>)> {
         let dir = self.agent_dir(agent)?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()));
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
             .collect();
         names.sort();
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for name in names {
             let path = dir.join(&name);
-            match fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice::<Message>(&b)?))
-            {
-                Ok(m) => out.push(m),
-                Err(e) => tracing::warn!("skipping queued message {}: {e:#}", path.display()),
+            match read_message(&path) {
+                Ok(m) if m.file_name() == name && m.to == agent => out.push(m),
+                Ok(_) => unreadable.push(Unreadable {
+                    name,
+                    path,
+                    error: "the message inside does not match its file name or queue".into(),
+                }),
+                Err(e) if is_not_found(&e) => {} // delivered meanwhile
+                Err(e) => unreadable.push(Unreadable {
+                    name,
+                    path,
+                    error: format!("{e:#}"),
+                }),
             }
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
-    /// Agents that have a queue folder (maybe empty).
+    /// Moves a queue file that is not a message out of the queue, into
+    /// `queue/<agent>/corrupt/` (where a person can read it), and returns where it went.
+    pub fn quarantine(&self, agent: &str, bad: &Unreadable) -> Result<PathBuf> {
+        let dir = self.agent_dir(agent)?;
+        let corrupt = dir.join(CORRUPT_DIR);
+        create_private_dir(&corrupt)?;
+        let to = corrupt.join(&bad.name);
+        fs::rename(&bad.path, &to)
+            .with_context(|| format!("moving {} to {}", bad.path.display(), to.display()))?;
+        Ok(to)
+    }
+
+    /// Puts `msg` (a copy recovered from a snapshot) back in the queue under its own file
+    /// name, unless a message is there already. True if it was queued.
+    pub fn restore_message(&self, msg: &Message) -> Result<bool> {
+        let dir = self.agent_dir(&msg.to)?;
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        write_new(&dir.join(msg.file_name()), &serde_json::to_vec(msg)?)
+    }
+
+    /// How many files of `agent`'s queue were set aside as unreadable.
+    pub fn corrupt_count(&self, agent: &str) -> usize {
+        self.agent_dir(agent)
+            .ok()
+            .and_then(|d| fs::read_dir(d.join(CORRUPT_DIR)).ok())
+            .map_or(0, |e| e.count())
+    }
+
+    /// Agents that have a queue folder (maybe empty), except folders that are no agent's
+    /// (a name orch would not give an agent).
     pub fn agents(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = match fs::read_dir(&self.dir) {
             Ok(e) => e
                 .filter_map(|e| e.ok())
                 .filter(|e| e.path().is_dir())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
@@ -342,11 +441,26 @@ impl Queue {
         Ok(to)
     }
 
-    /// Whether the message is still queued.
+    /// Whether the message is still queued (its file is there, readable or not).
     pub fn contains(&self, msg: &Message) -> bool {
         self.agent_dir(&msg.to)
             .map(|d| d.join(msg.file_name()).exists())
             .unwrap_or(false)
+    }
+
+    /// Takes the agent's delivery lock if nobody holds it: `None` while another
+    /// deliverer is at work (it delivers what is queued).
+    pub fn try_lock(&self, agent: &str) -> Result<Option<AgentLock>> {
+        let dir = self.agent_dir(agent)?;
+        create_private_dir(&self.dir)?;
+        create_private_dir(&dir)?;
+        let file = crate::state::open_lock_file(&dir.join(".lock"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(AgentLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("locking the queue of {agent}")),
+        }
     }
 
     /// Takes the agent's delivery lock, waiting for another deliverer to finish.
@@ -457,6 +571,40 @@ mod tests {
             .expect("queued again");
         assert!(again.when_ready && again.seq > old.seq);
         assert_eq!(texts(&q, "w"), ["handover", "old", "normal"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as queue files among good messages: no panic, every good
+        /// message still pending in order, every other file found, set aside, and never
+        /// counted as queued.
+        #[test]
+        fn arbitrary_queue_files_are_set_aside_and_nothing_good_is_lost(
+            files in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0u8..3),
+                0..6,
+            )
+        ) {
+            let d = tempfile::tempdir().expect("tmp");
+            let q = Queue::new(d.path());
+            let good: Vec<Message> = (0..3)
+                .map(|i| q.push("boss1", "w", Priority::Normal, &format!("m{i}")).expect("push"))
+                .collect();
+            for (i, (bytes, rank)) in files.iter().enumerate() {
+                let name = format!("{rank}-x-{i:020}.json");
+                fs::write(d.path().join("queue/w").join(name), bytes).expect("write");
+            }
+            let (msgs, bad) = q.scan("w").expect("scan");
+            proptest::prop_assert_eq!(&msgs, &good);
+            proptest::prop_assert_eq!(bad.len(), files.len());
+            for b in &bad {
+                q.quarantine("w", b).expect("quarantine");
+            }
+            proptest::prop_assert_eq!(q.pending("w").expect("pending"), good);
+            proptest::prop_assert_eq!(q.corrupt_count("w"), files.len());
+            proptest::prop_assert!(q.scan("w").expect("scan").1.is_empty());
+        }
     }
 
     #[test]

@@ -117,9 +117,34 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
         },
         UpTarget::Window(id) => PanesTarget::Window { id },
     };
-    let ids = tmux
-        .create_panes(target, layout.arrange.tmux_name(), &specs)
-        .with_context(|| format!("creating the panes of session {session}"))?;
+    if let PanesTarget::NewSession { width, height, .. } = target {
+        let room = pane_room(width, height);
+        if specs.len() > room {
+            return Err(crate::cli::BadInput(format!(
+                "session {session}: {} agents do not fit in one {width}x{height} tmux window (at most about {room} panes); split them over several sessions",
+                specs.len()
+            ))
+            .into());
+        }
+    }
+    let ids = match tmux.create_panes(target, layout.arrange.tmux_name(), &specs) {
+        Ok(ids) => ids,
+        Err(e) => {
+            // Nothing half-made is left behind: what this call created goes again.
+            let names: Vec<&str> = specs.iter().map(|s| s.agent).collect();
+            undo_up(tmux, session, &plan.target, &names);
+            let hint = if e.to_string().contains("no space for new pane") {
+                format!(
+                    "; the window has no room for {} more panes: use fewer agents in this session",
+                    specs.len()
+                )
+            } else {
+                String::new()
+            };
+            return Err(anyhow::Error::from(e)
+                .context(format!("creating the panes of session {session}{hint}")));
+        }
+    };
     let created = specs
         .iter()
         .zip(ids)
@@ -131,6 +156,34 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
         existing: layout.agents.len() - plan.missing.len(),
         notes,
     })
+}
+
+/// About how many panes a `width`x`height` window holds: each needs a column and a
+/// border, a row, its border and its title line (`pane-border-status top`). tmux may
+/// run out of room earlier (it splits the active pane in two); [`undo_up`] cleans up then.
+fn pane_room(width: u16, height: u16) -> usize {
+    usize::from(width).div_ceil(2) * usize::from(height).div_ceil(3)
+}
+
+/// Removes what a failed `up` created: the whole session if it made it, else the panes
+/// of the agents it was creating (a window it made goes with its last pane).
+fn undo_up(tmux: &Tmux, session: &str, target: &UpTarget, agents: &[&str]) {
+    let result = match target {
+        UpTarget::NewSession => tmux.kill_session(session),
+        UpTarget::NewWindow | UpTarget::Window(_) => tmux.list_panes().and_then(|panes| {
+            let made: Vec<&str> = panes
+                .iter()
+                .filter(|p| {
+                    p.session == session && p.agent.as_deref().is_some_and(|a| agents.contains(&a))
+                })
+                .map(|p| p.id.as_str())
+                .collect();
+            tmux.kill_panes(&made)
+        }),
+    };
+    if let Err(e) = result {
+        tracing::warn!(session, "removing the panes of a failed layout up: {e}");
+    }
 }
 
 /// How an agent's pane is started: its cwd, command, and the ORCH_* variables of SPEC §4

@@ -115,3 +115,21 @@ impl Written {
             .map(drop)
     }
 }
+
+/// The copy of a queued message that the newest good snapshot of the session holds, by
+/// its queue file name, with that snapshot's id: how a queue file that can no longer be
+/// read gets its message back.
+pub fn queued_copy(
+    session_dir: &Path,
+    agent: &str,
+    file_name: &str,
+) -> Option<(String, crate::messaging::queue::Message)> {
+    let loaded = store::load(session_dir, "latest").ok()?;
+    let snap = loaded.snapshot;
+    let a = snap.agents.iter().find(|a| a.name == agent)?;
+    a.pending
+        .iter()
+        .filter_map(|v| serde_json::from_value::<crate::messaging::queue::Message>(v.clone()).ok())
+        .find(|m| m.to == agent && m.file_name() == file_name)
+        .map(|m| (snap.id.clone(), m))
+}

@@ -564,7 +564,9 @@ fn plan_agent(
         None => "exec \"${SHELL:-sh}\" -l".to_owned(),
     };
     // The marker tells the handover that the replay is over (`:` and the redirection are
-    // shell built-ins: no process more on the way to the agent).
+    // shell built-ins: no process more on the way to the agent). Created 0600 whatever
+    // the pane's umask, in a subshell so the agent keeps the user's umask; its folder is
+    // orch's private one, so no link can be planted in its place.
     let replay = replay.map(|file| {
         let done = file.with_extension("replayed");
         let _ = fs::remove_file(&done);
@@ -593,7 +595,7 @@ fn plan_agent(
     };
     let script = match &replay {
         Some((file, done)) => format!(
-            "cat {}; : >{}; {show}{pipe}{run}",
+            "cat {}; (umask 077; : >{}); {show}{pipe}{run}",
             shell_quote(&file.to_string_lossy()),
             shell_quote(&done.to_string_lossy())
         ),

@@ -511,6 +511,104 @@ pub fn load(session_dir: &Path, id_or_latest: &str) -> Result<Loaded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::format::{AgentSnapshot, BlobRef, FORMAT, WindowShape};
+    use proptest::prelude::*;
+
+    /// A good snapshot `id` of one agent whose scrollback is `blob`, written to disk.
+    fn write_good(session_dir: &Path, id: &str, blob: &[u8]) -> PathBuf {
+        let dir = snapshots_dir(session_dir);
+        fs::create_dir_all(dir.join(BLOBS_DIR)).expect("mkdir");
+        let sha = crate::digest::sha256_hex(blob);
+        fs::write(dir.join(BLOBS_DIR).join(&sha), blob).expect("blob");
+        let mut snap = Snapshot {
+            format: FORMAT,
+            id: id.to_owned(),
+            session: "s".into(),
+            created: "2026-12-01T00:00:00.000Z".into(),
+            reason: "manual".into(),
+            layout_file: None,
+            layout: serde_json::json!({}),
+            window: WindowShape {
+                name: "agents".into(),
+                width: 80,
+                height: 24,
+                layout: String::new(),
+            },
+            agents: vec![AgentSnapshot {
+                name: "a".into(),
+                role: "WORKER".into(),
+                pane: Some("%1".into()),
+                cwd: None,
+                command: None,
+                state: "running".into(),
+                activity: "idle".into(),
+                restarts: 0,
+                exit_status: None,
+                last_message: None,
+                pending: Vec::new(),
+                scrollback: Some(BlobRef {
+                    sha256: sha,
+                    bytes: blob.len() as u64,
+                    lines: 1,
+                }),
+                history_bytes: None,
+                history_mark: None,
+                alternate: None,
+            }],
+            quality_gate: None,
+            checksum: String::new(),
+        };
+        snap.checksum = checksum(&snap).expect("checksum");
+        let path = dir.join(format!("{id}.json"));
+        fs::write(&path, serde_json::to_vec(&snap).expect("json")).expect("doc");
+        path
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as the newest snapshot document: never a panic, never taken
+        /// for good; `latest` falls back to the older good one and `list` marks it.
+        #[test]
+        fn arbitrary_bytes_as_a_snapshot_fall_back_to_the_good_one(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2000)
+        ) {
+            let d = tempfile::tempdir().expect("tmp");
+            write_good(d.path(), "20261201T000000.000Z-0001", b"good history\n");
+            let bad = snapshots_dir(d.path()).join("20261201T000001.000Z-0002.json");
+            fs::write(&bad, &bytes).expect("write");
+            let loaded = load(d.path(), "latest").expect("the good one");
+            prop_assert_eq!(loaded.snapshot.id.as_str(), "20261201T000000.000Z-0001");
+            let listed = list(d.path()).expect("list");
+            prop_assert_eq!(listed.len(), 2);
+            prop_assert!(listed[1].ok.is_err());
+            prop_assert!(load(d.path(), "20261201T000001.000Z-0002").is_err());
+        }
+
+        /// One flipped byte anywhere in a good document or its blob: the snapshot is
+        /// refused, or what it says is exactly what was written (a byte serde ignores,
+        /// such as the case of a key whose value is null anyway).
+        #[test]
+        fn any_changed_byte_of_a_snapshot_is_detected(at in any::<prop::sample::Index>(), doc in any::<bool>()) {
+            let d = tempfile::tempdir().expect("tmp");
+            let path = write_good(d.path(), "20261201T000000.000Z-0001", b"good history\n");
+            let original = load(d.path(), "latest").expect("good").snapshot;
+            let target = if doc {
+                path
+            } else {
+                let sha = crate::digest::sha256_hex(b"good history\n");
+                snapshots_dir(d.path()).join(BLOBS_DIR).join(sha)
+            };
+            let mut bytes = fs::read(&target).expect("read");
+            let i = at.index(bytes.len());
+            bytes[i] ^= 0x20;
+            fs::write(&target, &bytes).expect("write");
+            if let Ok(loaded) = load(d.path(), "latest") {
+                prop_assert!(doc, "a changed blob byte went unnoticed");
+                prop_assert_eq!(loaded.snapshot, original);
+            }
+        }
+    }
 
     #[test]
     fn temp_names() {

@@ -86,18 +86,41 @@ pub struct AgentReport {
 }
 
 /// Sends a request to the session's supervisor. `Ok(None)` when no supervisor listens.
+/// A supervisor busy with other connections is asked again for a while.
 pub fn request(session_dir: &Path, req: &Request) -> Result<Option<Reply>> {
     request_waiting(session_dir, req, Some(Duration::from_secs(10)))
 }
 
 /// [`request`], waiting at most `patience` for the reply (`None`: as long as it takes).
+/// A supervisor serving its most connections answers `busy`: asked again, a little later.
 pub fn request_waiting(
     session_dir: &Path,
     req: &Request,
     patience: Option<Duration>,
 ) -> Result<Option<Reply>> {
+    let mut attempt = 0;
+    loop {
+        let reply = request_once(session_dir, req, patience)?;
+        match reply {
+            Some(r) if r.error.as_deref() == Some(BUSY) && attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(25 * attempt));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+fn request_once(
+    session_dir: &Path,
+    req: &Request,
+    patience: Option<Duration>,
+) -> Result<Option<Reply>> {
     let path = session_dir.join(CONTROL_SOCKET);
-    let stream = match UnixStream::connect(&path) {
+    // The folder's descriptor (if any) stays open until the connection is made.
+    let short = short_socket_path(session_dir, &path);
+    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
+    let stream = match UnixStream::connect(connect_path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -110,6 +133,7 @@ pub fn request_waiting(
         Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
     };
     stream.set_read_timeout(patience)?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut writer = &stream;
     writeln!(writer, "{}", serde_json::to_string(req)?)?;
     let mut line = String::new();
@@ -127,7 +151,9 @@ pub fn request_waiting(
 /// supervisor listens.
 pub fn notify(session_dir: &Path, req: &Request) -> Result<bool> {
     let path = session_dir.join(CONTROL_SOCKET);
-    let stream = match UnixStream::connect(&path) {
+    let short = short_socket_path(session_dir, &path);
+    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
+    let stream = match UnixStream::connect(connect_path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -148,29 +174,131 @@ pub fn notify(session_dir: &Path, req: &Request) -> Result<bool> {
 /// Listens on the control socket, replacing a dead supervisor's socket file (the caller
 /// holds the session lock, so no live supervisor owns it).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)
+    let dir = path.parent().context("the control socket has a folder")?;
+    let short = short_socket_path(dir, path);
+    let bind_path = short.as_ref().map_or(path, |(_, p)| p.as_path());
+    let listener = tokio::net::UnixListener::bind(bind_path)
         .with_context(|| format!("listening on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    drop(short);
+    crate::state::restrict_socket(path)?;
     Ok(listener)
+}
+
+/// A socket's path may be at most 107 bytes (`sun_path`); a deep state dir makes
+/// `<state>/<session>/control.sock` longer. Then the socket is named through the folder's
+/// descriptor, `/proc/self/fd/N/control.sock`, which the kernel resolves to the same
+/// file. Keep the returned descriptor open while the path is used. `None`: the path is
+/// short enough as it is (or the folder cannot be opened: the long path then fails with
+/// its own error).
+fn short_socket_path(
+    dir: &Path,
+    path: &Path,
+) -> Option<(std::os::fd::OwnedFd, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() < 100 {
+        return None;
+    }
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let name = path.file_name()?;
+    let short = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Some((fd, short))
 }
 
 /// A request and where its reply goes.
 pub type Incoming = (Request, tokio::sync::oneshot::Sender<Reply>);
 
-/// Serves connections until the listener fails, handing each request to `requests`.
+/// The longest request line served: every request is a few dozen bytes; a longer line is
+/// refused before it costs memory.
+pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Connections served at once; one more gets a `busy` reply at once and is closed, so
+/// idle clients can never take the descriptors a restart needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send its request line, and to take the reply.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client is told when [`MAX_CONNECTIONS`] are being served.
+pub const BUSY: &str = "the supervisor is busy serving other connections; try again";
+
+/// Serves connections for as long as the runtime runs, handing each request to
+/// `requests`. It never stops listening: an accept error (no descriptors left, say) is
+/// logged once and retried after a pause.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     requests: tokio::sync::mpsc::UnboundedSender<Incoming>,
 ) {
     let uid = rustix::process::getuid().as_raw();
-    while let Ok((stream, _)) = listener.accept().await {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = false;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if std::mem::replace(&mut failing, false) {
+                    tracing::info!("the control socket accepts connections again");
+                }
+                stream
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!("accepting on the control socket failed ({e}); retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         // Only our own user may steer our agents.
         if stream.peer_cred().map(|c| c.uid()).ok() != Some(uid) {
             continue;
         }
-        tokio::spawn(serve_one(stream, requests.clone()));
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    serve_one(stream, requests).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let reply = Reply {
+                        ok: false,
+                        error: Some(BUSY.into()),
+                        ..Reply::default()
+                    };
+                    let _ = tokio::time::timeout(IDLE_TIMEOUT, write_reply(stream, &reply)).await;
+                });
+            }
+        }
+    }
+}
+
+async fn write_reply(mut stream: tokio::net::UnixStream, reply: &Reply) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(text) = serde_json::to_string(reply) {
+        let _ = stream.write_all(format!("{text}\n").as_bytes()).await;
+    }
+}
+
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within [`IDLE_TIMEOUT`].
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<String, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES + 1));
+    let mut line = Vec::new();
+    match tokio::time::timeout(IDLE_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(format!("no request within {IDLE_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) if line.len() as u64 > MAX_REQUEST_BYTES => Err(format!(
+            "bad request: longer than {} KiB",
+            MAX_REQUEST_BYTES >> 10
+        )),
+        Ok(Ok(_)) => String::from_utf8(line).map_err(|_| "bad request: not UTF-8".to_owned()),
     }
 }
 
@@ -178,16 +306,26 @@ async fn serve_one(
     stream: tokio::net::UnixStream,
     requests: tokio::sync::mpsc::UnboundedSender<Incoming>,
 ) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if tokio::io::BufReader::new(read)
-        .read_line(&mut line)
-        .await
-        .is_err()
-    {
-        return;
-    }
+    let line = match read_request(read).await {
+        Ok(line) => line,
+        Err(error) => {
+            let reply = Reply {
+                ok: false,
+                error: Some(error),
+                ..Reply::default()
+            };
+            if let Ok(text) = serde_json::to_string(&reply) {
+                let _ = tokio::time::timeout(
+                    IDLE_TIMEOUT,
+                    write.write_all(format!("{text}\n").as_bytes()),
+                )
+                .await;
+            }
+            return;
+        }
+    };
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
@@ -203,13 +341,89 @@ async fn serve_one(
         },
     };
     if let Ok(text) = serde_json::to_string(&reply) {
-        let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+        let _ = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            write.write_all(format!("{text}\n").as_bytes()),
+        )
+        .await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Arbitrary bytes as a request: a reply line comes back (an error unless the
+        /// bytes are a request), never a panic, and the server keeps serving.
+        #[test]
+        fn arbitrary_requests_get_a_clear_answer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            json in "\\{\"op\":\"[a-z_]{0,12}\"(,\"agent\":\"[a-z0-9]{0,8}\")?\\}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            for input in [bytes.clone(), json.into_bytes()] {
+                let line = rt.block_on(read_request(std::io::Cursor::new(input.clone())));
+                if let Ok(text) = line {
+                    let _ = serde_json::from_str::<Request>(&text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_idle_and_garbage_requests_are_answered_and_the_socket_keeps_serving() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(CONTROL_SOCKET);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let _guard = rt.enter();
+        let listener = bind(&path).expect("bind");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
+        rt.spawn(serve(listener, tx));
+        rt.spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
+            }
+        });
+        let thread = std::thread::spawn({
+            let dir = dir.path().to_path_buf();
+            move || {
+                let huge = {
+                    let mut raw = UnixStream::connect(dir.join(CONTROL_SOCKET)).expect("connect");
+                    let chunk = vec![b'{'; 1 << 16];
+                    for _ in 0..(MAX_REQUEST_BYTES as usize / chunk.len() + 2) {
+                        if raw.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let mut line = String::new();
+                    let _ = BufReader::new(&raw).read_line(&mut line);
+                    line
+                };
+                let after = request(&dir, &Request::Status).expect("request");
+                (huge, after)
+            }
+        });
+        let (huge, after) = rt.block_on(async {
+            loop {
+                if thread.is_finished() {
+                    break thread.join().expect("client");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(huge.contains("longer than"), "{huge}");
+        assert_eq!(after.map(|r| r.ok), Some(true));
+    }
 
     #[test]
     fn a_request_gets_its_reply_and_garbage_a_clear_error() {

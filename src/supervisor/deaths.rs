@@ -57,15 +57,24 @@ impl DeathWatch {
         })
     }
 
-    /// Reports the death of `pid`; at once if it is already gone.
+    /// Reports the death of `pid`; at once if it is already gone. A pidfd that cannot be
+    /// opened for another reason (no descriptors left) reports nothing: a live agent must
+    /// never pass for dead, and the reconciliation still sees its death.
     pub fn watch(&self, agent: &str, pid: u32) {
-        let fd = i32::try_from(pid)
-            .ok()
-            .and_then(Pid::from_raw)
-            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        let Some(fd) = fd else {
+        let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
             (self.report)(agent.to_owned(), pid);
             return;
+        };
+        let fd = match pidfd_open(p, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => {
+                (self.report)(agent.to_owned(), pid);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(agent, pid, "cannot watch the process ({e}); the tick will");
+                return;
+            }
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let added = epoll::add(
@@ -78,7 +87,7 @@ impl DeathWatch {
             (Ok(()), Ok(mut map)) => {
                 map.insert(id, (agent.to_owned(), pid, fd));
             }
-            _ => (self.report)(agent.to_owned(), pid),
+            _ => tracing::warn!(agent, pid, "cannot watch the process; the tick will"),
         }
     }
 }

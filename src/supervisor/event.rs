@@ -48,6 +48,13 @@ pub enum EventKind {
     RollbackExecuted,
     RollbackRejected,
     RollbackUndone,
+    /// A queue file could not be read: set aside, and its message recovered from a
+    /// snapshot when one holds it.
+    MessageCorrupt,
+    /// Writing one kind of state file failed (said once until it works again).
+    WriteFailed,
+    /// Writing that kind of file works again.
+    WriteRecovered,
 }
 
 /// One event. `ts` is stamped by the shell when the event is written: the pure core

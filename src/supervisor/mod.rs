@@ -6,8 +6,11 @@ pub mod control;
 pub mod core;
 mod deaths;
 pub mod event;
+mod fds;
 mod gate;
+pub mod health;
 mod layout_watch;
+mod queues;
 mod run;
 pub mod store;
 

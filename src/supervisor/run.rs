@@ -19,6 +19,7 @@ use super::control::{self, AgentReport, Reply, Request};
 use super::core::{Command, Core, Effect, Msg, Timer};
 use super::deaths::DeathWatch;
 use super::event::{Event, EventKind};
+use super::health::WriteHealth;
 use super::store::{CONTROL_SOCKET, Counters, Journal, Lock};
 use crate::layout::Layout;
 use crate::monitor::activity::{Activity, ActivityProfile, Source};
@@ -59,6 +60,7 @@ pub fn supervise(
     let session = layout.session.to_string();
     let dir = state.session_dir(&session)?;
     let lock = Lock::acquire(&dir, &session)?;
+    super::fds::raise_limit();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,6 +100,11 @@ pub fn supervise(
             listing_failed: false,
             hook: String::new(),
             gate: None,
+            health: WriteHealth::default(),
+            fds: super::fds::FdReserve::new(),
+            orch_exe: opts.exe.clone(),
+            draining: false,
+            last_panes: Vec::new(),
         };
         shell.run(rx, &opts).await
     });
@@ -114,6 +121,13 @@ enum Input {
     LayoutTouched,
     /// Look at tmux now rather than at the next tick.
     Reconcile,
+    /// A round of deliveries of queued messages ended.
+    Delivered(super::queues::Outcome),
+    /// The layout file as read and parsed off the event loop after it was touched.
+    LayoutLoaded {
+        text: Option<String>,
+        loaded: Box<Result<Layout, crate::layout::LayoutErrors>>,
+    },
     Control {
         req: Request,
         reply: oneshot::Sender<Reply>,
@@ -161,6 +175,16 @@ struct Shell {
     hook: String,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
+    /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
+    health: WriteHealth,
+    /// Descriptors kept back so a restart works even when the process has none left.
+    fds: super::fds::FdReserve,
+    /// The orch binary, which runs the control client's guard.
+    orch_exe: PathBuf,
+    /// A round of deliveries runs (off the loop); the next starts once it ends.
+    draining: bool,
+    /// The panes of the session as the last reconciliation saw them.
+    last_panes: Vec<Pane>,
 }
 
 impl Shell {
@@ -215,6 +239,15 @@ impl Shell {
             .iter()
             .map(|a| a.name().to_owned())
             .collect();
+        // A control client an earlier supervisor left (its guard killed with it) would
+        // keep the server from exiting; we hold the lock, so it is nobody's.
+        match crate::tmux::guard::kill_orphaned_clients(&self.tmux, &session) {
+            Ok(killed) if !killed.is_empty() => {
+                tracing::warn!(?killed, "killed control clients an earlier supervisor left");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("looking for orphaned control clients: {e}"),
+        }
         self.connect_control().await;
         // A snapshot now, so that the next ones (at an agent's exit, before its restart
         // waits for it) read only what was printed since, not whole histories.
@@ -224,17 +257,10 @@ impl Shell {
             let _ = gate_tx.send(Input::Gate(m));
         });
 
-        let mut tick = tokio::time::interval(self.layout.monitor.tick.0);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut snapshots = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.layout.snapshot.interval.0,
-            self.layout.snapshot.interval.0,
-        );
-        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut resources = tokio::time::interval(self.layout.monitor.resources.0);
-        resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut maintenance = tokio::time::interval(self.layout.monitor.maintenance.0);
-        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = every(self.layout.monitor.tick.0, false);
+        let mut snapshots = every(self.layout.snapshot.interval.0, true);
+        let mut resources = every(self.layout.monitor.resources.0, false);
+        let mut maintenance = every(self.layout.monitor.maintenance.0, false);
 
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
@@ -260,30 +286,43 @@ impl Shell {
                     let (due, later): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(at, _)| *at <= now);
                     self.timers = later;
                     for (_, timer) in due {
-                        self.feed(Msg::Timer(timer)).await?;
+                        let r = self.feed(Msg::Timer(timer)).await;
+                        self.survive("timer", r);
                     }
                 }
                 _ = tick.tick() => {
-                    self.reconcile(false).await?;
-                    self.classify_activity().await?;
-                    self.drain_queues()?;
+                    let r = self.reconcile(false).await;
+                    self.survive("reconcile", r);
+                    let r = self.classify_activity().await;
+                    self.survive("activity", r);
+                    let r = self.drain_queues();
+                    self.survive("queue", r);
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
                 }
                 _ = reload_sleep => {
                     self.reload_at = None;
-                    self.reload_layout().await?;
+                    self.reload_layout();
                 }
-                _ = resources.tick() => self.sample_resources().await?,
-                _ = snapshots.tick() => self.snapshot("interval")?,
-                _ = maintenance.tick() => {
-                    if self.journal.rotate_if_larger(JOURNAL_MAX_BYTES)? {
-                        tracing::info!("rotated the event journal");
-                    }
+                _ = resources.tick() => {
+                    let r = self.sample_resources().await;
+                    self.survive("resources", r);
                 }
+                _ = snapshots.tick() => {
+                    let r = self.snapshot("interval");
+                    self.survive("interval snapshot", r);
+                }
+                _ = maintenance.tick() => match self.journal.rotate_if_larger(JOURNAL_MAX_BYTES) {
+                    Ok(true) => tracing::info!("rotated the event journal"),
+                    Ok(false) => {}
+                    Err(e) => self.survive("rotation", Err(e)),
+                },
                 // Last, so a flood of pane output can never starve the tiers above.
-                Some(input) = rx.recv() => self.input(input).await?,
+                Some(input) = rx.recv() => {
+                    let r = self.input(input).await;
+                    self.survive("input", r);
+                }
             }
         }
 
@@ -291,11 +330,50 @@ impl Shell {
         self.gate = None;
         let _ = self.tmux.unset_pane_died_hook(&session);
         let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
-        Counters::capture(&self.core, Instant::now()).save(&self.dir)?;
+        self.persist(Instant::now());
         self.emit(
             Event::new(EventKind::SupervisorStopped, None).with("agents_left_running", true),
         )?;
         Ok(())
+    }
+
+    /// Once the supervisor runs, nothing that fails stops it (SPEC: it never exits
+    /// because a write failed): the failure is logged, once per kind until that kind
+    /// works again, and the loop goes on.
+    fn survive(&mut self, what: &'static str, result: Result<()>) {
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                if self.health.worked(what, now).is_some() {
+                    tracing::info!(what, "works again");
+                }
+            }
+            Err(e) => {
+                if self.health.failed(what, &format!("{e:#}"), now).is_some() {
+                    tracing::error!(what, "failed, supervision goes on: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// Saves the restart counters; a failed save is reported once, and the counters are
+    /// saved again at the next change.
+    fn persist(&mut self, now: Instant) {
+        let saved = Counters::capture(&self.core, now).save(&self.dir);
+        self.wrote("counters", saved);
+    }
+
+    /// Records whether a write of kind `what` worked, reporting the first failure and the
+    /// recovery as events.
+    fn wrote(&mut self, what: &'static str, result: Result<()>) {
+        let now = Instant::now();
+        let report = match &result {
+            Ok(()) => self.health.worked(what, now),
+            Err(e) => self.health.failed(what, &format!("{e:#}"), now),
+        };
+        if let Some(ev) = report {
+            let _ = self.emit(ev);
+        }
     }
 
     async fn input(&mut self, input: Input) -> Result<()> {
@@ -351,6 +429,18 @@ impl Shell {
                 Ok(())
             }
             Input::Gate(g) => self.gate_input(g).await,
+            Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
+            Input::Delivered(outcome) => {
+                self.draining = false;
+                // Already in the journal; the supervisor's stdout shows them too.
+                for line in outcome.echoed {
+                    let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+                }
+                if let Some(audit) = outcome.audit {
+                    self.wrote("audit", audit.map_err(|e| anyhow::anyhow!(e)));
+                }
+                Ok(())
+            }
             Input::Control { req, reply } => {
                 let answer = self.control(req).await;
                 let _ = reply.send(answer);
@@ -460,10 +550,10 @@ impl Shell {
     ) -> Option<(Option<i32>, Option<i32>, Option<String>)> {
         let mut from_proc = zombie_exit(pid);
         let pane_id = self.core.agent(agent).and_then(|a| a.pane.clone());
-        let session = self.layout.session.as_str();
+        let session = self.layout.session.to_string();
         let mut found: Option<Pane> = None;
         for look in 0..DEATH_LOOKS {
-            match self.tmux.panes_on_server() {
+            match self.session_panes().await {
                 Ok(None) => return None,
                 Err(_) => found = None, // a server on its way out can fail a command
                 Ok(Some(panes)) => {
@@ -502,9 +592,31 @@ impl Shell {
         Some((status, signal, screen))
     }
 
+    /// The panes of the session: asked through the control client (no tmux process,
+    /// fields no pane can forge), else with one `list-panes -a`. A client that does not
+    /// answer in time is dropped (it is started again on the next tick).
+    ///
+    /// `None` when no tmux server runs on the socket (which a listing of no panes cannot
+    /// tell apart).
+    async fn session_panes(&mut self) -> Result<Option<Vec<Pane>>, crate::tmux::TmuxError> {
+        use crate::tmux::control::ControlError;
+        if let Some(client) = self.control.as_mut() {
+            match client.session_panes(self.layout.session.as_str()).await {
+                Ok(panes) => return Ok(Some(panes)),
+                Err(e @ (ControlError::NoReply(_) | ControlError::Io(_))) => {
+                    tracing::warn!("the tmux control client is not answering ({e}); dropping it");
+                    self.control = None;
+                    self.reuse_ok = false;
+                }
+                Err(e) => tracing::debug!("listing panes through control mode: {e}"),
+            }
+        }
+        self.tmux.panes_on_server()
+    }
+
     /// Compares what tmux shows with what the core believes. `startup` adopts what runs.
     async fn reconcile(&mut self, startup: bool) -> Result<()> {
-        let panes = match self.tmux.panes_on_server() {
+        let panes = match self.session_panes().await {
             Ok(None) if !startup => return self.server_died().await,
             Ok(panes) => {
                 self.listing_failed = false;
@@ -702,11 +814,11 @@ impl Shell {
             for effect in self.core.step(msg, now) {
                 match effect {
                     Effect::Emit(ev) => self.emit(ev)?,
-                    Effect::Arm { timer, after } => self.timers.push((now + after, timer)),
-                    Effect::Persist => Counters::capture(&self.core, now).save(&self.dir)?,
+                    Effect::Arm { timer, after } => self.timers.push((deadline(now, after), timer)),
+                    Effect::Persist => self.persist(now),
                     Effect::Snapshot { reason } => self.snapshot(reason)?,
                     Effect::Signal { agent, kill } => self.signal(&agent, kill)?,
-                    Effect::Respawn { agent } => match self.respawn(&agent) {
+                    Effect::Respawn { agent } => match self.respawn_even_without_fds(&agent) {
                         Ok((pane, pid)) => {
                             self.dirty.insert(agent.clone());
                             self.printed.insert(pane.clone());
@@ -728,6 +840,24 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// [`Shell::respawn`]; if the process has no descriptors left, once more with the
+    /// reserve given back for it.
+    fn respawn_even_without_fds(&mut self, agent: &str) -> Result<(String, u32)> {
+        match self.respawn(agent) {
+            Err(e) if super::fds::is_exhaustion(&e) => {
+                tracing::warn!(
+                    agent,
+                    "no file descriptors left; restarting with the reserve"
+                );
+                self.fds.release();
+                let retried = self.respawn(agent);
+                self.fds.refill();
+                retried
+            }
+            other => other,
+        }
     }
 
     fn respawn(&mut self, agent: &str) -> Result<(String, u32)> {
@@ -796,30 +926,55 @@ impl Shell {
     /// Watches the layout file for changes of its content ([`super::layout_watch`]).
     fn watch_layout(&mut self) -> Option<notify::RecommendedWatcher> {
         let file = self.layout_file.clone()?;
-        self.layout_hash = std::fs::read(&file)
+        self.layout_hash = crate::layout::read_layout_file(&file)
             .ok()
-            .map(|b| crate::digest::sha256_hex(&b));
+            .map(|t| crate::digest::sha256_hex(t.as_bytes()));
         let tx = self.tx.clone();
         super::layout_watch::watch(&file, move || {
             let _ = tx.send(Input::LayoutTouched);
         })
     }
 
-    /// Hot reload: a valid new layout is applied; an invalid one is rejected with its
-    /// errors and the running one stays.
-    async fn reload_layout(&mut self) -> Result<()> {
+    /// Hot reload, first half: reads and parses the touched layout file off the event
+    /// loop (a hostile file must not delay noticing a death; `layout::load` refuses huge
+    /// or deeply nested files before parsing anyway) and hands the result back as
+    /// [`Input::LayoutLoaded`].
+    fn reload_layout(&mut self) {
         let Some(file) = self.layout_file.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let read = tokio::task::spawn_blocking(move || {
+                let text = crate::layout::read_layout_file(&file).ok();
+                let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file));
+                (text, loaded)
+            })
+            .await;
+            if let Ok((text, loaded)) = read {
+                let _ = tx.send(Input::LayoutLoaded {
+                    text,
+                    loaded: Box::new(loaded),
+                });
+            }
+        });
+    }
+
+    /// Hot reload, second half: a valid new layout is applied; an invalid one is rejected
+    /// with its errors and the running one stays.
+    async fn apply_layout(
+        &mut self,
+        text: Option<String>,
+        loaded: Result<Layout, crate::layout::LayoutErrors>,
+    ) -> Result<()> {
+        let Some(text) = text else {
             return Ok(());
         };
-        let Ok(bytes) = std::fs::read(&file) else {
-            return Ok(());
-        };
-        let hash = crate::digest::sha256_hex(&bytes);
+        let hash = crate::digest::sha256_hex(text.as_bytes());
         if self.layout_hash.as_deref() == Some(hash.as_str()) {
             return Ok(());
         }
         self.layout_hash = Some(hash);
-        let loaded = crate::layout::load(&crate::layout::LayoutSource::File(file.clone()));
         let mut new = match loaded {
             Ok(l) => l,
             Err(errors) => {
@@ -867,62 +1022,50 @@ impl Shell {
     }
 
     /// Delivers queued messages to agents that run again (after a restart, or out of
-    /// copy mode). Costs one directory read per tick while no message waits.
+    /// copy mode): starts a round off the event loop (see [`super::queues`]) unless one
+    /// is still running. Costs a directory read per queue per tick while none waits.
     fn drain_queues(&mut self) -> Result<()> {
-        use crate::messaging::deliver::{InputStyle, Options};
-        use crate::messaging::drain::{Recorder, Target, drain_agent, pane_of};
-        use crate::messaging::queue::Queue;
-        let queue = Queue::new(&self.dir);
-        let waiting: Vec<String> = queue
-            .agents()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|a| self.core.agent(a).is_some_and(|s| s.pid.is_some()))
-            .collect();
-        if waiting.is_empty() {
+        use crate::messaging::deliver::InputStyle;
+        if self.draining {
             return Ok(());
         }
-        let panes = self.tmux.list_panes()?;
-        let mut rec = Recorder::open_echoing(&self.dir)?;
-        let session = self.layout.session.to_string();
+        let queue = crate::messaging::queue::Queue::new(&self.dir);
         let now = Instant::now();
-        for agent in waiting {
-            let Some(a) = self.core.agent(&agent) else {
-                continue;
-            };
-            let unknown_for = match (a.activity, a.activity_since) {
-                (Activity::Unknown, Some(since)) => now.saturating_duration_since(since),
-                _ => Duration::ZERO,
-            };
-            let style = InputStyle::for_agent(a.spec.profile, a.spec.command.as_deref())
-                .with_overrides(&a.spec.paste);
-            let Some(profile) = self.activity.get(&agent) else {
-                continue;
-            };
-            let target = Target {
-                agent: &agent,
-                pane: pane_of(&panes, &session, &agent),
-                style: &style,
-                profile,
-                activity: a.activity,
-                unknown_for,
-            };
-            match drain_agent(&self.tmux, &queue, &mut rec, &target, Options::default()) {
-                Ok(d) if !d.delivered.is_empty() => {
-                    tracing::info!(
-                        agent,
-                        delivered = d.delivered.len(),
-                        "queued messages delivered"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(agent, "delivering queued messages: {e:#}"),
-            }
+        let agents: Vec<super::queues::Waiting> = super::queues::waiting(&queue)
+            .into_iter()
+            .filter_map(|a| {
+                let s = self.core.agent(&a).filter(|s| s.pid.is_some())?;
+                let profile = self.activity.get(&a)?.clone();
+                let unknown_for = match (s.activity, s.activity_since) {
+                    (Activity::Unknown, Some(since)) => now.saturating_duration_since(since),
+                    _ => Duration::ZERO,
+                };
+                Some(super::queues::Waiting {
+                    style: InputStyle::for_agent(s.spec.profile, s.spec.command.as_deref())
+                        .with_overrides(&s.spec.paste),
+                    profile,
+                    activity: s.activity,
+                    unknown_for,
+                    agent: a,
+                })
+            })
+            .collect();
+        if agents.is_empty() {
+            return Ok(());
         }
-        // Already in the journal; the supervisor's stdout shows them too.
-        for line in rec.take_echoed() {
-            let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
-        }
+        let round = super::queues::Round {
+            tmux: self.tmux.clone(),
+            dir: self.dir.clone(),
+            session: self.layout.session.to_string(),
+            panes: self.last_panes.clone(),
+            agents,
+        };
+        self.draining = true;
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = super::queues::deliver(round);
+            let _ = tx.send(Input::Delivered(outcome));
+        });
         Ok(())
     }
 
@@ -958,13 +1101,32 @@ impl Shell {
                 self.snapshot_refs = t.refs;
                 self.printed.clear();
                 self.reuse_ok = self.control.is_some();
+                if let Some(back) = self.health.worked("snapshot", Instant::now()) {
+                    self.emit(back)?;
+                }
                 self.emit(t.written.event(reason))
             }
-            Err(e) => self.emit(
-                Event::new(EventKind::SnapshotFailed, None)
-                    .with("reason", reason)
-                    .with("error", format!("{e:#}")),
-            ),
+            // Reported once while snapshots keep failing (a full disk), not at every try.
+            Err(e) if self.health.is_failing("snapshot") => {
+                let _ = self
+                    .health
+                    .failed("snapshot", &format!("{e:#}"), Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self
+                    .health
+                    .failed("snapshot", &format!("{e:#}"), Instant::now());
+                self.emit(
+                    Event::new(EventKind::SnapshotFailed, None)
+                        .with("reason", reason)
+                        .with("error", format!("{e:#}"))
+                        .with(
+                            "note",
+                            "reported once while snapshots keep failing; agents are still restarted",
+                        ),
+                )
+            }
         }
     }
 
@@ -1062,7 +1224,19 @@ impl Shell {
     /// Attaches the control-mode client; on failure the other paths carry on without it
     /// and the next tick tries again.
     async fn connect_control(&mut self) {
-        match ControlClient::start(self.tmux.socket(), self.layout.session.as_str()).await {
+        let mut started = ControlClient::start_guarded(
+            self.tmux.socket(),
+            self.layout.session.as_str(),
+            &self.orch_exe,
+        )
+        .await;
+        if let Err(crate::tmux::control::ControlError::Spawn(e)) = &started {
+            // The orch binary is gone (replaced by a rebuild): a client without its
+            // guard is better than none; the next supervisor removes it if it is left.
+            tracing::warn!("cannot run the control client's guard ({e}); attaching without it");
+            started = ControlClient::start(self.tmux.socket(), self.layout.session.as_str()).await;
+        }
+        match started {
             Ok((client, mut events)) => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
@@ -1156,12 +1330,53 @@ impl Shell {
         Ok(())
     }
 
+    /// Journals an event and prints it. Never fails: a journal that cannot be written (a
+    /// full disk) is reported once (`write_failed`, on stdout) and written again as soon
+    /// as it works, so the supervisor goes on either way.
     fn emit(&mut self, event: Event) -> Result<()> {
-        let line = self.journal.append(&event, SystemTime::now())?;
+        let now = SystemTime::now();
+        let line = event.to_line(now);
+        let journaled = self.journal.append_line(&line);
+        let report = match &journaled {
+            Ok(()) => self.health.worked("events", Instant::now()),
+            Err(e) => self
+                .health
+                .failed("events", &format!("{e:#}"), Instant::now()),
+        };
         // stdout may be closed (a pipe whose reader left): the journal still has it.
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        if let Some(report) = report {
+            let report = report.to_line(now);
+            if journaled.is_ok() {
+                let _ = self.journal.append_line(&report);
+            }
+            let _ = writeln!(self.out, "{report}").and_then(|()| self.out.flush());
+        }
         Ok(())
     }
+}
+
+/// `now + after`, never overflowing: validation keeps durations within a year, and the
+/// runtime must not panic even if one slipped through.
+fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after.min(crate::layout::MAX_DURATION))
+        .unwrap_or(now)
+}
+
+/// A tokio interval of `period` that never panics: a zero period (tokio's "period must be
+/// non-zero") becomes 1 ms, a huge one is capped at a year. `delayed`: the first tick
+/// comes after one period instead of at once.
+fn every(period: Duration, delayed: bool) -> tokio::time::Interval {
+    let period = period.clamp(Duration::from_millis(1), crate::layout::MAX_DURATION);
+    let now = tokio::time::Instant::now();
+    let start = if delayed {
+        now.checked_add(period).unwrap_or(now)
+    } else {
+        now
+    };
+    let mut interval = tokio::time::interval_at(start, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 /// Exit status and signal of a zombie, read from /proc (field 52, exit_code, in wait(2)

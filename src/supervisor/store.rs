@@ -37,16 +37,29 @@ pub struct LockHeld {
 impl Lock {
     /// Takes the session's supervisor lock (an flock, so a killed supervisor never leaves
     /// a stale lock behind) and writes our pid into it.
+    ///
+    /// The lock goes when its holder's last descriptor closes, which for a process killed
+    /// with SIGKILL is a moment after `kill` returned (the kernel tears down its memory
+    /// first): a holder that is gone, or on its way out, is waited for, up to
+    /// [`LOCK_WAIT`], before the lock counts as held.
     pub fn acquire(dir: &Path, session: &str) -> Result<Lock> {
         let path = dir.join(LOCK_FILE);
         let mut file = crate::state::open_lock_file(&path)?;
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-            let pid = read_pid(&mut file).unwrap_or(0);
-            return Err(LockHeld {
-                pid,
-                session: session.to_owned(),
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                break;
             }
-            .into());
+            let pid = read_pid(&mut file).unwrap_or(0);
+            let dying = pid == 0 || !crate::process::alive(pid) || exiting(pid);
+            if !dying || std::time::Instant::now() >= deadline {
+                return Err(LockHeld {
+                    pid,
+                    session: session.to_owned(),
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         file.set_len(0)?;
         file.rewind()?;
@@ -54,6 +67,22 @@ impl Lock {
         file.sync_all()?;
         Ok(Lock { _file: file })
     }
+}
+
+/// How long [`Lock::acquire`] waits for a holder that is dead or dying to let go.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `pid` has a fatal signal pending (SIGKILL sent, teardown under way): its
+/// shared pending signals (`ShdPnd` in /proc) include SIGKILL.
+fn exiting(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .filter(|l| l.starts_with("ShdPnd:") || l.starts_with("SigPnd:"))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .any(|mask| mask & (1 << (9 - 1)) != 0)
 }
 
 /// The pid of the running supervisor of the session in `dir`, if there is one.
@@ -88,10 +117,15 @@ impl Journal {
     /// Appends the event as one line (one write, so lines never interleave) and returns it.
     pub fn append(&mut self, event: &Event, at: SystemTime) -> Result<String> {
         let line = event.to_line(at);
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .with_context(|| format!("appending to {}", self.path.display()))?;
+        self.append_line(&line)?;
         Ok(line)
+    }
+
+    /// Appends one JSON line; a torn last line (a crash or a full disk mid-write) is
+    /// closed off first, so this one is whole whatever came before.
+    pub fn append_line(&mut self, line: &str) -> Result<()> {
+        crate::state::append_record(&mut self.file, line.as_bytes())
+            .with_context(|| format!("appending to {}", self.path.display()))
     }
 
     /// Moves a journal larger than `max_bytes` to `events.jsonl.1` (replacing an older one)
@@ -107,6 +141,26 @@ impl Journal {
         self.file = crate::state::open_append(&self.path)?;
         Ok(true)
     }
+}
+
+/// The records of a JSON-lines journal: each whole line that is UTF-8 JSON, and how many
+/// were skipped because they are not (torn by a crash or a full disk, or garbage). An
+/// unterminated last line counts only if it is not JSON either. Pure.
+pub fn journal_records(bytes: &[u8]) -> (Vec<&str>, usize) {
+    let mut good = Vec::new();
+    let mut skipped = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        match std::str::from_utf8(line) {
+            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                good.push(text);
+            }
+            _ => skipped += 1,
+        }
+    }
+    (good, skipped)
 }
 
 /// Restart counters and decisions that must outlive the supervisor process.
@@ -179,6 +233,33 @@ impl Counters {
             if let Some(state) = c.state {
                 a.state = state;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes in the journal: the whole lines that are JSON come out, the rest is
+        /// counted, and appending after them gives a line that comes out whole.
+        #[test]
+        fn journals_of_any_bytes_give_their_good_lines_and_heal_on_append(
+            junk in proptest::collection::vec(any::<u8>(), 0..400)
+        ) {
+            let (good, skipped) = journal_records(&junk);
+            let lines = junk.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+            prop_assert_eq!(good.len() + skipped, lines);
+            let d = tempfile::tempdir().expect("tmp");
+            std::fs::write(d.path().join(JOURNAL_FILE), &junk).expect("write");
+            let mut j = Journal::open(d.path()).expect("open");
+            let ev = Event::new(super::super::event::EventKind::SessionUp, None);
+            let line = j.append(&ev, SystemTime::UNIX_EPOCH).expect("append");
+            let bytes = std::fs::read(d.path().join(JOURNAL_FILE)).expect("read");
+            let (good, _) = journal_records(&bytes);
+            prop_assert_eq!(good.last().copied(), Some(line.as_str()));
         }
     }
 }

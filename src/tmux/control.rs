@@ -3,10 +3,15 @@
 //! the tmux server died, both within milliseconds.
 //!
 //! Invariants:
-//! - The client sends tmux no commands. Replies inside `%begin`/`%end` blocks are not
-//!   escaped, so a pane that prints `%output …` or `%end …` could forge protocol lines
-//!   there; block contents are skipped and never turned into events. Ask tmux questions
-//!   through [`super::Tmux`] instead.
+//! - Replies inside `%begin`/`%end` blocks are not escaped, so a pane whose text ends up
+//!   in a reply (`capture-pane`) could forge protocol lines there; block contents never
+//!   become events. The client runs only commands whose replies no pane can shape
+//!   ([`ControlClient::session_panes`]: ids, pids, flags, the agent name orch set) and
+//!   checks every line of them; anything with pane text goes through [`super::Tmux`].
+//!   A reply goes to the oldest command waiting (tmux answers in order), recognised by
+//!   the `1` in its `%begin` flags (this client's command).
+//! - Output is gathered per pane and handed over every `FLUSH_EVERY`; a flooding pane
+//!   is decoded up to `PANE_BUDGET` an interval and only counted past it.
 //! - stdin stays open for the client's whole life: tmux control mode exits on stdin EOF.
 //! - Reading tmux's stdout never waits for a slow consumer because of output: tmux drops
 //!   a control client that falls too far behind (`%exit too far behind`), and losing the
@@ -47,6 +52,11 @@ pub enum ControlError {
     Timeout { session: String, timeout: Duration },
     #[error("reading from tmux control mode failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("a command through tmux control mode failed: {0}")]
+    Command(String),
+    /// tmux did not take or answer a command in time: the client may be wedged.
+    #[error("tmux control mode did not answer within {0:?}")]
+    NoReply(Duration),
 }
 
 /// Something tmux reported about the attached session.
@@ -96,6 +106,27 @@ pub struct ControlClient {
     stdin: Option<ChildStdin>,
     reader: JoinHandle<()>,
     lost: Arc<AtomicU64>,
+    /// The child leads a process group (the guard and tmux): killed as a whole.
+    group: bool,
+    /// Commands sent through [`ControlClient::command`] awaiting their reply.
+    waiters: Waiters,
+}
+
+/// Kills the client process, or its whole process group (the guard with its tmux).
+fn kill_client(child: &mut Child, group: bool) {
+    match (group, child.id()) {
+        (true, Some(pid)) => {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+        _ => {
+            let _ = child.start_kill();
+        }
+    }
 }
 
 impl ControlClient {
@@ -109,11 +140,36 @@ impl ControlClient {
         session: &str,
     ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
         let mut cmd = Command::new("tmux");
-        cmd.args(command_args(socket, session))
-            .stdin(Stdio::piped())
+        cmd.args(command_args(socket, session)).kill_on_drop(true);
+        Self::start_command(cmd, session, false).await
+    }
+
+    /// [`ControlClient::start`], with tmux run by `orch control-guard` (`orch` is the
+    /// orch binary), which kills it the moment this process dies: see [`super::guard`].
+    /// The guard and tmux share a process group of their own, which dropping the client
+    /// kills.
+    pub async fn start_guarded(
+        socket: Option<&str>,
+        session: &str,
+        orch: &std::path::Path,
+    ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
+        let mut cmd = Command::new(orch);
+        cmd.arg(super::guard::GUARD_COMMAND)
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(command_args(socket, session))
+            .process_group(0);
+        Self::start_command(cmd, session, true).await
+    }
+
+    async fn start_command(
+        mut cmd: Command,
+        session: &str,
+        group: bool,
+    ) -> Result<(ControlClient, mpsc::Receiver<ControlEvent>), ControlError> {
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(ControlError::Spawn)?;
         let stdin = child.stdin.take();
         let mut stderr = child.stderr.take();
@@ -141,7 +197,7 @@ impl ControlClient {
         };
         if let Some(err) = failure {
             // kill_on_drop does not reap; wait so no zombie is left behind.
-            let _ = child.start_kill();
+            kill_client(&mut child, group);
             let _ = child.wait().await;
             return Err(err);
         }
@@ -158,21 +214,102 @@ impl ControlClient {
 
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
-        let reader = tokio::spawn(read_events(stdout, tx, Arc::clone(&lost)));
+        let waiters = Waiters::default();
+        let reader = tokio::spawn(read_events_answering(
+            stdout,
+            tx,
+            Arc::clone(&lost),
+            Arc::clone(&waiters),
+        ));
         Ok((
             ControlClient {
                 child,
                 stdin,
                 reader,
                 lost,
+                group,
+                waiters,
             },
             rx,
         ))
     }
 
-    /// Process id of the `tmux -C` client process (not of the server).
+    /// Process id of the `tmux -C` client process (not of the server), or of its guard
+    /// when started by [`ControlClient::start_guarded`].
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Runs one tmux command through this client and returns the lines of its reply,
+    /// without a tmux process. Replies are not escaped: use it only for commands whose
+    /// output no pane can shape (numbers, ids, names orch set), and check every line.
+    /// `line` must be one non-empty line (an empty one detaches the client).
+    pub async fn command(
+        &mut self,
+        line: &str,
+        within: Duration,
+    ) -> Result<Vec<Vec<u8>>, ControlError> {
+        use tokio::io::AsyncWriteExt;
+        if line.trim().is_empty() || line.contains(['\n', '\r']) {
+            return Err(ControlError::Command("not a single command line".into()));
+        }
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| ControlError::Command("the client is detached".into()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Queued before it is written: the reply cannot come first.
+        self.waiters
+            .lock()
+            .map_err(|_| ControlError::Command("reply queue poisoned".into()))?
+            .push_back(tx);
+        let written = tokio::time::timeout(within, async {
+            stdin.write_all(format!("{line}\n").as_bytes()).await?;
+            stdin.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ControlError::Io(e)),
+            Err(_) => return Err(ControlError::NoReply(within)),
+        }
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(Ok(body))) => Ok(body),
+            Ok(Ok(Err(message))) => Err(ControlError::Command(message)),
+            Ok(Err(_)) => Err(ControlError::NoReply(within)),
+            Err(_) => Err(ControlError::NoReply(within)),
+        }
+    }
+
+    /// Every pane of `session`, asked through this client (no tmux process): the fields
+    /// of [`super::Pane`] that no pane can forge (ids, pids, flags, the agent name orch
+    /// set); text fields are left empty. Any line that is not exactly that fails the
+    /// whole reply, and the caller asks the CLI instead.
+    pub async fn session_panes(&mut self, session: &str) -> Result<Vec<super::Pane>, ControlError> {
+        let cmd = format!(
+            "list-panes -s -t ={session} -F '{}'",
+            super::panes::CONTROL_PANE_FORMAT
+        );
+        if !session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ControlError::Command("not a plain session name".into()));
+        }
+        let body = self.command(&cmd, Duration::from_secs(1)).await?;
+        body.iter()
+            .map(|line| {
+                std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|l| super::Pane::parse_control(l, session))
+                    .ok_or_else(|| {
+                        ControlError::Command(format!(
+                            "unexpected list-panes line {:?}",
+                            String::from_utf8_lossy(line)
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// How many output events were dropped so far because the consumer was slow.
@@ -188,7 +325,7 @@ impl ControlClient {
             .await
             .is_err()
         {
-            let _ = self.child.start_kill();
+            kill_client(&mut self.child, self.group);
             let _ = self.child.wait().await;
         }
         // Let the reader deliver Exit before Drop aborts it; bounded, because a consumer
@@ -201,6 +338,10 @@ impl Drop for ControlClient {
     fn drop(&mut self) {
         // Without this the reader could wait forever on a full channel nobody drains.
         self.reader.abort();
+        if self.group {
+            // kill_on_drop would kill the guard alone and leave tmux to it.
+            kill_client(&mut self.child, true);
+        }
     }
 }
 
@@ -276,25 +417,68 @@ async fn read_stderr(stderr: Option<tokio::process::ChildStderr>) -> String {
     String::from_utf8_lossy(&text).trim().to_owned()
 }
 
-/// The reader task: tmux's stdout to events, until `%exit`, EOF or the receiver is gone.
+/// How often the reader hands over the output it gathered: a pane printing a flood is
+/// one event per pane per interval, not one per line tmux sends.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// The most output of one pane decoded per interval; past it, lines are only counted
+/// (reported as [`ControlEvent::OutputLost`]), so a flooding pane costs its bytes' scan
+/// for a newline and little else.
+const PANE_BUDGET: usize = 4 * 1024;
+
+/// While a pane floods, the reader waits this long whenever it has read all there was,
+/// so it wakes for a pipe full of lines rather than for each line tmux writes.
+const FLOOD_PAUSE: Duration = Duration::from_millis(10);
+
+/// The largest command reply kept (orch's replies are a line per pane).
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
+/// A command sent to tmux waiting for its reply block.
+type Waiter = tokio::sync::oneshot::Sender<Result<Vec<Vec<u8>>, String>>;
+
+/// Commands sent and not answered yet, oldest first: tmux answers in order.
+type Waiters = Arc<std::sync::Mutex<std::collections::VecDeque<Waiter>>>;
+
+/// One pane's output gathered since the last flush.
+#[derive(Default)]
+struct Gathered {
+    at: Option<Instant>,
+    bytes: Vec<u8>,
+    /// Bytes (as tmux sent them, escaped) not decoded: over budget, or no room to send.
+    lost: usize,
+    lost_at: Option<Instant>,
+}
+
+/// The reader task: tmux's stdout to events and command replies, until `%exit`, EOF or
+/// the receiver is gone.
+#[cfg(test)]
 async fn read_events<R: AsyncRead + Unpin>(
-    mut stdout: BufReader<R>,
+    stdout: BufReader<R>,
     tx: mpsc::Sender<ControlEvent>,
     lost_total: Arc<AtomicU64>,
 ) {
+    read_events_answering(stdout, tx, lost_total, Waiters::default()).await;
+}
+
+async fn read_events_answering<R: AsyncRead + Unpin>(
+    mut stdout: BufReader<R>,
+    tx: mpsc::Sender<ControlEvent>,
+    lost_total: Arc<AtomicU64>,
+    waiters: Waiters,
+) {
     let mut parser = Parser::new();
-    // Dropped output per pane, reported as OutputLost once the channel has room again.
-    let mut lost: HashMap<String, (Instant, usize)> = HashMap::new();
+    let mut gathered: HashMap<Vec<u8>, Gathered> = HashMap::new();
     let mut line = Vec::new();
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut flooding = false;
     let exit = loop {
         tokio::select! {
             biased;
-            permit = tx.reserve(), if !lost.is_empty() => {
-                let Ok(permit) = permit else { return };
-                if let Some(key) = lost.keys().next().cloned()
-                    && let Some((at, bytes)) = lost.remove(&key)
-                {
-                    permit.send(ControlEvent::OutputLost { pane: key, at, bytes });
+            _ = flush.tick(), if !gathered.is_empty() => {
+                flooding = gathered.values().any(|g| g.lost > 0);
+                if hand_over(&tx, &mut gathered).is_err() {
+                    return;
                 }
             }
             // Cancel safe: a partial line stays in `line` and the next call continues it.
@@ -313,41 +497,56 @@ async fn read_events<R: AsyncRead + Unpin>(
                 if n == 0 && line.is_empty() {
                     break ControlEvent::Exit { reason: None };
                 }
-                let event = parser.feed(&line, Instant::now());
+                let at = Instant::now();
+                // The hot path: output of a pane, decoded only within its budget.
+                if !parser.in_block()
+                    && let Some((pane, data)) = output_line(&line)
+                {
+                    let g = gathered.entry(pane.to_vec()).or_default();
+                    if g.bytes.len() < PANE_BUDGET {
+                        g.bytes.extend_from_slice(&unescape(data));
+                        g.at = Some(at);
+                    } else {
+                        g.lost += data.len();
+                        g.lost_at = Some(at);
+                        lost_total.fetch_add(1, Ordering::Relaxed);
+                        flooding = true;
+                    }
+                    line.clear();
+                    if flooding && stdout.buffer().is_empty() {
+                        tokio::time::sleep(FLOOD_PAUSE).await;
+                    }
+                    continue;
+                }
+                let parsed = parser.feed_line(&line, at);
                 line.clear();
-                match event {
-                    None => {}
-                    Some(exit @ ControlEvent::Exit { .. }) => break exit,
-                    Some(ControlEvent::Output { pane, at, bytes }) => {
-                        if let Some(entry) = lost.get_mut(&pane) {
-                            // Keep per-pane order: never report output after a loss
-                            // before the loss itself.
-                            entry.0 = at;
-                            entry.1 += bytes.len();
-                            lost_total.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        match tx.try_send(ControlEvent::Output { pane, at, bytes }) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(ControlEvent::Output {
-                                pane,
-                                at,
-                                bytes,
-                            })) => {
-                                lost.insert(pane, (at, bytes.len()));
-                                lost_total.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => return,
+                match parsed {
+                    Parsed::Nothing => {}
+                    Parsed::Reply { from_client: true, ok, body } => {
+                        let waiter = waiters.lock().ok().and_then(|mut w| w.pop_front());
+                        if let Some(w) = waiter {
+                            let _ = w.send(if ok {
+                                Ok(body)
+                            } else {
+                                Err(String::from_utf8_lossy(&body.concat()).trim().to_owned())
+                            });
                         }
                     }
-                    // Structural events are rare and must not be lost; waiting for room
-                    // here cannot make tmux drop us the way an output flood could.
-                    Some(other) => {
-                        let sent = match flush_lost(&tx, &mut lost).await {
-                            Ok(()) => tx.send(other).await.is_ok(),
-                            Err(_) => false,
-                        };
-                        if !sent {
+                    Parsed::Reply { .. } => {}
+                    Parsed::Event(exit @ ControlEvent::Exit { .. }) => break exit,
+                    Parsed::Event(ControlEvent::Output { pane, at, bytes }) => {
+                        // Only %extended-output gets here (its age moves `at` back).
+                        let g = gathered.entry(pane.into_bytes()).or_default();
+                        g.bytes.extend_from_slice(&bytes);
+                        g.at = Some(at);
+                    }
+                    // Structural events are rare and must not be lost, nor overtake the
+                    // output gathered before them; waiting for room here cannot make tmux
+                    // drop us the way an output flood could.
+                    Parsed::Event(other) => {
+                        if flush_all(&tx, &mut gathered).await.is_err()
+                            || tx.send(other).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -358,21 +557,115 @@ async fn read_events<R: AsyncRead + Unpin>(
             }
         }
     };
-    // Losses first, so the consumer's last-output times are final when Exit arrives.
-    if flush_lost(&tx, &mut lost).await.is_ok() {
+    // Commands still waiting get no answer now.
+    if let Ok(mut w) = waiters.lock() {
+        w.clear();
+    }
+    // Output first, so the consumer's last-output times are final when Exit arrives.
+    if flush_all(&tx, &mut gathered).await.is_ok() {
         let _ = tx.send(exit).await;
     }
 }
 
-async fn flush_lost(
+/// `(pane, escaped data)` of a `%output %N DATA` line.
+fn output_line(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = line.strip_prefix(b"%output ")?;
+    let (pane, data) = split_word(rest)?;
+    is_id(pane, b'%').then(|| (pane, trim_eol(data)))
+}
+
+/// Sends what was gathered without waiting: a pane whose events find no room keeps
+/// gathering (past its budget, only counted), so the reader never waits on a slow
+/// consumer because of output.
+fn hand_over(
     tx: &mpsc::Sender<ControlEvent>,
-    lost: &mut HashMap<String, (Instant, usize)>,
-) -> Result<(), mpsc::error::SendError<ControlEvent>> {
-    for (pane, (at, bytes)) in lost.drain() {
-        tx.send(ControlEvent::OutputLost { pane, at, bytes })
-            .await?;
+    gathered: &mut HashMap<Vec<u8>, Gathered>,
+) -> Result<(), ()> {
+    let panes: Vec<Vec<u8>> = gathered.keys().cloned().collect();
+    for pane in panes {
+        let Some(g) = gathered.get_mut(&pane) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&pane).into_owned();
+        if let Some(at) = g.at {
+            let ev = ControlEvent::Output {
+                pane: name.clone(),
+                at,
+                bytes: std::mem::take(&mut g.bytes),
+            };
+            match tx.try_send(ev) {
+                Ok(()) => g.at = None,
+                Err(mpsc::error::TrySendError::Full(ControlEvent::Output { bytes, .. })) => {
+                    g.lost += bytes.len();
+                    g.lost_at = g.lost_at.max(Some(at));
+                    g.at = None;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            }
+        }
+        if let Some(at) = g.lost_at {
+            let ev = ControlEvent::OutputLost {
+                pane: name,
+                at,
+                bytes: g.lost,
+            };
+            match tx.try_send(ev) {
+                Ok(()) => {
+                    g.lost = 0;
+                    g.lost_at = None;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            }
+        }
+        if g.at.is_none() && g.lost_at.is_none() {
+            gathered.remove(&pane);
+        }
     }
     Ok(())
+}
+
+/// Sends everything gathered, waiting for room.
+async fn flush_all(
+    tx: &mpsc::Sender<ControlEvent>,
+    gathered: &mut HashMap<Vec<u8>, Gathered>,
+) -> Result<(), mpsc::error::SendError<ControlEvent>> {
+    for (pane, g) in gathered.drain() {
+        let pane = String::from_utf8_lossy(&pane).into_owned();
+        if let Some(at) = g.at {
+            tx.send(ControlEvent::Output {
+                pane: pane.clone(),
+                at,
+                bytes: g.bytes,
+            })
+            .await?;
+        }
+        if let Some(at) = g.lost_at {
+            tx.send(ControlEvent::OutputLost {
+                pane,
+                at,
+                bytes: g.lost,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// What one line of the protocol is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Nothing,
+    Event(ControlEvent),
+    /// A `%begin` block ended: a command's reply. `from_client`: the command came from
+    /// this client (the guard's flags are 1); `ok`: it ended with `%end`, not `%error`.
+    /// The lines of a reply to someone else are not kept.
+    Reply {
+        from_client: bool,
+        ok: bool,
+        body: Vec<Vec<u8>>,
+    },
 }
 
 /// The control-mode protocol as a pure state machine: lines in, events out. It tracks
@@ -383,6 +676,9 @@ pub struct Parser {
     /// at `%end`/`%error` with the same guard, so a reply line that merely looks like
     /// `%end …` does not end it early.
     block: Option<Vec<u8>>,
+    /// The open block's lines, kept for a block of this client's own command.
+    body: Option<Vec<Vec<u8>>>,
+    body_bytes: usize,
 }
 
 impl Parser {
@@ -395,23 +691,53 @@ impl Parser {
         self.block.is_some()
     }
 
-    /// Feeds one line (with or without its `\n`), read at `at`.
+    /// Feeds one line (with or without its `\n`), read at `at`; replies are dropped.
     pub fn feed(&mut self, line: &[u8], at: Instant) -> Option<ControlEvent> {
+        match self.feed_line(line, at) {
+            Parsed::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Feeds one line and says what it was.
+    pub fn feed_line(&mut self, line: &[u8], at: Instant) -> Parsed {
         let line = trim_eol(line);
         if let Some(guard) = &self.block {
-            let end = line
-                .strip_prefix(b"%end ")
-                .or_else(|| line.strip_prefix(b"%error "));
-            if end == Some(guard.as_slice()) {
+            let end = line.strip_prefix(b"%end ");
+            let error = line.strip_prefix(b"%error ");
+            if end == Some(guard.as_slice()) || error == Some(guard.as_slice()) {
+                let from_client = guard.rsplit(|&b| b == b' ').next() == Some(b"1");
                 self.block = None;
+                self.body_bytes = 0;
+                return Parsed::Reply {
+                    from_client,
+                    ok: end.is_some(),
+                    body: self.body.take().unwrap_or_default(),
+                };
             }
-            return None;
+            if let Some(body) = &mut self.body
+                && self.body_bytes <= MAX_REPLY_BYTES
+            {
+                self.body_bytes += line.len() + 1;
+                if self.body_bytes <= MAX_REPLY_BYTES {
+                    body.push(line.to_vec());
+                } else {
+                    // Too long to be a reply to orch: cut short, so its parse fails.
+                    body.push(b"\x00truncated".to_vec());
+                }
+            }
+            return Parsed::Nothing;
         }
         if let Some(guard) = line.strip_prefix(b"%begin ") {
+            let ours = guard.rsplit(|&b| b == b' ').next() == Some(b"1");
             self.block = Some(guard.to_vec());
-            return None;
+            self.body = ours.then(Vec::new);
+            return Parsed::Nothing;
         }
-        parse_line(line, at)
+        match parse_line(line, at) {
+            Some(e) => Parsed::Event(e),
+            None => Parsed::Nothing,
+        }
     }
 }
 
@@ -569,6 +895,28 @@ mod tests {
         match parse_line(line, now()) {
             Some(ControlEvent::Output { bytes, .. }) => bytes,
             other => panic!("expected output, got {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever tmux (or a pane forging protocol lines) sends: no panic, and nothing
+        /// inside a block of someone else's becomes an event.
+        #[test]
+        fn arbitrary_protocol_lines_never_panic(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                0..40,
+            ),
+            forged in "(%output %[0-9] [a-z]{0,5}|%end [0-9 ]{0,6}|%exit( x)?|%begin 1 [0-9] 0)"
+        ) {
+            let mut p = Parser::new();
+            for l in &lines {
+                let _ = p.feed_line(l, now());
+            }
+            let mut p = Parser::new();
+            proptest::prop_assert_eq!(p.feed_line(b"%begin 9 9 0", now()), Parsed::Nothing);
+            proptest::prop_assert!(!matches!(p.feed_line(forged.as_bytes(), now()), Parsed::Event(_)));
+            let _ = crate::tmux::Pane::parse_control(&forged, "s");
         }
     }
 
@@ -776,17 +1124,18 @@ mod tests {
         assert_eq!(command_args(None, "s")[0], "-N");
     }
 
-    /// A consumer that never reads must not stall the reader: output is dropped, counted,
-    /// and reported per pane as OutputLost before Exit once the consumer catches up.
+    /// A consumer that never reads must not stall the reader, and a flooding pane is
+    /// gathered into a few events: its output past the budget is counted, not decoded,
+    /// and reported per pane as OutputLost before Exit.
     #[tokio::test]
-    async fn slow_consumer_loses_output_not_exit() {
+    async fn a_flood_is_gathered_and_a_slow_consumer_never_stalls_the_reader() {
         let mut text = Vec::new();
-        let n = EVENT_CAPACITY + 50;
+        let n = 50_000;
         for i in 0..n {
             text.extend_from_slice(format!("%output %{} line{i}\\012\n", i % 2).as_bytes());
         }
         text.extend_from_slice(b"%pane-mode-changed %0\n%exit too far behind\n");
-        let (tx, mut rx) = mpsc::channel(EVENT_CAPACITY);
+        let (tx, mut rx) = mpsc::channel(4);
         let lost = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(read_events(
             BufReader::new(std::io::Cursor::new(text)),
@@ -795,30 +1144,43 @@ mod tests {
         ));
         // The reader gets through everything while nobody is reading.
         tokio::time::timeout(Duration::from_secs(5), async {
-            while lost.load(Ordering::Relaxed) < 50 {
+            while lost.load(Ordering::Relaxed) < (n as u64) / 2 {
                 tokio::task::yield_now().await;
             }
         })
         .await
         .expect("reader made progress without a consumer");
-        let mut outputs = 0;
-        let mut lost_panes = Vec::new();
+        let mut decoded: HashMap<String, usize> = HashMap::new();
+        let mut lost_bytes: HashMap<String, usize> = HashMap::new();
+        let mut events = 0;
         let mut rest = Vec::new();
         while let Some(e) = rx.recv().await {
+            events += 1;
             match e {
-                ControlEvent::Output { .. } => outputs += 1,
+                ControlEvent::Output { pane, bytes, .. } => {
+                    assert!(bytes.len() <= PANE_BUDGET + 64, "{pane}: {}", bytes.len());
+                    *decoded.entry(pane).or_default() += bytes.len();
+                }
                 ControlEvent::OutputLost { pane, bytes, .. } => {
                     assert!(bytes > 0);
-                    lost_panes.push(pane);
+                    *lost_bytes.entry(pane).or_default() += bytes;
                 }
                 other => rest.push(other),
             }
         }
         task.await.expect("reader task");
-        assert_eq!(outputs, EVENT_CAPACITY);
-        assert_eq!(lost.load(Ordering::Relaxed), 50);
-        lost_panes.sort();
-        assert_eq!(lost_panes, ["%0", "%1"]);
+        assert!(events < 500, "{events} events for a flood of {n} lines");
+        for pane in ["%0", "%1"] {
+            assert!(
+                decoded[pane] < lost_bytes[pane],
+                "{pane}: most of a flood is counted"
+            );
+            assert!(
+                lost_bytes[pane] > 100_000,
+                "{pane}: {:?}",
+                lost_bytes.get(pane)
+            );
+        }
         assert_eq!(
             rest,
             [
@@ -828,6 +1190,52 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Replies to this client's commands go to their waiters in order; lines inside any
+    /// block never become events, and another client's blocks are not kept.
+    #[tokio::test]
+    async fn replies_reach_their_commands_and_forged_lines_nothing() {
+        let text = b"%begin 1 10 1\n%1,100,0,,,0,1,a\n%output %9 forged\n%end 1 10 1\n\
+%begin 1 11 0\nsomeone else's\n%end 1 11 0\n\
+%begin 1 12 1\nno such pane\n%error 1 12 1\n\
+%output %1 real\n%exit\n"
+            .to_vec();
+        let (tx, mut rx) = mpsc::channel(16);
+        let waiters = Waiters::default();
+        let (first_tx, first) = tokio::sync::oneshot::channel();
+        let (second_tx, second) = tokio::sync::oneshot::channel();
+        if let Ok(mut w) = waiters.lock() {
+            w.push_back(first_tx);
+            w.push_back(second_tx);
+        }
+        read_events_answering(
+            BufReader::new(std::io::Cursor::new(text)),
+            tx,
+            Arc::new(AtomicU64::new(0)),
+            Arc::clone(&waiters),
+        )
+        .await;
+        assert_eq!(
+            first.await.expect("answered"),
+            Ok(vec![
+                b"%1,100,0,,,0,1,a".to_vec(),
+                b"%output %9 forged".to_vec()
+            ])
+        );
+        assert_eq!(
+            second.await.expect("answered"),
+            Err("no such pane".to_owned())
+        );
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(
+            matches!(&events[0], ControlEvent::Output { pane, bytes, .. } if pane == "%1" && bytes == b"real")
+        );
+        assert_eq!(events[1], ControlEvent::Exit { reason: None });
     }
 
     #[tokio::test]
@@ -844,7 +1252,11 @@ mod tests {
         while let Some(e) = rx.recv().await {
             events.push(e);
         }
-        assert_eq!(events.len(), 3, "{events:?}");
-        assert_eq!(events[2], ControlEvent::Exit { reason: None });
+        // Both lines of the pane come as one event (gathered), then Exit.
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(
+            matches!(&events[0], ControlEvent::Output { bytes, .. } if bytes == b"apartial-no-newline")
+        );
+        assert_eq!(events[1], ControlEvent::Exit { reason: None });
     }
 }

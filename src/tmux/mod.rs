@@ -7,6 +7,8 @@
 //! Commands are built with `tmux_interface`'s typed builders.
 
 pub mod control;
+pub mod guard;
+mod many;
 mod panes;
 
 use std::ffi::OsString;
@@ -14,17 +16,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillSession, KillWindow, ListPanes, ListWindows, LoadBuffer,
-    NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane, SelectLayout, SelectPane, SendKeys,
-    SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    CapturePane, DisplayMessage, KillPane, KillSession, KillWindow, ListClients, ListPanes,
+    ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
+    SelectLayout, SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
-pub use panes::{PANE_FORMAT, Pane};
+pub use panes::{CONTROL_PANE_FORMAT, PANE_FORMAT, Pane};
 
 /// Name of the throwaway first window of a new session. tmux creates a session's first
 /// window before any session option can be set, and `history-limit` only applies to panes
 /// created after it is set, so the agents' window is always the second one.
 const BOOT_WINDOW: &str = "orch-boot";
+
+/// The commands of a sequence, for an error: all of a short one, each name once (with
+/// the count) for a long one, so a failed 800-pane batch stays one readable line.
+fn command_names(names: &[String]) -> String {
+    if names.len() <= 4 {
+        return names.join("; ");
+    }
+    let mut unique: Vec<&str> = Vec::new();
+    for n in names {
+        if !unique.contains(&n.as_str()) {
+            unique.push(n);
+        }
+    }
+    format!("{} ({} commands)", unique.join(", "), names.len())
+}
 
 /// tmux refuses a command sequence whose arguments exceed its message size (16 KiB,
 /// "command too long"); stay well below it.
@@ -231,9 +248,19 @@ impl Tmux {
         self.socket.as_deref()
     }
 
-    /// The visible screens of several panes in ONE tmux process. Between captures it
-    /// prints a marker with a random nonce, which no pane can forge.
+    /// The visible screens of several panes in ONE tmux process (more only past tmux's
+    /// message size: one per ~100 panes). Between captures it prints a marker with a
+    /// random nonce, which no pane can forge.
     pub fn capture_screens(&self, panes: &[&str]) -> Result<Vec<String>, TmuxError> {
+        // capture-pane, display-message and their arguments: well under 120 bytes a pane.
+        const PANES_PER_PROCESS: usize = MAX_BATCH_BYTES / 120;
+        if panes.len() > PANES_PER_PROCESS {
+            let mut all = Vec::with_capacity(panes.len());
+            for chunk in panes.chunks(PANES_PER_PROCESS) {
+                all.extend(self.capture_screens(chunk)?);
+            }
+            return Ok(all);
+        }
         if panes.is_empty() {
             return Ok(Vec::new());
         }
@@ -322,6 +349,29 @@ impl Tmux {
         commands: Vec<TmuxCommand<'_>>,
         input: Option<&[u8]>,
     ) -> Result<Vec<u8>, TmuxError> {
+        let (stdout, result) = self.run_partial(commands, input);
+        result.map(|()| stdout)
+    }
+
+    /// [`Tmux::run_bytes`], keeping what tmux printed before a command of the sequence
+    /// failed (tmux stops a sequence at its first failing command): markers printed
+    /// between commands then tell how far it got.
+    fn run_partial(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: Option<&[u8]>,
+    ) -> (Vec<u8>, Result<(), TmuxError>) {
+        match self.run_output(commands, input) {
+            Ok((stdout, result)) => (stdout, result),
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    }
+
+    fn run_output(
+        &self,
+        commands: Vec<TmuxCommand<'_>>,
+        input: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, Result<(), TmuxError>), TmuxError> {
         use std::io::Write;
         let mut cmd = self.base_command();
         let mut what = Vec::new();
@@ -351,16 +401,19 @@ impl Tmux {
             }
         };
         if output.status.success() {
-            return Ok(output.stdout);
+            return Ok((output.stdout, Ok(())));
         }
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         if is_no_server(&message) {
             return Err(TmuxError::NoServer(self.socket_name()));
         }
-        Err(TmuxError::Failed {
-            command: what.join("; "),
-            message,
-        })
+        Ok((
+            output.stdout,
+            Err(TmuxError::Failed {
+                command: command_names(&what),
+                message,
+            }),
+        ))
     }
 
     /// Every pane on the server, in ONE `list-panes -a` call whatever the number of panes.
@@ -863,6 +916,42 @@ impl Tmux {
             .target_session(format!("={session}:"))
             .hook_name("pane-died");
         self.run(vec![hook.build()]).map(drop)
+    }
+
+    /// Process ids of the control-mode clients attached to `session` (none without a
+    /// server or such a session).
+    pub fn control_client_pids(&self, session: &str) -> Result<Vec<u32>, TmuxError> {
+        let cmd = ListClients::new()
+            .target_session(format!("={session}"))
+            .format("#{client_pid}\t#{client_control_mode}")
+            .build();
+        match self.run(vec![cmd]) {
+            Ok(out) => Ok(out
+                .lines()
+                .filter_map(|l| {
+                    let (pid, control) = l.split_once('\t')?;
+                    (control == "1").then(|| pid.parse().ok()).flatten()
+                })
+                .collect()),
+            Err(TmuxError::NoServer(_) | TmuxError::Failed { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kills panes (and their processes) in one tmux process; a pane already gone is no
+    /// error.
+    pub fn kill_panes(&self, panes: &[&str]) -> Result<(), TmuxError> {
+        for chunk in panes.chunks(200) {
+            let cmds = chunk
+                .iter()
+                .map(|p| KillPane::new().target_pane((*p).to_owned()).build())
+                .collect();
+            match self.run(cmds) {
+                Ok(_) | Err(TmuxError::Failed { .. } | TmuxError::NoServer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Kills a session and everything in it.

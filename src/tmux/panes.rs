@@ -4,6 +4,11 @@
 /// the others.
 pub const PANE_FORMAT: &str = "#{session_name}\t#{window_id}\t#{window_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{pane_in_mode}\t#{pane_pipe}\t#{history_size}\t#{history_limit}\t#{pane_width}\t#{alternate_on}\t#{@orch_agent}\t#{@orch_role}\t#{pane_current_path}";
 
+/// What the supervisor asks through its control-mode client each tick, where replies are
+/// not escaped: only fields no program in a pane can shape (numbers, flags, and the
+/// `@orch_agent` option orch set), separated by commas (which none of them contains).
+pub const CONTROL_PANE_FORMAT: &str = "#{pane_id},#{pane_pid},#{pane_dead},#{pane_dead_status},#{pane_dead_signal},#{pane_in_mode},#{pane_pipe},#{@orch_agent}";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pane {
     pub session: String,
@@ -66,6 +71,51 @@ impl Pane {
             width: self.width,
             alternate_on: self.alternate_on,
         }
+    }
+
+    /// Parses a line of [`CONTROL_PANE_FORMAT`] for a pane of `session`; `None` unless
+    /// every field is exactly what tmux prints for it. Text fields are left empty.
+    pub fn parse_control(line: &str, session: &str) -> Option<Pane> {
+        let f: Vec<&str> = line.split(',').collect();
+        let [id, pid, dead, status, signal, in_mode, pipe, agent] = f[..] else {
+            return None;
+        };
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+        let flag = |s: &str| matches!(s, "0" | "1");
+        let ok = id.strip_prefix('%').is_some_and(digits)
+            && (pid.is_empty() || digits(pid))
+            && flag(dead)
+            && (status.is_empty() || digits(status))
+            && (signal.is_empty() || digits(signal))
+            && flag(in_mode)
+            && flag(pipe)
+            && agent.len() <= 64
+            && agent
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return None;
+        }
+        Some(Pane {
+            session: session.to_owned(),
+            window_id: String::new(),
+            window_name: String::new(),
+            id: id.to_owned(),
+            pid: pid.parse().ok(),
+            dead: dead == "1",
+            dead_status: status.parse().ok(),
+            dead_signal: signal.parse().ok(),
+            in_mode: in_mode == "1",
+            pipe: pipe == "1",
+            history_size: 0,
+            history_limit: 0,
+            width: 0,
+            alternate_on: false,
+            agent: Some(agent.to_owned()).filter(|a| !a.is_empty()),
+            role: None,
+            current_path: String::new(),
+        })
     }
 
     pub(super) fn parse(line: &str) -> Option<Pane> {
@@ -139,5 +189,31 @@ mod tests {
         assert_eq!(dead.dead_signal, Some(9));
         assert_eq!(dead.agent, None);
         assert!(Pane::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn control_lines_are_numbers_flags_and_names_or_nothing() {
+        let live = Pane::parse_control("%3,5151,0,,,0,1,worker1", "s").expect("live");
+        assert_eq!(
+            (live.id.as_str(), live.pid, live.dead, live.pipe),
+            ("%3", Some(5151), false, true)
+        );
+        assert_eq!(live.agent.as_deref(), Some("worker1"));
+        assert_eq!(live.session, "s");
+        let dead = Pane::parse_control("%4,77,1,,9,0,0,", "s").expect("dead");
+        assert_eq!((dead.dead_signal, dead.agent), (Some(9), None));
+        for forged in [
+            "%end 123 4 1",
+            "%output %1 x",
+            "%3,5151,0,,,0,1,worker1,extra",
+            "%3,5151,2,,,0,1,w",
+            "3,5151,0,,,0,1,w",
+            "%3,51x51,0,,,0,1,w",
+            "%3,5151,0,,,0,1,Worker",
+            "%3,5151,0,,,0,1,w w",
+            "",
+        ] {
+            assert!(Pane::parse_control(forged, "s").is_none(), "{forged:?}");
+        }
     }
 }

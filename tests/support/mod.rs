@@ -348,9 +348,15 @@ impl Supervisor {
 
     /// Starts `orch supervise` with extra environment variables.
     pub fn start_with(env: &TestEnv, vars: &[(&str, &str)]) -> Supervisor {
-        let mut child = env
-            .orch_command(&["supervise"])
-            .envs(vars.iter().copied())
+        let mut cmd = env.orch_command(&["supervise"]);
+        cmd.envs(vars.iter().copied());
+        Supervisor::spawn(cmd)
+    }
+
+    /// Runs `cmd`, which ends up running `orch supervise` (possibly through a wrapper
+    /// that execs it), and reads its events.
+    pub fn spawn(mut cmd: Command) -> Supervisor {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -115,7 +114,7 @@ pub fn run(dir: &Path) -> Result<()> {
     .context("creating the transcript writer's socket")?;
     rustix::net::bind(&listener, &SocketAddrUnix::new(socket)?)
         .with_context(|| format!("listening on {}", dir.join(SOCKET).display()))?;
-    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))?;
+    crate::state::restrict_socket(socket)?;
     rustix::net::listen(&listener, 128)?;
     tracing::info!(dir = %dir.display(), "transcript writer started");
     // Two fds per pane (its pipe, its file): the usual soft limit of 1,024 would stop at
@@ -327,6 +326,7 @@ fn spawn(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_transcript_over_its_limit_rotates_after_a_whole_line() {

@@ -653,12 +653,21 @@ impl Core {
         let same =
             |a: &Agent, b: &Agent| serde_json::to_value(a).ok() == serde_json::to_value(b).ok();
         let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+        // What a running pane cannot take on without starting again.
+        let start_settings = |a: &Agent| {
+            serde_json::to_value((&a.command, &a.cwd, &a.env, &a.worktree, a.profile)).ok()
+        };
+        let mut at_restart = Vec::new();
         self.monitor = monitor;
         for spec in &agents {
             match self.index(spec.name.as_str()) {
                 Some(i) if same(&self.agents[i].spec, spec) => {}
                 Some(i) => {
                     // Policies apply at once; a new command or cwd at the next start.
+                    let old = &self.agents[i];
+                    if start_settings(&old.spec) != start_settings(spec) && old.state.is_live() {
+                        at_restart.push(spec.name.to_string());
+                    }
                     self.agents[i].spec = spec.clone();
                     changed.push(spec.name.to_string());
                 }
@@ -683,12 +692,23 @@ impl Core {
                 a.generation += 1; // cancels a pending restart
             }
         }
-        fx.push(Effect::Emit(
-            Event::new(EventKind::ConfigReloaded, None)
-                .with("added", added.clone())
-                .with("removed", removed)
-                .with("changed", changed),
-        ));
+        let mut ev = Event::new(EventKind::ConfigReloaded, None)
+            .with("added", added.clone())
+            .with("removed", removed)
+            .with("changed", changed);
+        if !at_restart.is_empty() {
+            // Restarting an agent to apply an edit would throw away its conversation: the
+            // user decides when, and is told so.
+            ev = ev.with(
+                "note",
+                format!(
+                    "the new command, cwd, env, worktree or profile of {} applies at its next restart; the running process keeps the old one (`orch restart NAME` applies it now)",
+                    at_restart.join(", ")
+                ),
+            );
+            ev = ev.with("applies_at_restart", at_restart);
+        }
+        fx.push(Effect::Emit(ev));
         for name in added {
             if let Some(i) = self.index(&name) {
                 self.respawn(i, now, fx);
