@@ -497,12 +497,14 @@ fn with_a_supervisor_a_bad_commit_is_reverted_and_the_culprit_agent_told() {
     };
     let w1 = wait_for("the culprit's messages", Duration::from_secs(20), || {
         let s = screen("w1");
-        s.contains(&format!("rollback {id} done")).then_some(s)
+        // Received (submitted), not only pasted.
+        s.contains(&format!("received: orch: rollback {id} done"))
+            .then_some(s)
     });
     let stop = w1.find("received: orch: STOP").expect("the pause message");
     let done = w1
         .find(&format!("received: orch: rollback {id} done"))
-        .expect("the after message");
+        .unwrap_or_else(|| panic!("the after message:\n{w1}"));
     assert!(stop < done, "pause first:\n{w1}");
     wait_for("the notice to w2", Duration::from_secs(40), || {
         screen("w2")

@@ -539,17 +539,21 @@ fn quality_and_rollback_get_their_gate_defaults() {
 
 #[test]
 fn gate_settings_are_checked_with_their_positions() {
+    // A zero timeout is refused while parsing, before the other checks run.
     let e = errors(
-        "session: s\nquality:\n  check: t\n  retries: 11\n  timeout: 0s\n  branches: [main, 'a..b', 'refs/heads/x']\nagents:\n  - { name: a, role: BOSS }\n",
+        "session: s\nquality:\n  check: t\n  timeout: 0s\nagents:\n  - { name: a, role: BOSS }\n",
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.yaml:4:") && l.contains("quality.timeout")),
+        "{e:?}"
+    );
+    let e = errors(
+        "session: s\nquality:\n  check: t\n  retries: 11\n  timeout: 5m\n  branches: [main, 'a..b', 'refs/heads/x']\nagents:\n  - { name: a, role: BOSS }\n",
     );
     assert!(
         e.iter()
             .any(|l| l.starts_with("t.yaml:4:") && l.contains("quality.retries: at most 10")),
-        "{e:?}"
-    );
-    assert!(
-        e.iter()
-            .any(|l| l.starts_with("t.yaml:5:") && l.contains("quality.timeout")),
         "{e:?}"
     );
     assert!(

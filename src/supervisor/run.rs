@@ -642,6 +642,7 @@ impl Shell {
             self.feed(Msg::ServerBack).await?;
         }
         self.repipe_transcripts(&panes);
+        self.last_panes.clone_from(&panes);
         let names: Vec<String> = self
             .core
             .agents
