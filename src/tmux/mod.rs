@@ -859,6 +859,16 @@ impl Tmux {
     /// Each pane's part starts with a line of its state behind a random nonce, which no
     /// pane can forge.
     pub fn pane_inputs(&self, panes: &[&str]) -> Result<Vec<PaneInput>, TmuxError> {
+        // display-message with its format, capture-pane, their arguments: under 200 bytes
+        // a pane; past tmux's message size, one process per batch.
+        const PANES_PER_PROCESS: usize = MAX_BATCH_BYTES / 200;
+        if panes.len() > PANES_PER_PROCESS {
+            let mut all = Vec::with_capacity(panes.len());
+            for chunk in panes.chunks(PANES_PER_PROCESS) {
+                all.extend(self.pane_inputs(chunk)?);
+            }
+            return Ok(all);
+        }
         let nonce = nonce();
         let mut cmds = Vec::with_capacity(panes.len() * 2);
         for pane in panes {
