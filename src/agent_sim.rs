@@ -7,7 +7,12 @@
 //! [`crate::monitor::activity`], so activity detection sees a simulated Claude Code the
 //! way it sees the real one.
 //!
+//! With `--script FILE` it plays a screenplay of timed steps instead ([`script`]): what
+//! `orch demo` stages its organisation with.
+//!
 //! Plain threads: one reads stdin, one leaks memory, the main thread keeps time.
+
+pub mod script;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -20,6 +25,10 @@ use crate::layout::{Duration, Profile};
 
 #[derive(Debug, clap::Args)]
 pub struct AgentSimArgs {
+    /// Play this screenplay of timed steps (YAML, see `orch demo`) instead of the flags
+    /// below
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<std::path::PathBuf>,
     /// Print a work line this often
     #[arg(long, value_name = "DUR", default_value = "1s")]
     pub work_every: Duration,
@@ -83,6 +92,9 @@ enum Mode {
 
 /// Runs the simulated agent until `--exit-after` (or a signal) ends it.
 pub fn run(args: AgentSimArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.script {
+        return script::run(path, args.profile);
+    }
     let agent = std::env::var("ORCH_AGENT").unwrap_or_else(|_| "agent".to_owned());
     let lines = spawn_stdin_reader().context("starting the stdin reader")?;
     if args.leak_mb_per_sec > 0 {
