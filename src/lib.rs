@@ -10,6 +10,7 @@
 
 pub mod agent_sim;
 pub mod cli;
+pub mod demo;
 pub mod digest;
 pub mod error;
 pub mod gate;

@@ -5,6 +5,8 @@
 //! ```yaml
 //! profile: claude        # whose screens to draw (default: --profile)
 //! work_every: 3s         # a work line this often while nothing else happens (default: none)
+//! work: ["reading greet.sh", "running sh check.sh"]   # what those lines say, in turn
+//! turn: 3s               # after its last step, a task at the idle prompt takes this long
 //! steps:                 # each `at` a time after this start of the agent, in order
 //!   - { at: 1s, say: "reading the plan" }
 //!   - { at: 2s, send: { to: boss1, text: "done" } }    # runs `orch send` from the pane
@@ -13,6 +15,7 @@
 //!   - { at: 5s, orch: [snapshot] }                     # runs any orch command
 //!   - { at: 6s, leak: { mib_per_sec: 8, max_mib: 256 } }
 //!   - { at: 7s, prompt: true }    # the profile's approval dialog; later steps wait for an answer
+//!                                 # (y, n or a choice's number; other text leaves it asking)
 //!   - { at: 8s, idle: true }      # the profile's idle prompt; later steps wait for a task
 //!   - { at: 9s, hang: true }      # silent from now on, but alive
 //!   - { at: 9s, exit: 3 }         # ends with this status
@@ -45,6 +48,13 @@ pub struct Script {
     /// A work line this often while the agent is working and no step is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_every: Option<Duration>,
+    /// What the work lines say, in turn (default: generic coding chores).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub work: Vec<String>,
+    /// Once its steps are done, an agent given a task at its idle prompt works this long
+    /// and goes back to the prompt (default: 3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<Duration>,
     #[serde(default)]
     pub steps: Vec<Step>,
     /// The steps of every start after the first; without it, `steps` again.
@@ -136,6 +146,8 @@ impl Script {
         Script {
             profile: self.profile,
             work_every: self.work_every.map(|d| divide(d, speed)),
+            work: self.work.clone(),
+            turn: self.turn.map(|d| divide(d, speed)),
             steps: scale(&self.steps),
             restarted: self.restarted.as_deref().map(scale),
         }
@@ -198,6 +210,9 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
     let mut beat: u64 = 0;
     let mut next_beat = work_every;
     let mut stdin_open = true;
+    let turn = script.turn.map_or(StdDuration::from_secs(3), |d| d.0);
+    // A task taken at the idle prompt after the last step: back to the prompt then.
+    let mut turn_ends: Option<StdDuration> = None;
 
     if start_no > 1 {
         out.say(&format!("[{agent}] started again (start {start_no})"));
@@ -230,12 +245,20 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
             }
             next_beat = work_every.map(|e| start.elapsed() + e);
         }
+        if mode == Mode::Working && turn_ends.is_some_and(|t| now >= t) {
+            turn_ends = None;
+            mode = Mode::Idle;
+            if screens::redraws(profile) {
+                out.say(CLEAR_SCREEN);
+            }
+            out.say(screens::idle(profile));
+        }
         if mode == Mode::Working
             && let (Some(every), Some(at)) = (work_every, next_beat)
             && now >= at
         {
             beat += 1;
-            out.say(&work_line(&agent, beat));
+            out.say(&work_line_of(&script.work, &agent, beat));
             if let Some(status) = screens::working_status(profile, beat, now.as_secs()) {
                 out.say(&status);
             }
@@ -246,6 +269,7 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
         if mode == Mode::Working {
             deadlines.extend(steps.get(next).map(|s| s.at.0));
             deadlines.extend(next_beat);
+            deadlines.extend(turn_ends);
         }
         let now = start.elapsed();
         let wait = deadlines
@@ -261,6 +285,12 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
                 if mode == Mode::Hung {
                     continue;
                 }
+                if mode == Mode::Prompting && !is_answer(&line) {
+                    // A dialog takes only its answers: it still asks.
+                    out.say(&format!("received: {line}"));
+                    out.say(screens::approval(profile));
+                    continue;
+                }
                 if mode == Mode::Prompting && screens::redraws(profile) {
                     out.say(CLEAR_SCREEN);
                 }
@@ -269,7 +299,11 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
                 if let Some(status) = screens::working_status(profile, beat, now.as_secs()) {
                     out.say(&status);
                 }
+                if mode == Mode::Idle && next >= steps.len() {
+                    turn_ends = Some(start.elapsed() + turn);
+                }
                 mode = Mode::Working;
+                next_beat = work_every.map(|e| start.elapsed() + e);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => stdin_open = false,
@@ -304,6 +338,21 @@ fn act(out: &mut Out, agent: &str, action: &Action) {
         // `false` asks for nothing; the mode-changing ones are handled by the caller.
         Action::Prompt(_) | Action::Idle(_) | Action::Hang(_) | Action::Exit(_) => {}
     }
+}
+
+/// Whether `line` answers an approval dialog: yes, no, or one of its choices.
+fn is_answer(line: &str) -> bool {
+    let l = line.trim().to_ascii_lowercase();
+    matches!(l.as_str(), "y" | "n" | "yes" | "no" | "1" | "2" | "3" | "d")
+}
+
+/// The `n`th work line: the script's own words in turn, else generic chores.
+fn work_line_of(work: &[String], agent: &str, n: u64) -> String {
+    if work.is_empty() {
+        return work_line(agent, n);
+    }
+    let what = &work[(n as usize).saturating_sub(1) % work.len()];
+    format!("[{agent}] {what}")
 }
 
 fn quote(text: &str) -> String {
@@ -360,15 +409,16 @@ fn commit_all(out: &mut Out, commits: &[Commit]) {
 /// branch; returns their ids.
 fn try_commits(commits: &[Commit]) -> Result<Vec<String>> {
     let old = git(&["rev-parse", "HEAD"], None)?;
+    let cwd = std::env::current_dir().context("finding the working directory")?;
     let mut parent = old.clone();
     let mut made = Vec::new();
     for c in commits {
         for (path, text) in &c.files {
-            let path = Path::new(path);
+            let path = cwd.join(path);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 crate::state::create_private_dir(dir)?;
             }
-            crate::state::atomic_write(path, text.as_bytes())?;
+            crate::state::atomic_write(&path, text.as_bytes())?;
         }
         let mut add = vec!["add", "--"];
         add.extend(c.files.keys().map(String::as_str));

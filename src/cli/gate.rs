@@ -169,7 +169,7 @@ pub(super) fn run_rollback(ctx: &Context, command: RollbackCommand) -> Result<Ex
 }
 
 /// Runs `c` in the supervisor's gate if one runs, else here under the session lock.
-fn call(ctx: &Context, c: Call, progress: bool) -> Result<Answer> {
+pub(super) fn call(ctx: &Context, c: Call, progress: bool) -> Result<Answer> {
     let layout = ctx.layout()?;
     if layout.quality.is_none() {
         return Err(crate::gate::BadInput::NoQuality.into());

@@ -4,6 +4,7 @@
 //! that need it, so `--help`, `layout validate` and `layout list` work without tmux.
 
 mod agent;
+mod demo;
 mod doctor;
 mod gate;
 mod layout;
@@ -64,6 +65,9 @@ enum Command {
     },
     /// Check tmux, git, the state dir and the socket
     Doctor,
+    /// A simulated organisation of nine agents showing everything orch does, on a tmux
+    /// server and in a throwaway workspace of its own (no AI account needed)
+    Demo(demo::DemoArgs),
     /// The simulated agent used by the demo and tests
     AgentSim(crate::agent_sim::AgentSimArgs),
     /// Run the supervisor headless: events as JSON lines on stdout until SIGINT/SIGTERM
@@ -248,6 +252,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::AgentSim(args) => crate::agent_sim::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::ControlGuard { parent, args } => {
             let code = crate::tmux::guard::run_guard(parent, &args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillPane, KillSession, KillWindow, ListClients, ListPanes,
-    ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
+    CapturePane, DisplayMessage, KillPane, KillServer, KillSession, KillWindow, ListClients,
+    ListPanes, ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
     SelectLayout, SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
 };
 
@@ -962,6 +962,22 @@ impl Tmux {
             }
         }
         Ok(())
+    }
+
+    /// Kills the server on this socket and everything in it (`orch demo` does this to its
+    /// own server, which it started on a socket of its own). No server is no error. Never
+    /// the default server: without `--socket` this refuses.
+    pub fn kill_server(&self) -> Result<(), TmuxError> {
+        if self.socket.is_none() {
+            return Err(TmuxError::Failed {
+                command: "kill-server".into(),
+                message: "orch kills only a server on a socket of its own (--socket)".into(),
+            });
+        }
+        match self.run(vec![KillServer::new().build()]) {
+            Ok(_) | Err(TmuxError::NoServer(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Kills a session and everything in it.
