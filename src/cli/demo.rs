@@ -337,7 +337,8 @@ fn progress_line(ev: &serde_json::Value, at: Duration) -> Option<Styled> {
             AnsiColor::Yellow,
             "waits for a human (an approval prompt)".to_owned(),
         ),
-        "activity_changed" | "check_started" | "agent_backoff" | "write_recovered" => {
+        "activity_changed" | "check_started" | "agent_backoff" | "message_queued"
+        | "write_recovered" => {
             return None;
         }
         "message_delivered" => (
@@ -375,6 +376,10 @@ fn progress_line(ev: &serde_json::Value, at: Duration) -> Option<Styled> {
             ),
         ),
         "rollback_executed" => (AnsiColor::Green, format!("rollback {} executed", s("id"))),
+        "rollback_rejected" => (
+            AnsiColor::White,
+            format!("rollback {} not run: {}", s("id"), s("reason")),
+        ),
         "escalated" => (AnsiColor::Red, format!("escalated: {}", s("reason"))),
         other => (AnsiColor::White, other.replace('_', " ")),
     };

@@ -25,10 +25,14 @@ use crate::layout::{Layout, LayoutErrors, TmuxName};
 use crate::state::StateDir;
 use crate::tmux::Tmux;
 
+/// `orch --version`: the package version and the git commit it was built from (see
+/// build.rs), e.g. `0.1.0 (ac1f54f)`.
+pub const VERSION: &str = env!("ORCH_VERSION");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "orch",
-    version,
+    version = VERSION,
     about = "A tmux-native orchestrator for teams of AI coding agents"
 )]
 #[command(arg_required_else_help = true)]
@@ -68,6 +72,19 @@ enum Command {
     /// A simulated organisation of nine agents showing everything orch does, on a tmux
     /// server and in a throwaway workspace of its own (no AI account needed)
     Demo(demo::DemoArgs),
+    /// Print a completion script for SHELL: `orch completions bash > ~/.local/share/bash-completion/completions/orch`,
+    /// `orch completions zsh > ~/.zfunc/_orch`, `orch completions fish > ~/.config/fish/completions/orch.fish`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of orch, or of one of its commands: `orch man > orch.1`,
+    /// `orch man rollback approve`
+    #[command(hide = true)]
+    Man {
+        /// A command (and subcommand) whose page to print
+        command: Vec<String>,
+    },
     /// The simulated agent used by the demo and tests
     AgentSim(crate::agent_sim::AgentSimArgs),
     /// Run the supervisor headless: events as JSON lines on stdout until SIGINT/SIGTERM
@@ -253,11 +270,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::AgentSim(args) => crate::agent_sim::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "orch", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { command } => man(&command),
         Command::ControlGuard { parent, args } => {
             let code = crate::tmux::guard::run_guard(parent, &args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
     }
+}
+
+/// `orch man [COMMAND...]`: the page clap_mangen renders from the clap definitions, so it
+/// never disagrees with `--help`.
+fn man(path: &[String]) -> Result<ExitCode> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let mut name = "orch".to_owned();
+    for part in path {
+        let Some(sub) = cmd.find_subcommand(part).cloned() else {
+            return Err(BadInput(format!(
+                "orch {}: no such command; `orch --help` lists them",
+                path.join(" ")
+            ))
+            .into());
+        };
+        name = format!("{name}-{part}");
+        cmd = sub.display_name(name.clone());
+    }
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .source(format!("orch {VERSION}"))
+        .render(&mut page)?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &page)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The global options, resolved lazily by the commands that need them.
