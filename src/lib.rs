@@ -6,7 +6,8 @@
 //! error storms), `profile` (what orch knows of each agent CLI, as data), `gate` (the
 //! quality gate and rollback), `git` (the one door to git2: agent worktrees, and refs,
 //! commits and reverts for the gate), `process` (signals), `state` (the state dir),
-//! `cli`, and `agent_sim` (the simulated agent of the demo and tests).
+//! `cli`, `agent_sim` (the simulated agent of the demo and tests) and `demo` (the simulated
+//! organisation of `orch demo`).
 
 pub mod agent_sim;
 pub mod cli;

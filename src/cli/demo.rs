@@ -45,7 +45,7 @@ pub(super) fn run(args: DemoArgs) -> Result<ExitCode> {
     eprintln!(
         "orch demo: starting nine simulated agents (president, boss1-2, worker1-6) on a tmux server of their own..."
     );
-    let demo = Demo::start(
+    let mut demo = Demo::start(
         &story,
         Options {
             speed: args.speed,
@@ -57,7 +57,7 @@ pub(super) fn run(args: DemoArgs) -> Result<ExitCode> {
         demo.attach_command()
     );
     let verdict = if args.headless {
-        runtime.block_on(headless(&demo, &story, stop))
+        runtime.block_on(headless(&mut demo, &story, stop))
     } else {
         runtime.block_on(open_dashboard(&demo, &story, stop))
     };
@@ -105,7 +105,7 @@ impl Stop {
 /// The exit status of an interrupted demo (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
 
-async fn headless(demo: &Demo, story: &Story, mut stop: Stop) -> Result<ExitCode> {
+async fn headless(demo: &mut Demo, story: &Story, mut stop: Stop) -> Result<ExitCode> {
     let started = Instant::now();
     let deadline = started + story.timeout(demo.speed);
     let mut journal = demo.journal()?;
@@ -138,6 +138,9 @@ async fn headless(demo: &Demo, story: &Story, mut stop: Stop) -> Result<ExitCode
                 }
                 if Instant::now() >= deadline {
                     return Ok(incomplete(&progress, &format!("within {} s", story.timeout(demo.speed).as_secs())));
+                }
+                if !demo.supervising() {
+                    return Ok(incomplete(&progress, "because its supervisor stopped (see demo-supervisor.stderr and the log in its state dir; --keep keeps them)"));
                 }
             }
         }
