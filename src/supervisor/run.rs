@@ -32,6 +32,9 @@ use crate::tmux::{Pane, Tmux};
 
 const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
+/// How often the agents that changed are sent to dashboards (while any subscribes).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
 /// How many times (5 ms apart) a death is looked at in tmux before it counts as the
 /// agent's own: a server that is going takes a few milliseconds to stop answering.
 const DEATH_LOOKS: u32 = 40;
@@ -99,6 +102,8 @@ pub fn supervise(
             reuse_ok: false,
             listing_failed: false,
             hook: String::new(),
+            subscribers: Vec::new(),
+            published: HashMap::new(),
             gate: None,
             health: WriteHealth::default(),
             fds: super::fds::FdReserve::new(),
@@ -134,6 +139,12 @@ enum Input {
     },
     /// What the quality gate asks of the loop.
     Gate(super::gate::FromGate),
+    /// A dashboard subscribes: the state now, then every event and change (see
+    /// [`control::Request::Subscribe`]).
+    Subscribe {
+        reply: oneshot::Sender<Reply>,
+        lines: mpsc::UnboundedSender<String>,
+    },
 }
 
 struct Shell {
@@ -173,6 +184,10 @@ struct Shell {
     listing_failed: bool,
     /// Where the `pane-died` hook sends its reports (set again on a restored server).
     hook: String,
+    /// Dashboards: where each one's lines go.
+    subscribers: Vec<mpsc::UnboundedSender<String>>,
+    /// Each agent as subscribers last saw it.
+    published: HashMap<String, control::AgentView>,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
     /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
@@ -217,8 +232,12 @@ impl Shell {
         tokio::spawn(control::serve(listener, req_tx));
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            while let Some((req, reply)) = req_rx.recv().await {
-                if tx.send(Input::Control { req, reply }).is_err() {
+            while let Some(control::Incoming { req, reply, lines }) = req_rx.recv().await {
+                let input = match lines {
+                    Some(lines) => Input::Subscribe { reply, lines },
+                    None => Input::Control { req, reply },
+                };
+                if tx.send(input).is_err() {
                     break;
                 }
             }
@@ -261,6 +280,7 @@ impl Shell {
         let mut snapshots = every(self.layout.snapshot.interval.0, true);
         let mut resources = every(self.layout.monitor.resources.0, false);
         let mut maintenance = every(self.layout.monitor.maintenance.0, false);
+        let mut publish = every(PUBLISH_EVERY, true);
 
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
@@ -313,6 +333,7 @@ impl Shell {
                     let r = self.snapshot("interval");
                     self.survive("interval snapshot", r);
                 }
+                _ = publish.tick(), if !self.subscribers.is_empty() => self.publish(),
                 _ = maintenance.tick() => match self.journal.rotate_if_larger(JOURNAL_MAX_BYTES) {
                     Ok(true) => tracing::info!("rotated the event journal"),
                     Ok(false) => {}
@@ -432,9 +453,11 @@ impl Shell {
             Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
             Input::Delivered(outcome) => {
                 self.draining = false;
-                // Already in the journal; the supervisor's stdout shows them too.
+                // Already in the journal; the supervisor's stdout and dashboards show
+                // them too.
                 for line in outcome.echoed {
                     let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+                    self.broadcast(&line);
                 }
                 if let Some(audit) = outcome.audit {
                     self.wrote("audit", audit.map_err(|e| anyhow::anyhow!(e)));
@@ -446,7 +469,88 @@ impl Shell {
                 let _ = reply.send(answer);
                 Ok(())
             }
+            Input::Subscribe { reply, lines } => {
+                let _ = reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
+                let state = control::Line::State {
+                    session: self.layout.session.to_string(),
+                    supervisor_pid: std::process::id(),
+                    server_down: self.core.server_down,
+                    agents: self.views(),
+                };
+                if let Ok(text) = serde_json::to_string(&state)
+                    && lines.send(text).is_ok()
+                {
+                    self.subscribers.push(lines);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Every agent as a dashboard shows it.
+    fn views(&self) -> Vec<control::AgentView> {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let ms = |at: Option<Instant>| {
+            at.and_then(|t| wall.checked_sub(now.saturating_duration_since(t)))
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+        };
+        self.core
+            .agents
+            .iter()
+            .map(|a| control::AgentView {
+                name: a.name().to_owned(),
+                role: a.spec.role.to_string(),
+                profile: crate::profile::hooks::profile_name(a.spec.profile).to_owned(),
+                pane: a.pane.clone(),
+                pid: a.pid,
+                state: a.state.as_str().to_owned(),
+                activity: a.activity.as_str().to_owned(),
+                restarts: a.restarts,
+                exit_status: a.exit_status,
+                cpu_percent: a.cpu_percent,
+                rss_bytes: a.rss_bytes,
+                started_at_ms: ms(a.started_at),
+                last_output_ms: ms(a.last_output),
+                output_seq: a.output_seq,
+                last_line: a.last_line.clone(),
+                waiting_on: (a.activity == Activity::Waiting)
+                    .then(|| a.screen_tail.clone())
+                    .flatten(),
+            })
+            .collect()
+    }
+
+    /// Sends the agents that changed since the last time to every subscriber, dropping
+    /// those that left. Called on a short timer while anyone subscribes, so a pane that
+    /// floods its output costs one line per agent per period, not one per chunk.
+    fn publish(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let views = self.views();
+        let mut lines = Vec::new();
+        for v in views {
+            if self.published.get(&v.name) != Some(&v) {
+                if let Ok(text) = serde_json::to_string(&control::Line::Agent { agent: v.clone() })
+                {
+                    lines.push(text);
+                }
+                self.published.insert(v.name.clone(), v);
+            }
+        }
+        for line in lines {
+            self.broadcast(&line);
+        }
+    }
+
+    /// One line to every subscriber; one that left is forgotten.
+    fn broadcast(&mut self, line: &str) {
+        self.subscribers.retain(|s| s.send(line.to_owned()).is_ok());
     }
 
     async fn pane_output(&mut self, pane: &str, bytes: Vec<u8>) -> Result<()> {
@@ -465,6 +569,14 @@ impl Shell {
 
     async fn control(&mut self, req: Request) -> Reply {
         let command = match req {
+            // Arrives as `Input::Subscribe`, with the channel its lines go to.
+            Request::Subscribe => {
+                return Reply {
+                    ok: false,
+                    error: Some("a subscription needs its own connection".into()),
+                    ..Reply::default()
+                };
+            }
             Request::PaneDied { pane } => {
                 tracing::debug!(%pane, "pane-died hook");
                 return Reply::from(self.reconcile(false).await);
@@ -1285,8 +1397,11 @@ impl Shell {
             let activity = profile.classify(&screen);
             tracing::trace!(agent, ?activity, "screen read");
             // The tail is kept for the report of a screen nothing recognises.
-            let tail = (activity == Activity::Unknown)
-                .then(|| crate::monitor::activity::screen_tail(&screen));
+            let tail = match activity {
+                Activity::Unknown => Some(crate::monitor::activity::screen_tail(&screen)),
+                Activity::Waiting => Some(profile.question(&screen)),
+                _ => None,
+            };
             let changed = self
                 .core
                 .agent(&agent)
@@ -1346,6 +1461,7 @@ impl Shell {
         };
         // stdout may be closed (a pipe whose reader left): the journal still has it.
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        self.broadcast(&line);
         if let Some(report) = report {
             let report = report.to_line(now);
             if journaled.is_ok() {
