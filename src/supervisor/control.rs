@@ -84,7 +84,7 @@ pub enum Line {
         agents: Vec<AgentView>,
     },
     /// One agent changed.
-    Agent { agent: AgentView },
+    Agent { agent: Box<AgentView> },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -536,8 +536,9 @@ impl Shell {
         let mut lines = Vec::new();
         for v in views {
             if self.published.get(&v.name) != Some(&v) {
-                if let Ok(text) = serde_json::to_string(&control::Line::Agent { agent: v.clone() })
-                {
+                if let Ok(text) = serde_json::to_string(&control::Line::Agent {
+                    agent: Box::new(v.clone()),
+                }) {
                     lines.push(text);
                 }
                 self.published.insert(v.name.clone(), v);
