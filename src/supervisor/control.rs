@@ -71,6 +71,28 @@ pub struct AgentView {
     pub waiting_on: Option<String>,
 }
 
+/// What needs the human, e.g. `2 waiting · 1 fatal · 1 rollback`; empty when nothing
+/// does. The dashboard's title and the session's tmux status line say the same.
+pub fn attention<'a>(agents: impl IntoIterator<Item = &'a AgentView>, rollbacks: usize) -> String {
+    let (mut waiting, mut fatal, mut stalled) = (0, 0, 0);
+    for a in agents {
+        waiting += usize::from(a.activity == "waiting");
+        fatal += usize::from(a.state == "fatal");
+        stalled += usize::from(a.state == "stalled");
+    }
+    [
+        (waiting, "waiting"),
+        (fatal, "fatal"),
+        (stalled, "stalled"),
+        (rollbacks, "rollback"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(" · ")
+}
+
 /// One line of a subscription that is not an event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -83,6 +105,9 @@ pub enum Line {
         server_down: bool,
         agents: Vec<AgentView>,
     },
+    /// The newest events of the journal, oldest first, once after the state (what
+    /// happened before this subscriber came).
+    History { events: Vec<serde_json::Value> },
     /// One agent changed.
     Agent { agent: Box<AgentView> },
 }

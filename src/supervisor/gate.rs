@@ -114,6 +114,15 @@ impl Host for LoopHost {
 }
 
 impl GateSource {
+    /// How many rollbacks wait for the human.
+    pub(super) fn pending(&self) -> usize {
+        self.gate.list().map_or(0, |list| {
+            list.iter()
+                .filter(|p| p.status == crate::gate::state::Status::Pending)
+                .count()
+        })
+    }
+
     /// Starts the gate of `layout` (`None` without a `quality:` section). A gate that
     /// cannot start (the repository is not one) says why in an `escalated` event; the
     /// rest of the supervisor carries on without it.

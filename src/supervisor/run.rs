@@ -42,6 +42,9 @@ const DEATH_LOOKS: u32 = 40;
 /// How long after the first sign of a change the layout file is read.
 const RELOAD_SETTLE: Duration = Duration::from_millis(50);
 
+/// Events of the journal a new subscriber gets first.
+const HISTORY_SENT: usize = 200;
+
 pub struct SuperviseOptions {
     /// The orch binary, which the tmux `pane-died` hook runs to reach the control socket.
     pub exe: PathBuf,
@@ -110,6 +113,8 @@ pub fn supervise(
             orch_exe: opts.exe.clone(),
             draining: false,
             last_panes: Vec::new(),
+            rollbacks: 0,
+            status_shown: None,
         };
         shell.run(rx, &opts).await
     });
@@ -190,6 +195,10 @@ struct Shell {
     published: HashMap<String, control::AgentView>,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
+    /// Pending rollbacks, counted after each of the gate's events.
+    rollbacks: usize,
+    /// What the session's tmux status line was last set to.
+    status_shown: Option<String>,
     /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
     health: WriteHealth,
     /// Descriptors kept back so a restart works even when the process has none left.
@@ -320,6 +329,7 @@ impl Shell {
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
+                    self.show_attention();
                 }
                 _ = reload_sleep => {
                     self.reload_at = None;
@@ -480,9 +490,15 @@ impl Shell {
                     server_down: self.core.server_down,
                     agents: self.views(),
                 };
-                if let Ok(text) = serde_json::to_string(&state)
-                    && lines.send(text).is_ok()
-                {
+                let history = control::Line::History {
+                    events: (self.journal.recent(HISTORY_SENT).iter())
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect(),
+                };
+                let sent = [state, history].iter().all(|line| {
+                    serde_json::to_string(line).is_ok_and(|text| lines.send(text).is_ok())
+                });
+                if sent {
                     self.subscribers.push(lines);
                 }
                 Ok(())
@@ -546,6 +562,29 @@ impl Shell {
         }
         for line in lines {
             self.broadcast(&line);
+        }
+    }
+
+    /// Puts what needs the human into the session's tmux status line (`orch: 2 waiting ·
+    /// 1 rollback`), so someone attached to an agent's pane sees it too; one tmux call
+    /// when it changed, none otherwise.
+    fn show_attention(&mut self) {
+        let what = control::attention(&self.views(), self.rollbacks);
+        if self.status_shown.as_ref() == Some(&what) {
+            return;
+        }
+        let text = if what.is_empty() {
+            "orch: ok".to_owned()
+        } else {
+            format!("orch: {what}")
+        };
+        match self
+            .tmux
+            .set_status_right(self.layout.session.as_str(), &text)
+        {
+            Ok(()) => self.status_shown = Some(what),
+            // The server may be gone; the next tick tries again.
+            Err(e) => tracing::debug!("setting the status line: {e}"),
         }
     }
 
@@ -1266,7 +1305,12 @@ impl Shell {
     async fn gate_input(&mut self, g: super::gate::FromGate) -> Result<()> {
         use super::gate::FromGate;
         match g {
-            FromGate::Event(e) => self.emit(e),
+            FromGate::Event(e) => {
+                self.rollbacks = self.gate.as_ref().map_or(0, |g| g.pending());
+                self.emit(e)?;
+                self.show_attention();
+                Ok(())
+            }
             FromGate::Snapshot(done) => {
                 let written = self.snapshot_for_gate();
                 let _ = done.send(written);
