@@ -114,13 +114,11 @@ impl Host for LoopHost {
 }
 
 impl GateSource {
-    /// How many rollbacks wait for the human.
+    /// How many rollback decisions wait for the human.
     pub(super) fn pending(&self) -> usize {
-        self.gate.list().map_or(0, |list| {
-            list.iter()
-                .filter(|p| p.status == crate::gate::state::Status::Pending)
-                .count()
-        })
+        self.gate
+            .list()
+            .map_or(0, |list| crate::gate::state::pending_decisions(&list))
     }
 
     /// Starts the gate of `layout` (`None` without a `quality:` section). A gate that

@@ -1001,8 +1001,6 @@ impl Tmux {
         }
     }
 
-    /// Shows the session to the user: `switch-client` when already inside a client of this
-    /// server, otherwise `attach-session`, replacing this process (returns only on error).
     /// Shows `pane` to the user, who comes back when they detach: inside the same tmux
     /// server, the current client switches to it (`Ok(false)`: nothing to wait for);
     /// elsewhere a client attaches to it in this terminal and the call returns once it

@@ -167,6 +167,8 @@ pub enum Input {
     Details(Box<ProposalDetails>),
     /// An intent's outcome, in one sentence.
     Done(Result<String, String>),
+    /// The user is back from a pane (the terminal is the dashboard's again).
+    Back(Result<String, String>),
     /// The wall clock (Unix ms): uptimes are shown in minutes, so it ticks once a minute.
     Clock(u64),
     /// The subscription ended.
@@ -280,7 +282,7 @@ impl App {
     pub fn summary(&self) -> String {
         crate::supervisor::control::attention(
             self.agents.iter().map(|c| &c.view),
-            self.proposals.len(),
+            crate::gate::state::pending_decisions(&self.proposals),
         )
     }
 
@@ -365,8 +367,8 @@ pub fn update(app: &mut App, input: Input) -> Vec<Intent> {
             }
         }
         Input::Details(d) => app.details = Some(d),
-        Input::Done(Ok(text)) => app.say(text, false),
-        Input::Done(Err(text)) => app.say(text, true),
+        Input::Done(Ok(text)) | Input::Back(Ok(text)) => app.say(text, false),
+        Input::Done(Err(text)) | Input::Back(Err(text)) => app.say(text, true),
         Input::Clock(ms) => app.now_ms = ms,
         Input::Lost(why) => {
             app.connected = false;

@@ -92,8 +92,14 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Whether the dashboard holds the terminal (so it is given back once: leaving the
+/// alternate screen twice would move the cursor back over what was printed meanwhile,
+/// such as a panic's message).
+static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn take_terminal() -> Result<()> {
     use crossterm::{cursor, event, execute, terminal};
+    TAKEN.store(true, std::sync::atomic::Ordering::SeqCst);
     terminal::enable_raw_mode().context("switching the terminal to raw mode")?;
     execute!(
         std::io::stdout(),
@@ -108,6 +114,9 @@ fn take_terminal() -> Result<()> {
 /// Gives the terminal back as it was; cannot fail or panic (it runs in the panic hook).
 fn restore_terminal() {
     use crossterm::{cursor, event, execute, terminal};
+    if !TAKEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let _ = terminal::disable_raw_mode();
     let _ = execute!(
         std::io::stdout(),
@@ -140,10 +149,13 @@ async fn event_loop(
     app.now_ms = now_ms();
     let mut dirty = true;
     let mut drawn = Instant::now() - FRAME;
+    // While the user is in an agent's pane, tmux owns the terminal: nothing is drawn or
+    // read, but the supervisor's lines keep the state current.
+    let mut visiting = false;
     #[cfg(debug_assertions)]
     let panic_after_draw = std::env::var_os("ORCH_DASHBOARD_PANIC").is_some();
     loop {
-        if dirty && drawn.elapsed() >= FRAME {
+        if dirty && !visiting && drawn.elapsed() >= FRAME {
             guard.terminal.draw(|f| super::view::render(&app, f))?;
             drawn = Instant::now();
             dirty = false;
@@ -172,18 +184,36 @@ async fn event_loop(
             },
             Some(input) = rx.recv() => input,
             _ = clock.tick() => Input::Clock(now_ms()),
-            _ = tokio::time::sleep(until_frame), if dirty => continue,
+            _ = tokio::time::sleep(until_frame), if dirty && !visiting => continue,
         };
-        if let Input::Preview { .. } = input {
-            preview.busy = false;
+        let mut intents = Vec::new();
+        match input {
+            Input::Preview { .. } => preview.busy = false,
+            Input::Back(_) => {
+                // A new alternate screen is blank, and a new terminal has blank buffers,
+                // so the next frame is drawn whole. (`Terminal::clear` would ask the
+                // terminal where its cursor is, which races with tmux's last output.)
+                take_terminal()?;
+                guard.terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+                    .context("opening the terminal")?;
+                let size = guard.terminal.size()?;
+                intents.extend(update(&mut app, Input::Resize(size.width, size.height)));
+                keys = Some(EventStream::new());
+                visiting = false;
+            }
+            _ => {}
         }
-        let intents = update(&mut app, input);
+        intents.extend(update(&mut app, input));
         dirty = true;
         for intent in intents {
             match intent {
                 Intent::Quit => return Ok(()),
                 Intent::Visit { pane } => {
-                    visit(guard, &mut keys, &opts.tmux, &app.session, &pane, &tx)?;
+                    // Stop reading the terminal first: tmux owns it until the user detaches.
+                    keys = None;
+                    restore_terminal();
+                    visiting = true;
+                    visit(&opts.tmux, &app.session, &pane, &tx);
                 }
                 Intent::Preview { .. } => preview.want(intent, &opts.tmux, &tx),
                 other => carry_out(other, opts, &tx),
@@ -320,28 +350,18 @@ async fn subscription(dir: PathBuf, spawn: Spawn, tx: mpsc::UnboundedSender<Inpu
     }
 }
 
-/// Gives the terminal to tmux to show `pane` and takes it back when the user detaches.
-fn visit(
-    guard: &mut TerminalGuard,
-    keys: &mut Option<EventStream>,
-    tmux: &Tmux,
-    session: &str,
-    pane: &str,
-    tx: &mpsc::UnboundedSender<Input>,
-) -> Result<()> {
-    // Stop reading the terminal: tmux owns it now.
-    *keys = None;
-    restore_terminal();
-    let visited = tmux.visit(session, pane);
-    take_terminal()?;
-    guard.terminal.clear()?;
-    *keys = Some(EventStream::new());
-    let _ = tx.send(Input::Done(match visited {
-        Ok(true) => Ok("back from the pane".to_owned()),
-        Ok(false) => Ok(format!("switched to pane {pane}")),
-        Err(e) => Err(format!("{e}")),
-    }));
-    Ok(())
+/// Shows `pane` through tmux on a blocking thread; [`Input::Back`] says when the user
+/// is back.
+fn visit(tmux: &Tmux, session: &str, pane: &str, tx: &mpsc::UnboundedSender<Input>) {
+    let (tmux, session, pane, tx) = (tmux.clone(), session.to_owned(), pane.to_owned(), tx.clone());
+    tokio::task::spawn_blocking(move || {
+        let visited = tmux.visit(&session, &pane);
+        let _ = tx.send(Input::Back(match visited {
+            Ok(true) => Ok("back from the pane".to_owned()),
+            Ok(false) => Ok(format!("switched to pane {pane}")),
+            Err(e) => Err(format!("{e}")),
+        }));
+    });
 }
 
 /// Carries out an intent on a blocking thread; its outcome comes back as an input.

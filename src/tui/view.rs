@@ -300,14 +300,12 @@ fn draw_card(app: &App, c: &Card, r: Rect, selected: bool, paint: &Paint, frame:
     let inner = block.inner(r);
     frame.render_widget(block, r);
     let [l1, l2, l3, l4] = Layout::vertical([Constraint::Length(1); 4]).areas(inner);
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled(v.state.clone(), paint.state(&v.state)),
-            Span::raw(" · "),
-            Span::styled(v.activity.clone(), paint.activity(&v.activity)),
-        ])),
-        l1,
-    );
+    let mut state = vec![Span::styled(v.state.clone(), paint.state(&v.state))];
+    if live(&v.state) {
+        state.push(Span::raw(" · "));
+        state.push(Span::styled(v.activity.clone(), paint.activity(&v.activity)));
+    }
+    frame.render_widget(Paragraph::new(Line::from(state)), l1);
     frame.render_widget(Paragraph::new(stats_line(app, c)), l2);
     let [spark, rss] = Layout::horizontal([Constraint::Min(4), Constraint::Length(7)]).areas(l3);
     let samples: Vec<u64> = c.rss.iter().copied().collect();
@@ -334,18 +332,26 @@ fn draw_row(app: &App, c: &Card, r: Rect, selected: bool, paint: &Paint, frame: 
             style.add_modifier(Modifier::BOLD),
         ),
         Span::styled(format!("{:<8.8} ", v.state), paint.state(&v.state)),
-        Span::styled(format!("{:<8.8} ", v.activity), paint.activity(&v.activity)),
+        Span::styled(
+            format!("{:<8.8} ", if live(&v.state) { v.activity.as_str() } else { "" }),
+            paint.activity(&v.activity),
+        ),
         Span::raw(format!("{} ", stats(app, c))),
         Span::styled(last_line(c), Style::new().fg(Color::DarkGray)),
     ]);
     frame.render_widget(Paragraph::new(line).style(style), r);
 }
 
+/// Whether the agent's process runs (its activity means something).
+fn live(state: &str) -> bool {
+    matches!(state, "running" | "starting" | "stalled")
+}
+
 fn stats(app: &App, c: &Card) -> String {
     let v = &c.view;
     let up = v
         .started_at_ms
-        .filter(|_| matches!(v.state.as_str(), "running" | "starting" | "stalled"))
+        .filter(|_| live(&v.state))
         .map_or_else(|| "-".to_owned(), |t| uptime(app.now_ms.saturating_sub(t)));
     let cpu = v
         .cpu_percent
@@ -413,10 +419,17 @@ fn rollback(app: &App, r: Rect, paint: &Paint, frame: &mut Frame<'_>) {
         "medium" => paint.fg(Color::Yellow),
         _ => paint.fg(Color::Red).add_modifier(Modifier::BOLD),
     };
-    let more = if app.proposals.len() > 1 {
-        format!(" (+{} more)", app.proposals.len() - 1)
-    } else {
-        String::new()
+    let others = app.proposals.len() - 1;
+    let alternatives = app
+        .proposals
+        .iter()
+        .filter(|o| o.branch == p.branch && o.tip == p.tip)
+        .count()
+        - 1;
+    let more = match (others, alternatives) {
+        (0, _) => String::new(),
+        (o, a) if o == a => format!(" (+{a} alternative(s): orch rollback list)"),
+        (o, _) => format!(" (+{o} more)"),
     };
     let block = Block::bordered().border_style(risk_style).title(format!(
         " rollback {}{more}: y approve · n reject · d diff ",
