@@ -118,8 +118,10 @@ impl Drop for Viewer {
     fn drop(&mut self) {
         let _ = self.command(&["kill-server"]).status();
         let uid = rustix::process::getuid().as_raw();
-        let dir = std::env::var_os("TMUX_TMPDIR")
-            .map_or_else(|| std::path::PathBuf::from("/tmp"), std::path::PathBuf::from);
+        let dir = std::env::var_os("TMUX_TMPDIR").map_or_else(
+            || std::path::PathBuf::from("/tmp"),
+            std::path::PathBuf::from,
+        );
         let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
     }
 }
@@ -146,7 +148,14 @@ fn git(env: &TestEnv, args: &[&str]) -> String {
 }
 
 const NAMES: [&str; 9] = [
-    "president", "boss1", "boss2", "worker1", "worker2", "worker3", "worker4", "worker5",
+    "president",
+    "boss1",
+    "boss2",
+    "worker1",
+    "worker2",
+    "worker3",
+    "worker4",
+    "worker5",
     "worker6",
 ];
 
@@ -273,17 +282,31 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
     viewer.wait("the message line", |s| s.contains("message to president"));
     viewer.text("status; then \"report\" $HOME");
     viewer.keys(&["Enter"]);
-    viewer.wait("the delivery", |s| s.contains("message delivered to president"));
-    let pane = env.pane_of("dash", "president").id;
-    wait_for("the message in the president's pane", Duration::from_secs(10), || {
-        env.tmux(&["capture-pane", "-p", "-J", "-t", &pane])
-            .contains("received: status; then \"report\" $HOME")
-            .then_some(())
+    viewer.wait("the delivery", |s| {
+        s.contains("message delivered to president")
     });
+    let pane = env.pane_of("dash", "president").id;
+    wait_for(
+        "the message in the president's pane",
+        Duration::from_secs(10),
+        || {
+            env.tmux(&["capture-pane", "-p", "-J", "-t", &pane])
+                .contains("received: status; then \"report\" $HOME")
+                .then_some(())
+        },
+    );
 
     // A bad commit: the gate proposes a rollback that waits for the human; `y` runs it.
     env.write("src/a.txt", "BROKEN\n");
-    git(&env, &["commit", "-q", "-am", "worker1 breaks a\n\nOrch-Agent: worker1"]);
+    git(
+        &env,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "worker1 breaks a\n\nOrch-Agent: worker1",
+        ],
+    );
     let screen = viewer.wait("the rollback prompt with the culprit commit", |s| {
         s.contains("y approve") && s.contains("worker1 breaks a")
     });
@@ -341,7 +364,11 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
         !s.contains("agents (9)") && s.trim_end().ends_with("viewer$")
     });
     assert_eq!(viewer.format("#{alternate_on}"), "0", "{screen}");
-    assert_eq!(supervisor_of(&env), Some(supervisor), "the supervisor runs on");
+    assert_eq!(
+        supervisor_of(&env),
+        Some(supervisor),
+        "the supervisor runs on"
+    );
     let panes = env.panes("dash");
     assert_eq!(panes.len(), 9, "the agents run on");
     // Still supervised: a killed agent comes back.
@@ -378,7 +405,9 @@ fn a_panic_leaves_the_terminal_usable() {
         assert!(flags.contains(&flag), "{flag} is off:\n{stty}");
     }
     viewer.type_line("echo typed-back");
-    viewer.wait("the echo", |s| s.contains("typed-back\nviewer$") || s.contains("typed-back"));
+    viewer.wait("the echo", |s| {
+        s.contains("typed-back\nviewer$") || s.contains("typed-back")
+    });
     // The supervisor it started goes on without it.
     assert!(supervisor_of(&env).is_some());
 }
@@ -429,14 +458,19 @@ fn layout_up_starts_the_supervisor_in_the_background_unless_told_not_to() {
         .output()
         .expect("orch");
     let text = support::succeeded(&["layout", "up"], &again);
-    assert!(text.contains(&format!("supervisor (pid {pid}) already runs")), "{text}");
+    assert!(
+        text.contains(&format!("supervisor (pid {pid}) already runs")),
+        "{text}"
+    );
     // `status` sees it.
     let status: serde_json::Value =
         serde_json::from_str(&env.orch_ok(&["status", "--json"])).expect("json");
     assert_eq!(status["supervisor"]["pid"], pid, "{status}");
     // `down` stops it with the session.
     env.orch_ok(&["layout", "down"]);
-    wait_for("the supervisor gone", Duration::from_secs(10), || (!alive(pid)).then_some(()));
+    wait_for("the supervisor gone", Duration::from_secs(10), || {
+        (!alive(pid)).then_some(())
+    });
 
     let env2 = TestEnv::new();
     env2.write(

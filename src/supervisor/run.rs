@@ -508,37 +508,33 @@ impl Shell {
 
     /// Every agent as a dashboard shows it.
     fn views(&self) -> Vec<control::AgentView> {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let ms = |at: Option<Instant>| {
-            at.and_then(|t| wall.checked_sub(now.saturating_duration_since(t)))
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64)
-        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
         self.core
             .agents
             .iter()
-            .map(|a| control::AgentView {
-                name: a.name().to_owned(),
-                role: a.spec.role.to_string(),
-                profile: crate::profile::hooks::profile_name(a.spec.profile).to_owned(),
-                pane: a.pane.clone(),
-                pid: a.pid,
-                state: a.state.as_str().to_owned(),
-                activity: a.activity.as_str().to_owned(),
-                restarts: a.restarts,
-                exit_status: a.exit_status,
-                cpu_percent: a.cpu_percent,
-                rss_bytes: a.rss_bytes,
-                started_at_ms: ms(a.started_at),
-                last_output_ms: ms(a.last_output),
-                output_seq: a.output_seq,
-                last_line: a.last_line.clone(),
-                waiting_on: (a.activity == Activity::Waiting)
-                    .then(|| a.screen_tail.clone())
-                    .flatten(),
-            })
+            .map(|a| view(a, now, wall))
             .collect()
+    }
+
+    /// One agent's new state, to every subscriber at once: a death, a restart or a
+    /// fatal is shown without waiting for the next publishing period.
+    fn publish_now(&mut self, agent: &str) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Some(a) = self.core.agents.iter().find(|a| a.name() == agent) else {
+            return;
+        };
+        let v = view(a, Instant::now(), SystemTime::now());
+        if self.published.get(agent) == Some(&v) {
+            return;
+        }
+        if let Ok(text) = serde_json::to_string(&control::Line::Agent {
+            agent: Box::new(v.clone()),
+        }) {
+            self.broadcast(&text);
+        }
+        self.published.insert(agent.to_owned(), v);
     }
 
     /// Sends the agents that changed since the last time to every subscriber, dropping
@@ -1507,6 +1503,9 @@ impl Shell {
         // stdout may be closed (a pipe whose reader left): the journal still has it.
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
         self.broadcast(&line);
+        if let Some(agent) = &event.agent {
+            self.publish_now(agent);
+        }
         if let Some(report) = report {
             let report = report.to_line(now);
             if journaled.is_ok() {
@@ -1515,6 +1514,35 @@ impl Shell {
             let _ = writeln!(self.out, "{report}").and_then(|()| self.out.flush());
         }
         Ok(())
+    }
+}
+
+/// An agent as a dashboard shows it; times as Unix milliseconds.
+fn view(a: &super::core::Supervised, now: Instant, wall: SystemTime) -> control::AgentView {
+    let ms = |at: Option<Instant>| {
+        at.and_then(|t| wall.checked_sub(now.saturating_duration_since(t)))
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+    };
+    control::AgentView {
+        name: a.name().to_owned(),
+        role: a.spec.role.to_string(),
+        profile: crate::profile::hooks::profile_name(a.spec.profile).to_owned(),
+        pane: a.pane.clone(),
+        pid: a.pid,
+        state: a.state.as_str().to_owned(),
+        activity: a.activity.as_str().to_owned(),
+        restarts: a.restarts,
+        exit_status: a.exit_status,
+        cpu_percent: a.cpu_percent,
+        rss_bytes: a.rss_bytes,
+        started_at_ms: ms(a.started_at),
+        last_output_ms: ms(a.last_output),
+        output_seq: a.output_seq,
+        last_line: a.last_line.clone(),
+        waiting_on: (a.activity == Activity::Waiting)
+            .then(|| a.screen_tail.clone())
+            .flatten(),
     }
 }
 

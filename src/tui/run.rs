@@ -59,8 +59,16 @@ pub fn run(opts: Options) -> Result<()> {
     let size = guard.terminal.size()?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let app = App::new(&session, size.width, size.height, color);
-    let result = runtime.block_on(event_loop(app, &mut guard, &opts, dir));
+    let mut frames = 0;
+    let started = Instant::now();
+    let result = runtime.block_on(event_loop(app, &mut guard, &opts, dir, &mut frames));
     drop(guard);
+    // `cargo bench --bench dashboard` reads this line.
+    tracing::info!(
+        frames,
+        secs = started.elapsed().as_secs_f64(),
+        "the dashboard closed"
+    );
     result
 }
 
@@ -137,6 +145,7 @@ async fn event_loop(
     guard: &mut TerminalGuard,
     opts: &Options,
     dir: PathBuf,
+    frames: &mut u64,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
@@ -159,6 +168,7 @@ async fn event_loop(
             guard.terminal.draw(|f| super::view::render(&app, f))?;
             drawn = Instant::now();
             dirty = false;
+            *frames += 1;
             if std::mem::take(&mut app.bell) {
                 let _ = std::io::stdout()
                     .write_all(b"\x07")
@@ -353,7 +363,12 @@ async fn subscription(dir: PathBuf, spawn: Spawn, tx: mpsc::UnboundedSender<Inpu
 /// Shows `pane` through tmux on a blocking thread; [`Input::Back`] says when the user
 /// is back.
 fn visit(tmux: &Tmux, session: &str, pane: &str, tx: &mpsc::UnboundedSender<Input>) {
-    let (tmux, session, pane, tx) = (tmux.clone(), session.to_owned(), pane.to_owned(), tx.clone());
+    let (tmux, session, pane, tx) = (
+        tmux.clone(),
+        session.to_owned(),
+        pane.to_owned(),
+        tx.clone(),
+    );
     tokio::task::spawn_blocking(move || {
         let visited = tmux.visit(&session, &pane);
         let _ = tx.send(Input::Back(match visited {

@@ -303,7 +303,10 @@ fn draw_card(app: &App, c: &Card, r: Rect, selected: bool, paint: &Paint, frame:
     let mut state = vec![Span::styled(v.state.clone(), paint.state(&v.state))];
     if live(&v.state) {
         state.push(Span::raw(" · "));
-        state.push(Span::styled(v.activity.clone(), paint.activity(&v.activity)));
+        state.push(Span::styled(
+            v.activity.clone(),
+            paint.activity(&v.activity),
+        ));
     }
     frame.render_widget(Paragraph::new(Line::from(state)), l1);
     frame.render_widget(Paragraph::new(stats_line(app, c)), l2);
@@ -333,7 +336,14 @@ fn draw_row(app: &App, c: &Card, r: Rect, selected: bool, paint: &Paint, frame: 
         ),
         Span::styled(format!("{:<8.8} ", v.state), paint.state(&v.state)),
         Span::styled(
-            format!("{:<8.8} ", if live(&v.state) { v.activity.as_str() } else { "" }),
+            format!(
+                "{:<8.8} ",
+                if live(&v.state) {
+                    v.activity.as_str()
+                } else {
+                    ""
+                }
+            ),
             paint.activity(&v.activity),
         ),
         Span::raw(format!("{} ", stats(app, c))),
