@@ -490,3 +490,55 @@ fn layout_up_starts_the_supervisor_in_the_background_unless_told_not_to() {
         .and_then(|t| t.trim().parse::<u32>().ok());
     assert!(pid.is_none_or(|p| !alive(p)), "no supervisor runs");
 }
+
+#[test]
+fn capital_y_answers_an_agents_own_approval_prompt_without_attaching() {
+    let env = TestEnv::new();
+    let sim = format!("'{}' agent-sim --profile codex", env!("CARGO_BIN_EXE_orch"));
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: dash\nmonitor: {{ tick: 200ms }}\nsnapshot: {{ interval: 1h }}\n\
+             defaults: {{ profile: codex, command: \"{sim} --idle-after 300ms\" }}\nagents:\n\
+             \x20 - {{ name: boss1, role: BOSS }}\n\
+             \x20 - {{ name: worker1, role: WORKER, command: \"{sim} --prompt-after 1s\" }}\n"
+        ),
+    );
+    let viewer = Viewer::start(&env, "viewer", 160, 45);
+    viewer.dashboard(&env, "");
+    // Waiting at its approval prompt: marked, first, with the question on its card.
+    let screen = viewer.wait("worker1 waiting", |s| {
+        card_col(s, "worker1").contains("waiting")
+    });
+    let card = card_col(&screen, "worker1");
+    assert!(card.contains("! worker1"), "{card}");
+    assert!(card.contains("? "), "the question:\n{card}");
+    assert!(screen.contains("1 waiting"), "{screen}");
+    // Tab goes to it (it is already first and selected, so Tab wraps round to it).
+    viewer.keys(&["Tab"]);
+    viewer.wait("worker1 selected", |s| s.contains("┏ ! worker1"));
+    // Y names the keys first; the second Y sends them.
+    viewer.keys(&["Y"]);
+    viewer.wait("the keys named", |s| {
+        s.contains("press Y again to send y to worker1")
+    });
+    viewer.keys(&["Y"]);
+    viewer.wait("the keys sent", |s| s.contains("sent y to worker1"));
+    let pane = env.pane_of("dash", "worker1").id;
+    wait_for(
+        "the answer in worker1's pane",
+        Duration::from_secs(10),
+        || {
+            let text = env.tmux(&["capture-pane", "-p", "-t", &pane]);
+            text.trim_end().ends_with('y').then_some(())
+        },
+    );
+    // Any other key after Y cancels.
+    viewer.keys(&["N"]);
+    viewer.wait("the deny keys named", |s| {
+        s.contains("press N again to send Escape")
+    });
+    viewer.keys(&["x"]);
+    viewer.wait("cancelled", |s| s.contains("cancelled"));
+    viewer.keys(&["q"]);
+}

@@ -71,6 +71,40 @@ pub struct Preview {
     pub text: Text<'static>,
 }
 
+/// How the agents are ordered (`o` cycles): those that need a human first, then the
+/// layout's order, by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    #[default]
+    NeedsYou,
+    Name,
+    Cpu,
+    Memory,
+    Restarts,
+}
+
+impl Sort {
+    pub fn label(self) -> &'static str {
+        match self {
+            Sort::NeedsYou => "needs you",
+            Sort::Name => "name",
+            Sort::Cpu => "cpu",
+            Sort::Memory => "memory",
+            Sort::Restarts => "restarts",
+        }
+    }
+
+    fn next(self) -> Sort {
+        match self {
+            Sort::NeedsYou => Sort::Name,
+            Sort::Name => Sort::Cpu,
+            Sort::Cpu => Sort::Memory,
+            Sort::Memory => Sort::Restarts,
+            Sort::Restarts => Sort::NeedsYou,
+        }
+    }
+}
+
 /// What the keyboard is doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -194,6 +228,7 @@ pub struct App {
     pub preview: Preview,
     pub mode: Mode,
     pub filter: String,
+    pub sort: Sort,
     pub status: Option<StatusLine>,
     pub now_ms: u64,
     /// The terminal's size.
@@ -222,6 +257,7 @@ impl App {
             preview: Preview::default(),
             mode: Mode::Normal,
             filter: String::new(),
+            sort: Sort::NeedsYou,
             status: None,
             now_ms: 0,
             width,
@@ -236,9 +272,9 @@ impl App {
         self.agents.iter().find(|c| c.view.name == name)
     }
 
-    /// The agents in the order shown: those that need a human first (waiting, fatal,
-    /// stalled, named in a pending rollback), then the layout's order; only those the
-    /// filter matches.
+    /// The agents in the order shown (by default those that need a human first: waiting,
+    /// fatal, stalled, named in a pending rollback; then the layout's order), only those
+    /// the filter matches.
     pub fn order(&self) -> Vec<&Card> {
         let needle = self.filter.to_lowercase();
         let mut shown: Vec<(usize, &Card)> = self
@@ -252,7 +288,16 @@ impl App {
             })
             .enumerate()
             .collect();
-        shown.sort_by_key(|(i, c)| (self.urgency(c), *i));
+        match self.sort {
+            Sort::NeedsYou => shown.sort_by_key(|(i, c)| (self.urgency(c), *i)),
+            Sort::Name => shown.sort_by(|(_, a), (_, b)| a.view.name.cmp(&b.view.name)),
+            Sort::Cpu => shown.sort_by(|(_, a), (_, b)| {
+                let cpu = |c: &Card| c.view.cpu_percent.unwrap_or(0.0);
+                cpu(b).total_cmp(&cpu(a))
+            }),
+            Sort::Memory => shown.sort_by_key(|(_, c)| std::cmp::Reverse(c.view.rss_bytes)),
+            Sort::Restarts => shown.sort_by_key(|(_, c)| std::cmp::Reverse(c.view.restarts)),
+        }
         shown.into_iter().map(|(_, c)| c).collect()
     }
 
@@ -616,6 +661,10 @@ fn normal_key(app: &mut App, key: KeyEvent, out: &mut Vec<Intent>) {
         }
         KeyCode::Char('?') => app.mode = Mode::Help,
         KeyCode::Char('/') => app.mode = Mode::Filter,
+        KeyCode::Char('o') => {
+            app.sort = app.sort.next();
+            app.say(format!("sorted by {}", app.sort.label()), false);
+        }
         KeyCode::Down | KeyCode::Char('j') => move_selection(app, columns as isize),
         KeyCode::Up | KeyCode::Char('k') => move_selection(app, -(columns as isize)),
         KeyCode::Right | KeyCode::Char('l') => move_selection(app, 1),
@@ -1086,5 +1135,30 @@ mod tests {
         let shown: Vec<&str> = app.order().iter().map(|c| c.view.name.as_str()).collect();
         assert_eq!(shown, ["b"]);
         assert_eq!(app.selected.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn o_cycles_the_sort_order() {
+        let mut big = view("a", "running", "idle");
+        big.rss_bytes = Some(900);
+        big.restarts = 1;
+        let mut busy = view("c", "running", "working");
+        busy.cpu_percent = Some(80.0);
+        let mut app = app_with(vec![busy, view("b", "fatal", "unknown"), big]);
+        let names = |app: &App| -> Vec<String> {
+            app.order().iter().map(|c| c.view.name.clone()).collect()
+        };
+        assert_eq!(names(&app), ["b", "c", "a"], "needs you first");
+        update(&mut app, key('o'));
+        assert_eq!(app.sort, Sort::Name);
+        assert_eq!(names(&app), ["a", "b", "c"]);
+        update(&mut app, key('o'));
+        assert_eq!(names(&app)[0], "c", "by cpu");
+        update(&mut app, key('o'));
+        assert_eq!(names(&app)[0], "a", "by memory");
+        update(&mut app, key('o'));
+        assert_eq!(names(&app)[0], "a", "by restarts");
+        update(&mut app, key('o'));
+        assert_eq!(app.sort, Sort::NeedsYou);
     }
 }

@@ -589,6 +589,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("d", "the rollback's full diff"),
     ("PgUp PgDn, wheel", "scroll the preview into history"),
     ("/", "filter the agents"),
+    ("o", "sort: needs you, name, cpu, memory, restarts"),
     ("?", "this help"),
     ("q", "quit (agents and supervisor keep running)"),
 ];
