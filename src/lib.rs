@@ -27,3 +27,4 @@ pub mod snapshot;
 pub mod state;
 pub mod supervisor;
 pub mod tmux;
+pub mod tui;

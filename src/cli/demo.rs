@@ -176,8 +176,8 @@ impl Default for Approvals {
 }
 
 impl Approvals {
-    /// Approves proposal `id` as `orch rollback approve ID` does (the same call, to the
-    /// demo's supervisor), unless it was approved already. Only the first proposal of a
+    /// Approves proposal `id` as `orch rollback approve ID` does (the same domain call,
+    /// answered by the demo's supervisor), unless it was approved already. Only the first proposal of a
     /// red range is approved: it is the least destructive, and the others go with it.
     fn approve(&mut self, demo: &Demo, id: &str) {
         if !self.asked.is_empty() {
@@ -209,9 +209,18 @@ fn context_of(demo: &Demo) -> Context {
     }
 }
 
-/// `orch rollback approve ID`'s call; a line saying what was done.
+/// `orch rollback approve ID`'s call, [`crate::gate::session::call`]; a line saying what
+/// was done.
 fn approve(ctx: &Context, id: &str) -> Result<String> {
-    let answer = super::gate::call(ctx, Call::Approve { id: id.to_owned() }, false)?;
+    let layout_file = ctx.layout.as_ref().map(std::path::PathBuf::from);
+    let answer = crate::gate::session::call(
+        &ctx.layout()?,
+        &ctx.tmux(),
+        &ctx.state()?,
+        layout_file.as_deref(),
+        Call::Approve { id: id.to_owned() },
+        &mut |_| {},
+    )?;
     let Answer::Approved { executed, .. } = answer else {
         anyhow::bail!("unexpected answer from the gate: {answer:?}");
     };

@@ -1,24 +1,16 @@
 //! `orch check [--rev REV] [--json]` and `orch rollback list|show|approve|reject|undo`:
-//! thin. With a supervisor running, the call goes to its gate over the control socket;
-//! without one, the command runs the same gate itself, holding the session's supervisor
-//! lock meanwhile so no supervisor's gate works on the same state at the same time.
+//! thin: each is one [`crate::gate::session::call`], then lines.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
 use super::{Context, out};
-use crate::gate::service::{self, Answer, Call};
-use crate::gate::{BranchReport, CheckReport, Config, Gate, Host, Outcome, Proposal};
+use crate::gate::service::{Answer, Call};
+use crate::gate::{BranchReport, CheckReport, Outcome, Proposal};
 use crate::git::repo::short;
-use crate::layout::Layout;
-use crate::state::StateDir;
-use crate::supervisor::control::{Reply, Request, request_waiting};
 use crate::supervisor::event::{Event, EventKind};
-use crate::supervisor::store::{Journal, Lock, LockHeld};
-use crate::tmux::Tmux;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum RollbackCommand {
@@ -168,148 +160,27 @@ pub(super) fn run_rollback(ctx: &Context, command: RollbackCommand) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `c` in the supervisor's gate if one runs, else here under the session lock.
-pub(super) fn call(ctx: &Context, c: Call, progress: bool) -> Result<Answer> {
+/// Runs `c` through [`crate::gate::session::call`], showing the gate's progress on
+/// stderr when asked.
+fn call(ctx: &Context, c: Call, progress: bool) -> Result<Answer> {
     let layout = ctx.layout()?;
-    if layout.quality.is_none() {
-        return Err(crate::gate::BadInput::NoQuality.into());
-    }
-    let state = ctx.state()?;
-    let session = layout.session.to_string();
-    let dir = state.session_dir(&session)?;
-    let req = Request::Gate { call: c.clone() };
-    if let Some(reply) = request_waiting(&dir, &req, c.patience())? {
-        return from_reply(reply);
-    }
-    let _lock = match Lock::acquire(&dir, &session) {
-        Ok(lock) => lock,
-        Err(e) => {
-            let Some(held) = e.downcast_ref::<LockHeld>() else {
-                return Err(e);
-            };
-            // A supervisor may have started just now: it answers then.
-            if let Some(reply) = request_waiting(&dir, &req, c.patience())? {
-                return from_reply(reply);
-            }
-            bail!(
-                "another orch process (pid {}) holds the lock of session {session}; try again when it is done",
-                held.pid
-            );
-        }
-    };
-    let gate = Gate::open(Config::from_layout(&layout, &dir)?)?;
     let layout_file = match ctx.layout_source()? {
         crate::layout::LayoutSource::File(p) => Some(p),
         crate::layout::LayoutSource::Builtin(_) => None,
     };
-    let mut host = CliHost {
-        layout: &layout,
-        tmux: ctx.tmux(),
-        state,
-        dir: dir.clone(),
-        layout_file,
-        journal: Journal::open(&dir)?,
-        progress,
-    };
-    service::call(&gate, c, &mut host, true)
-}
-
-fn from_reply(reply: Reply) -> Result<Answer> {
-    if reply.ok {
-        let value = reply
-            .gate
-            .ok_or_else(|| anyhow::anyhow!("the supervisor's gate gave no answer"))?;
-        return Ok(serde_json::from_value(value)?);
-    }
-    let error = reply
-        .error
-        .unwrap_or_else(|| "the supervisor's gate refused".into());
-    let bad_input = reply
-        .gate
-        .as_ref()
-        .and_then(|g| g["bad_input"].as_bool())
-        .unwrap_or(false);
-    if bad_input {
-        Err(super::BadInput(error).into())
-    } else {
-        Err(anyhow::anyhow!(error))
-    }
-}
-
-/// The gate's host in a command: events to the journal (and progress to stderr), the
-/// snapshot taken here, messages delivered here, agents restarted here.
-struct CliHost<'a> {
-    layout: &'a Layout,
-    tmux: Tmux,
-    state: StateDir,
-    dir: PathBuf,
-    layout_file: Option<PathBuf>,
-    journal: Journal,
-    progress: bool,
-}
-
-impl Host for CliHost<'_> {
-    fn emit(&mut self, event: Event) {
-        if let Err(e) = self.journal.append(&event, std::time::SystemTime::now()) {
-            tracing::warn!("journaling a gate event: {e:#}");
-        }
-        if self.progress
-            && let Some(line) = progress_line(&event)
-        {
+    let mut show = |e: &Event| {
+        if progress && let Some(line) = progress_line(e) {
             eprintln!("{line}");
         }
-    }
-
-    fn snapshot(&mut self) -> Result<bool> {
-        match crate::snapshot::take(
-            self.layout,
-            &self.tmux,
-            &self.state,
-            "rollback",
-            None,
-            self.layout_file.as_deref(),
-        ) {
-            Ok(written) => {
-                written.record(&self.dir, "rollback")?;
-                Ok(true)
-            }
-            Err(e) if e.downcast_ref::<crate::session::NotRunning>().is_some() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn deliver_now(&mut self, agent: &str) {
-        use crate::messaging::deliver::Options;
-        use crate::messaging::drain::{AgentIo, Recorder, Target, drain_agent, pane_of};
-        let Ok(panes) = self.tmux.list_panes() else {
-            return;
-        };
-        let pane = pane_of(&panes, self.layout.session.as_str(), agent);
-        let queue = crate::messaging::queue::Queue::new(&self.dir);
-        let Ok(mut rec) = Recorder::open(&self.dir) else {
-            return;
-        };
-        let io = AgentIo::of(self.layout.agents.iter().find(|a| a.name.as_str() == agent));
-        // Only what is not waiting for the agent to be ready goes now (the urgent
-        // messages of the gate); without a supervisor its activity is not known.
-        let target = Target {
-            agent,
-            pane,
-            style: &io.style,
-            profile: &io.profile,
-            activity: crate::monitor::activity::Activity::Unknown,
-            unknown_for: std::time::Duration::ZERO,
-        };
-        if let Err(e) = drain_agent(&self.tmux, &queue, &mut rec, &target, Options::default()) {
-            tracing::warn!(agent, "delivering the gate's message: {e:#}");
-        }
-    }
-
-    fn restart(&mut self, agent: &str) -> Result<()> {
-        crate::session::agent::stop(self.layout, &self.tmux, agent)?;
-        crate::session::agent::start(self.layout, &self.tmux, &self.state, agent)?;
-        Ok(())
-    }
+    };
+    crate::gate::session::call(
+        &layout,
+        &ctx.tmux(),
+        &ctx.state()?,
+        layout_file.as_deref(),
+        c,
+        &mut show,
+    )
 }
 
 /// What a person sees of an event while `orch check` works.

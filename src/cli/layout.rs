@@ -19,6 +19,11 @@ pub(super) enum LayoutCommand {
         /// Attach to the session afterwards (switch client when inside tmux)
         #[arg(long)]
         attach: bool,
+        /// Do not start the session's supervisor in the background (it restarts agents
+        /// that die and delivers queued messages; `orch supervise` runs it in the
+        /// foreground instead)
+        #[arg(long, env = "ORCH_NO_SUPERVISE", value_parser = clap::builder::FalseyValueParser::new())]
+        no_supervise: bool,
     },
     /// Stop every agent (polite signal, grace period, SIGKILL) and kill the session
     Down {
@@ -44,14 +49,17 @@ fn parse_duration(s: &str) -> Result<layout::Duration, String> {
 
 pub(super) fn run(ctx: &Context, command: LayoutCommand) -> Result<ExitCode> {
     match command {
-        LayoutCommand::Up { attach } => up(ctx, attach),
+        LayoutCommand::Up {
+            attach,
+            no_supervise,
+        } => up(ctx, attach, !no_supervise),
         LayoutCommand::Down { grace, no_snapshot } => down(ctx, grace, no_snapshot),
         LayoutCommand::Validate { file } => validate(&file),
         LayoutCommand::List => list(),
     }
 }
 
-fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
+fn up(ctx: &Context, attach: bool, supervise: bool) -> Result<ExitCode> {
     let layout = ctx.layout()?;
     let _log = ctx.log_to(&layout)?;
     let tmux = ctx.tmux();
@@ -83,6 +91,15 @@ fn up(ctx: &Context, attach: bool) -> Result<ExitCode> {
             names.len(),
             names.join(", ")
         )?;
+    }
+    if supervise {
+        use crate::supervisor::background::Started;
+        match ctx.spawn()?.ensure(&dir).context(
+            "starting the supervisor (the session is up; `orch supervise` runs it in the foreground)",
+        )? {
+            Started::Running(pid) => out!("supervisor (pid {pid}) already runs")?,
+            Started::Now(pid) => out!("supervisor (pid {pid}) started in the background")?,
+        }
     }
     if attach {
         tmux.attach(name)?;

@@ -4,6 +4,7 @@
 //! that need it, so `--help`, `layout validate` and `layout list` work without tmux.
 
 mod agent;
+mod dashboard;
 mod demo;
 mod doctor;
 mod gate;
@@ -18,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use crate::layout::{Layout, LayoutErrors, TmuxName};
@@ -35,7 +36,6 @@ pub const VERSION: &str = env!("ORCH_VERSION");
     version = VERSION,
     about = "A tmux-native orchestrator for teams of AI coding agents"
 )]
-#[command(arg_required_else_help = true)]
 pub struct Cli {
     /// tmux socket name (`tmux -L NAME`); default: tmux's default server
     #[arg(long, global = true, env = "ORCH_SOCKET", value_name = "NAME")]
@@ -51,7 +51,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     session: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,8 +87,17 @@ enum Command {
     },
     /// The simulated agent used by the demo and tests
     AgentSim(crate::agent_sim::AgentSimArgs),
+    /// The dashboard (also `orch` with no command): brings the session up if it is not,
+    /// makes sure its supervisor runs (in the background) and shows the session full
+    /// screen. `q` quits the dashboard only: the agents and their supervision go on
+    Dashboard,
     /// Run the supervisor headless: events as JSON lines on stdout until SIGINT/SIGTERM
-    Supervise,
+    Supervise {
+        /// Detach from the terminal and print nothing (how `orch` and `orch layout up`
+        /// start it)
+        #[arg(long, hide = true)]
+        background: bool,
+    },
     /// Restart an agent (a human's restart: no backoff, not counted as a crash)
     Restart { agent: String },
     /// Stop an agent; it stays stopped until `orch start`
@@ -217,11 +226,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         layout: cli.layout,
         session: cli.session,
     };
-    match cli.command {
+    let Some(command) = cli.command else {
+        return dashboard::run(&ctx);
+    };
+    match command {
+        Command::Dashboard => dashboard::run(&ctx),
         Command::Layout { command } => layout::run(&ctx, command),
         Command::Status { json } => status::run(&ctx, json),
         Command::Doctor => doctor::run(&ctx),
-        Command::Supervise => supervise::run_supervise(&ctx),
+        Command::Supervise { background } => supervise::run_supervise(&ctx, background),
         Command::Restart { agent } => agent::run(&ctx, agent::Action::Restart, &agent),
         Command::Stop { agent } => agent::run(&ctx, agent::Action::Stop, &agent),
         Command::Start { agent } => agent::run(&ctx, agent::Action::Start, &agent),
@@ -349,6 +362,21 @@ impl Context {
         };
         let name = TmuxName::new(name.clone()).map_err(|e| BadInput(format!("--session: {e}")))?;
         Ok(Some(name))
+    }
+
+    /// How to start this session's supervisor in the background.
+    fn spawn(&self) -> Result<crate::supervisor::background::Spawn> {
+        let layout = match self.layout_source()? {
+            crate::layout::LayoutSource::File(path) => std::path::absolute(&path)?.into_os_string(),
+            crate::layout::LayoutSource::Builtin(b) => b.name.into(),
+        };
+        Ok(crate::supervisor::background::Spawn {
+            exe: std::env::current_exe().context("finding the orch binary")?,
+            socket: self.socket.clone(),
+            state_dir: self.state()?.root().to_path_buf(),
+            layout,
+            session: self.session.clone(),
+        })
     }
 
     /// Starts logging into the session's state folder; keep the guard until exit.

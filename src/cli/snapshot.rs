@@ -8,8 +8,6 @@ use clap::Subcommand;
 use super::{BadInput, Context, out};
 use crate::layout::{LayoutSource, Size};
 use crate::snapshot::{self, store};
-use crate::supervisor::control::{Request, request};
-use crate::supervisor::store::supervisor_pid;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SnapshotCommand {
@@ -39,27 +37,11 @@ fn write(ctx: &Context) -> Result<ExitCode> {
     let source = ctx.layout_source()?;
     let layout = ctx.layout()?;
     let state = ctx.state()?;
-    let tmux = ctx.tmux();
-    let dir = state.root().join(layout.session.as_str());
-    let supervisor = match supervisor_pid(&dir) {
-        Some(_) => request(&dir, &Request::Status)
-            .ok()
-            .flatten()
-            .map(|r| r.agents),
-        None => None,
-    };
     let layout_file = match &source {
         LayoutSource::File(p) => Some(p.as_path()),
         LayoutSource::Builtin(_) => None,
     };
-    let written = snapshot::take(
-        &layout,
-        &tmux,
-        &state,
-        "manual",
-        supervisor.as_deref(),
-        layout_file,
-    )?;
+    let written = snapshot::take_manual(&layout, &ctx.tmux(), &state, layout_file)?;
     out!(
         "snapshot {} of session {}: {}, {} new blob(s) ({}), {} ms",
         written.id,
@@ -69,7 +51,6 @@ fn write(ctx: &Context) -> Result<ExitCode> {
         Size(written.new_blob_bytes),
         written.duration.as_millis()
     )?;
-    written.record(&dir, "manual")?;
     for id in &written.pruned {
         out!("pruned {id}")?;
     }

@@ -11,7 +11,10 @@ use crate::supervisor::control::{Request, request};
 use crate::supervisor::store::{JOURNAL_FILE, journal_records};
 use crate::supervisor::{SuperviseOptions, supervise};
 
-pub(super) fn run_supervise(ctx: &Context) -> Result<ExitCode> {
+pub(super) fn run_supervise(ctx: &Context, background: bool) -> Result<ExitCode> {
+    if background {
+        crate::supervisor::background::detach();
+    }
     let layout = ctx.layout()?;
     let _log = ctx.log_to(&layout)?;
     let exe = std::env::current_exe().context("finding the orch binary for the tmux hook")?;
@@ -30,7 +33,11 @@ pub(super) fn run_supervise(ctx: &Context) -> Result<ExitCode> {
         ctx.tmux(),
         ctx.state()?,
         opts,
-        Box::new(std::io::stdout()),
+        if background {
+            Box::new(std::io::sink())
+        } else {
+            Box::new(std::io::stdout())
+        },
     )?;
     Ok(ExitCode::SUCCESS)
 }

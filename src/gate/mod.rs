@@ -28,6 +28,7 @@ mod exec;
 pub mod plan;
 mod run;
 pub mod service;
+pub mod session;
 pub mod state;
 #[cfg(test)]
 mod tests;

@@ -251,6 +251,19 @@ impl GateState {
 }
 
 /// The gate state file's contents, for a snapshot (`None` when the gate never ran).
+/// The decisions waiting for a human: pending proposals, with the alternatives for one
+/// red tip (revert, restore, reset…) counted once.
+pub fn pending_decisions(proposals: &[Proposal]) -> usize {
+    let mut tips: Vec<(&str, &str)> = proposals
+        .iter()
+        .filter(|p| p.status == Status::Pending)
+        .map(|p| (p.branch.as_str(), p.tip.as_str()))
+        .collect();
+    tips.sort_unstable();
+    tips.dedup();
+    tips.len()
+}
+
 pub fn snapshot_section(session_dir: &Path) -> Option<serde_json::Value> {
     let bytes = std::fs::read(session_dir.join(STATE_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()

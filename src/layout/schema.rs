@@ -282,6 +282,18 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// The profile a layout names `name` (`claude`, `codex`, …).
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Some(match name {
+            "claude" => Profile::Claude,
+            "codex" => Profile::Codex,
+            "aider" => Profile::Aider,
+            "gemini" => Profile::Gemini,
+            "shell" => Profile::Shell,
+            _ => return None,
+        })
+    }
+
     /// The command used when the layout gives none; `None` means the user's shell.
     pub fn default_command(self) -> Option<&'static str> {
         crate::profile::get(self).program.as_deref()

@@ -24,6 +24,9 @@ use crate::layout::Profile;
 /// count.
 pub const TAIL_LINES: usize = 15;
 
+/// Lines of a question shown for an agent waiting for a human.
+pub const QUESTION_LINES: usize = 6;
+
 /// What an agent is doing, as its screen shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +149,25 @@ impl ActivityProfile {
             self.idle = compile(&p)?;
         }
         Ok(self)
+    }
+
+    /// The lines of a screen that ask a human something: from the first one a waiting
+    /// pattern matches on its own, at most [`QUESTION_LINES`] (the last ones if no single
+    /// line matches).
+    pub fn question(&self, screen: &str) -> String {
+        let tail = screen_tail(screen);
+        let lines: Vec<&str> = tail.lines().collect();
+        let from = lines
+            .iter()
+            .position(|l| self.waiting.is_match(l))
+            .unwrap_or(lines.len().saturating_sub(3));
+        let end = (from + QUESTION_LINES).min(lines.len());
+        lines[from..end]
+            .iter()
+            .map(|l| l.trim_matches(|c: char| c.is_whitespace() || "│╭╮╰╯─".contains(c)))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Reads the activity from the visible text of a pane.
@@ -343,6 +365,18 @@ mod tests {
         assert_eq!(classify(Profile::Codex, typed), Activity::Unknown);
         // Still starting: a prompt now would wait for it.
         assert_eq!(classify(Profile::Codex, starting), Activity::Unknown);
+    }
+
+    #[test]
+    fn the_question_is_the_lines_that_ask() {
+        let p = ActivityProfile::for_profile(Profile::Claude);
+        let q = p.question(CLAUDE_APPROVAL);
+        assert!(q.starts_with("Do you want to proceed?"), "{q}");
+        assert!(
+            q.contains("1. Yes") && q.contains("3. No, and tell Claude"),
+            "{q}"
+        );
+        assert!(!q.contains('│'), "{q}");
     }
 
     #[test]

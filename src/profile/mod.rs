@@ -44,6 +44,18 @@ pub struct CliProfile {
     /// How a restored agent hears of its handover.
     #[serde(default)]
     pub handover: HandoverStyle,
+    /// The keys that answer the CLI's own approval prompt (tmux key names), for the
+    /// dashboard's `Y`/`N`.
+    #[serde(default)]
+    pub approval: Option<ApprovalKeys>,
+}
+
+/// Keys (as `tmux send-keys` names them) that answer an approval prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalKeys {
+    pub approve: Vec<String>,
+    pub deny: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -146,6 +158,7 @@ fn parse(name: &str, text: &str) -> CliProfile {
             },
             hooks: None,
             handover: HandoverStyle::Message,
+            approval: None,
         }
     })
 }
@@ -341,6 +354,23 @@ mod tests {
             "./wrap.sh claude"
         );
         assert_eq!(resume_command(Profile::Shell, "sleep 9"), "sleep 9");
+    }
+
+    #[test]
+    fn approval_keys_are_tmux_key_names() {
+        for p in ALL {
+            let keys = get(p)
+                .approval
+                .as_ref()
+                .expect("every profile answers a prompt");
+            assert!(!keys.approve.is_empty() && !keys.deny.is_empty(), "{p:?}");
+            for k in keys.approve.iter().chain(&keys.deny) {
+                assert!(
+                    k.len() == 1 || ["Enter", "Escape", "Tab"].contains(&k.as_str()),
+                    "{p:?}: {k}"
+                );
+            }
+        }
     }
 
     #[test]

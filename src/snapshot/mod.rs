@@ -47,6 +47,35 @@ pub fn take(
     .map(|t| t.written)
 }
 
+/// A snapshot a human asked for (`orch snapshot`, the dashboard's `S`): with the running
+/// supervisor's view of the agents when one runs, and journaled.
+pub fn take_manual(
+    layout: &Layout,
+    tmux: &Tmux,
+    state: &StateDir,
+    layout_file: Option<&Path>,
+) -> Result<Written> {
+    use crate::supervisor::control::{Request, request};
+    let dir = state.root().join(layout.session.as_str());
+    let supervisor = match crate::supervisor::store::supervisor_pid(&dir) {
+        Some(_) => request(&dir, &Request::Status)
+            .ok()
+            .flatten()
+            .map(|r| r.agents),
+        None => None,
+    };
+    let written = take(
+        layout,
+        tmux,
+        state,
+        "manual",
+        supervisor.as_deref(),
+        layout_file,
+    )?;
+    written.record(&dir, "manual")?;
+    Ok(written)
+}
+
 /// What [`take_reusing`] did.
 pub struct Taken {
     pub written: Written,

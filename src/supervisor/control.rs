@@ -40,6 +40,76 @@ pub enum Request {
     Gate {
         call: crate::gate::service::Call,
     },
+    /// A dashboard: the connection stays open; after the reply come a [`Line::State`]
+    /// with the whole session, then every event (as the journal has it) and every change
+    /// of an agent ([`Line::Agent`]), one JSON line each.
+    Subscribe,
+}
+
+/// What the supervisor knows of one agent, as a dashboard shows it. Times are Unix
+/// milliseconds, so an unchanged agent needs no new line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub name: String,
+    pub role: String,
+    pub profile: String,
+    pub pane: Option<String>,
+    pub pid: Option<u32>,
+    pub state: String,
+    pub activity: String,
+    pub restarts: u32,
+    pub exit_status: Option<i32>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub last_output_ms: Option<u64>,
+    /// Grows whenever the agent prints: a dashboard reads its screen again then.
+    pub output_seq: u64,
+    /// The last line it printed.
+    pub last_line: Option<String>,
+    /// While waiting: the lines of its screen that ask.
+    pub waiting_on: Option<String>,
+}
+
+/// What needs the human, e.g. `2 waiting · 1 fatal · 1 rollback`; empty when nothing
+/// does. The dashboard's title and the session's tmux status line say the same.
+pub fn attention<'a>(agents: impl IntoIterator<Item = &'a AgentView>, rollbacks: usize) -> String {
+    let (mut waiting, mut fatal, mut stalled) = (0, 0, 0);
+    for a in agents {
+        waiting += usize::from(a.activity == "waiting");
+        fatal += usize::from(a.state == "fatal");
+        stalled += usize::from(a.state == "stalled");
+    }
+    [
+        (waiting, "waiting"),
+        (fatal, "fatal"),
+        (stalled, "stalled"),
+        (rollbacks, "rollback"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(" · ")
+}
+
+/// One line of a subscription that is not an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    /// The whole session, first.
+    State {
+        session: String,
+        supervisor_pid: u32,
+        /// The tmux server is gone (the session is being restored, or waits for it).
+        server_down: bool,
+        agents: Vec<AgentView>,
+    },
+    /// The newest events of the journal, oldest first, once after the state (what
+    /// happened before this subscriber came).
+    History { events: Vec<serde_json::Value> },
+    /// One agent changed.
+    Agent { agent: Box<AgentView> },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -210,8 +280,17 @@ fn short_socket_path(
     Some((fd, short))
 }
 
-/// A request and where its reply goes.
-pub type Incoming = (Request, tokio::sync::oneshot::Sender<Reply>);
+/// A request, where its reply goes, and for a [`Request::Subscribe`], where the lines
+/// that follow the reply go.
+pub struct Incoming {
+    pub req: Request,
+    pub reply: tokio::sync::oneshot::Sender<Reply>,
+    pub lines: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// How long a subscriber may take to read a line before it is dropped (a dashboard that
+/// stopped reading must not make the supervisor hold its lines forever).
+pub const SUBSCRIBER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The longest request line served: every request is a few dozen bytes; a longer line is
 /// refused before it costs memory.
@@ -326,10 +405,21 @@ async fn serve_one(
             return;
         }
     };
+    let mut stream = None;
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => {
             let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-            if requests.send((req, reply_tx)).is_err() {
+            let lines = (req == Request::Subscribe).then(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                stream = Some(rx);
+                tx
+            });
+            let incoming = Incoming {
+                req,
+                reply: reply_tx,
+                lines,
+            };
+            if requests.send(incoming).is_err() {
                 return;
             }
             reply_rx.await.unwrap_or_default()
@@ -347,6 +437,59 @@ async fn serve_one(
         )
         .await;
     }
+    // A subscription: every line the supervisor publishes, until either side goes.
+    if let (true, Some(mut lines)) = (reply.ok, stream) {
+        while let Some(line) = lines.recv().await {
+            let sent = tokio::time::timeout(
+                SUBSCRIBER_PATIENCE,
+                write.write_all(format!("{line}\n").as_bytes()),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+        }
+    }
+}
+
+/// Subscribes to the session's supervisor ([`Request::Subscribe`]): `None` when none
+/// listens. The lines come on the returned stream, one JSON value each.
+pub async fn subscribe(
+    session_dir: &Path,
+) -> Result<Option<tokio::io::Lines<tokio::io::BufReader<tokio::net::UnixStream>>>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let path = session_dir.join(CONTROL_SOCKET);
+    let short = short_socket_path(session_dir, &path);
+    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
+    let mut stream = match tokio::net::UnixStream::connect(connect_path).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+    };
+    let req = serde_json::to_string(&Request::Subscribe)?;
+    stream.write_all(format!("{req}\n").as_bytes()).await?;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let first = lines
+        .next_line()
+        .await?
+        .context("the supervisor closed the subscription")?;
+    let reply: Reply =
+        serde_json::from_str(&first).context("the supervisor's reply is not valid JSON")?;
+    if !reply.ok {
+        anyhow::bail!(
+            reply
+                .error
+                .unwrap_or_else(|| "the supervisor refused".into())
+        );
+    }
+    Ok(Some(lines))
 }
 
 #[cfg(test)]
@@ -387,7 +530,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
         rt.spawn(serve(listener, tx));
         rt.spawn(async move {
-            while let Some((_, reply)) = rx.recv().await {
+            while let Some(Incoming { reply, .. }) = rx.recv().await {
                 let _ = reply.send(Reply {
                     ok: true,
                     ..Reply::default()
@@ -438,7 +581,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Incoming>();
         rt.spawn(serve(listener, tx));
         rt.spawn(async move {
-            while let Some((req, reply)) = rx.recv().await {
+            while let Some(Incoming { req, reply, .. }) = rx.recv().await {
                 let ok = req == Request::Stop { agent: "a".into() };
                 let _ = reply.send(Reply {
                     ok,

@@ -114,6 +114,13 @@ impl Host for LoopHost {
 }
 
 impl GateSource {
+    /// How many rollback decisions wait for the human.
+    pub(super) fn pending(&self) -> usize {
+        self.gate
+            .list()
+            .map_or(0, |list| crate::gate::state::pending_decisions(&list))
+    }
+
     /// Starts the gate of `layout` (`None` without a `quality:` section). A gate that
     /// cannot start (the repository is not one) says why in an `escalated` event; the
     /// rest of the supervisor carries on without it.

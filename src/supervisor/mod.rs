@@ -2,6 +2,7 @@
 //! policies. `core` decides (pure); `run` observes tmux and the processes, feeds `core`,
 //! and carries out its effects.
 
+pub mod background;
 pub mod control;
 pub mod core;
 mod deaths;

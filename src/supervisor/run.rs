@@ -32,12 +32,18 @@ use crate::tmux::{Pane, Tmux};
 
 const JOURNAL_MAX_BYTES: u64 = 16 << 20;
 
+/// How often the agents that changed are sent to dashboards (while any subscribes).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
 /// How many times (5 ms apart) a death is looked at in tmux before it counts as the
 /// agent's own: a server that is going takes a few milliseconds to stop answering.
 const DEATH_LOOKS: u32 = 40;
 
 /// How long after the first sign of a change the layout file is read.
 const RELOAD_SETTLE: Duration = Duration::from_millis(50);
+
+/// Events of the journal a new subscriber gets first.
+const HISTORY_SENT: usize = 200;
 
 pub struct SuperviseOptions {
     /// The orch binary, which the tmux `pane-died` hook runs to reach the control socket.
@@ -99,12 +105,16 @@ pub fn supervise(
             reuse_ok: false,
             listing_failed: false,
             hook: String::new(),
+            subscribers: Vec::new(),
+            published: HashMap::new(),
             gate: None,
             health: WriteHealth::default(),
             fds: super::fds::FdReserve::new(),
             orch_exe: opts.exe.clone(),
             draining: false,
             last_panes: Vec::new(),
+            rollbacks: 0,
+            status_shown: None,
         };
         shell.run(rx, &opts).await
     });
@@ -134,6 +144,12 @@ enum Input {
     },
     /// What the quality gate asks of the loop.
     Gate(super::gate::FromGate),
+    /// A dashboard subscribes: the state now, then every event and change (see
+    /// [`control::Request::Subscribe`]).
+    Subscribe {
+        reply: oneshot::Sender<Reply>,
+        lines: mpsc::UnboundedSender<String>,
+    },
 }
 
 struct Shell {
@@ -173,8 +189,16 @@ struct Shell {
     listing_failed: bool,
     /// Where the `pane-died` hook sends its reports (set again on a restored server).
     hook: String,
+    /// Dashboards: where each one's lines go.
+    subscribers: Vec<mpsc::UnboundedSender<String>>,
+    /// Each agent as subscribers last saw it.
+    published: HashMap<String, control::AgentView>,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
+    /// Pending rollbacks, counted after each of the gate's events.
+    rollbacks: usize,
+    /// What the session's tmux status line was last set to.
+    status_shown: Option<String>,
     /// Which kinds of writes fail now (a full disk): each is reported once, not per try.
     health: WriteHealth,
     /// Descriptors kept back so a restart works even when the process has none left.
@@ -217,8 +241,12 @@ impl Shell {
         tokio::spawn(control::serve(listener, req_tx));
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            while let Some((req, reply)) = req_rx.recv().await {
-                if tx.send(Input::Control { req, reply }).is_err() {
+            while let Some(control::Incoming { req, reply, lines }) = req_rx.recv().await {
+                let input = match lines {
+                    Some(lines) => Input::Subscribe { reply, lines },
+                    None => Input::Control { req, reply },
+                };
+                if tx.send(input).is_err() {
                     break;
                 }
             }
@@ -261,6 +289,7 @@ impl Shell {
         let mut snapshots = every(self.layout.snapshot.interval.0, true);
         let mut resources = every(self.layout.monitor.resources.0, false);
         let mut maintenance = every(self.layout.monitor.maintenance.0, false);
+        let mut publish = every(PUBLISH_EVERY, true);
 
         loop {
             let next_timer = self.timers.iter().map(|(at, _)| *at).min();
@@ -300,6 +329,7 @@ impl Shell {
                     if self.control.is_none() {
                         self.connect_control().await;
                     }
+                    self.show_attention();
                 }
                 _ = reload_sleep => {
                     self.reload_at = None;
@@ -313,6 +343,7 @@ impl Shell {
                     let r = self.snapshot("interval");
                     self.survive("interval snapshot", r);
                 }
+                _ = publish.tick(), if !self.subscribers.is_empty() => self.publish(),
                 _ = maintenance.tick() => match self.journal.rotate_if_larger(JOURNAL_MAX_BYTES) {
                     Ok(true) => tracing::info!("rotated the event journal"),
                     Ok(false) => {}
@@ -432,9 +463,11 @@ impl Shell {
             Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
             Input::Delivered(outcome) => {
                 self.draining = false;
-                // Already in the journal; the supervisor's stdout shows them too.
+                // Already in the journal; the supervisor's stdout and dashboards show
+                // them too.
                 for line in outcome.echoed {
                     let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+                    self.broadcast(&line);
                 }
                 if let Some(audit) = outcome.audit {
                     self.wrote("audit", audit.map_err(|e| anyhow::anyhow!(e)));
@@ -446,7 +479,114 @@ impl Shell {
                 let _ = reply.send(answer);
                 Ok(())
             }
+            Input::Subscribe { reply, lines } => {
+                let _ = reply.send(Reply {
+                    ok: true,
+                    ..Reply::default()
+                });
+                let state = control::Line::State {
+                    session: self.layout.session.to_string(),
+                    supervisor_pid: std::process::id(),
+                    server_down: self.core.server_down,
+                    agents: self.views(),
+                };
+                let history = control::Line::History {
+                    events: (self.journal.recent(HISTORY_SENT).iter())
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect(),
+                };
+                let sent = [state, history].iter().all(|line| {
+                    serde_json::to_string(line).is_ok_and(|text| lines.send(text).is_ok())
+                });
+                if sent {
+                    self.subscribers.push(lines);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Every agent as a dashboard shows it.
+    fn views(&self) -> Vec<control::AgentView> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.core
+            .agents
+            .iter()
+            .map(|a| view(a, now, wall))
+            .collect()
+    }
+
+    /// One agent's new state, to every subscriber at once: a death, a restart or a
+    /// fatal is shown without waiting for the next publishing period.
+    fn publish_now(&mut self, agent: &str) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Some(a) = self.core.agents.iter().find(|a| a.name() == agent) else {
+            return;
+        };
+        let v = view(a, Instant::now(), SystemTime::now());
+        if self.published.get(agent) == Some(&v) {
+            return;
+        }
+        if let Ok(text) = serde_json::to_string(&control::Line::Agent {
+            agent: Box::new(v.clone()),
+        }) {
+            self.broadcast(&text);
+        }
+        self.published.insert(agent.to_owned(), v);
+    }
+
+    /// Sends the agents that changed since the last time to every subscriber, dropping
+    /// those that left. Called on a short timer while anyone subscribes, so a pane that
+    /// floods its output costs one line per agent per period, not one per chunk.
+    fn publish(&mut self) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let views = self.views();
+        let mut lines = Vec::new();
+        for v in views {
+            if self.published.get(&v.name) != Some(&v) {
+                if let Ok(text) = serde_json::to_string(&control::Line::Agent {
+                    agent: Box::new(v.clone()),
+                }) {
+                    lines.push(text);
+                }
+                self.published.insert(v.name.clone(), v);
+            }
+        }
+        for line in lines {
+            self.broadcast(&line);
+        }
+    }
+
+    /// Puts what needs the human into the session's tmux status line (`orch: 2 waiting ·
+    /// 1 rollback`), so someone attached to an agent's pane sees it too; one tmux call
+    /// when it changed, none otherwise.
+    fn show_attention(&mut self) {
+        let what = control::attention(&self.views(), self.rollbacks);
+        if self.status_shown.as_ref() == Some(&what) {
+            return;
+        }
+        let text = if what.is_empty() {
+            "orch: ok".to_owned()
+        } else {
+            format!("orch: {what}")
+        };
+        match self
+            .tmux
+            .set_status_right(self.layout.session.as_str(), &text)
+        {
+            Ok(()) => self.status_shown = Some(what),
+            // The server may be gone; the next tick tries again.
+            Err(e) => tracing::debug!("setting the status line: {e}"),
+        }
+    }
+
+    /// One line to every subscriber; one that left is forgotten.
+    fn broadcast(&mut self, line: &str) {
+        self.subscribers.retain(|s| s.send(line.to_owned()).is_ok());
     }
 
     async fn pane_output(&mut self, pane: &str, bytes: Vec<u8>) -> Result<()> {
@@ -465,6 +605,14 @@ impl Shell {
 
     async fn control(&mut self, req: Request) -> Reply {
         let command = match req {
+            // Arrives as `Input::Subscribe`, with the channel its lines go to.
+            Request::Subscribe => {
+                return Reply {
+                    ok: false,
+                    error: Some("a subscription needs its own connection".into()),
+                    ..Reply::default()
+                };
+            }
             Request::PaneDied { pane } => {
                 tracing::debug!(%pane, "pane-died hook");
                 return Reply::from(self.reconcile(false).await);
@@ -1153,7 +1301,12 @@ impl Shell {
     async fn gate_input(&mut self, g: super::gate::FromGate) -> Result<()> {
         use super::gate::FromGate;
         match g {
-            FromGate::Event(e) => self.emit(e),
+            FromGate::Event(e) => {
+                self.rollbacks = self.gate.as_ref().map_or(0, |g| g.pending());
+                self.emit(e)?;
+                self.show_attention();
+                Ok(())
+            }
             FromGate::Snapshot(done) => {
                 let written = self.snapshot_for_gate();
                 let _ = done.send(written);
@@ -1285,8 +1438,11 @@ impl Shell {
             let activity = profile.classify(&screen);
             tracing::trace!(agent, ?activity, "screen read");
             // The tail is kept for the report of a screen nothing recognises.
-            let tail = (activity == Activity::Unknown)
-                .then(|| crate::monitor::activity::screen_tail(&screen));
+            let tail = match activity {
+                Activity::Unknown => Some(crate::monitor::activity::screen_tail(&screen)),
+                Activity::Waiting => Some(profile.question(&screen)),
+                _ => None,
+            };
             let changed = self
                 .core
                 .agent(&agent)
@@ -1346,6 +1502,10 @@ impl Shell {
         };
         // stdout may be closed (a pipe whose reader left): the journal still has it.
         let _ = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
+        self.broadcast(&line);
+        if let Some(agent) = &event.agent {
+            self.publish_now(agent);
+        }
         if let Some(report) = report {
             let report = report.to_line(now);
             if journaled.is_ok() {
@@ -1354,6 +1514,35 @@ impl Shell {
             let _ = writeln!(self.out, "{report}").and_then(|()| self.out.flush());
         }
         Ok(())
+    }
+}
+
+/// An agent as a dashboard shows it; times as Unix milliseconds.
+fn view(a: &super::core::Supervised, now: Instant, wall: SystemTime) -> control::AgentView {
+    let ms = |at: Option<Instant>| {
+        at.and_then(|t| wall.checked_sub(now.saturating_duration_since(t)))
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+    };
+    control::AgentView {
+        name: a.name().to_owned(),
+        role: a.spec.role.to_string(),
+        profile: crate::profile::hooks::profile_name(a.spec.profile).to_owned(),
+        pane: a.pane.clone(),
+        pid: a.pid,
+        state: a.state.as_str().to_owned(),
+        activity: a.activity.as_str().to_owned(),
+        restarts: a.restarts,
+        exit_status: a.exit_status,
+        cpu_percent: a.cpu_percent,
+        rss_bytes: a.rss_bytes,
+        started_at_ms: ms(a.started_at),
+        last_output_ms: ms(a.last_output),
+        output_seq: a.output_seq,
+        last_line: a.last_line.clone(),
+        waiting_on: (a.activity == Activity::Waiting)
+            .then(|| a.screen_tail.clone())
+            .flatten(),
     }
 }
 

@@ -128,6 +128,32 @@ impl Journal {
             .with_context(|| format!("appending to {}", self.path.display()))
     }
 
+    /// The newest `n` records (at most the journal's last 256 KiB is read), oldest first.
+    pub fn recent(&self, n: usize) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 256 * 1024;
+        let Ok(mut file) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let from = len.saturating_sub(TAIL);
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+            return Vec::new();
+        }
+        if from > 0 {
+            // Starts mid-line: that line is not whole.
+            let cut = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| i + 1);
+            bytes.drain(..cut);
+        }
+        let (records, _) = journal_records(&bytes);
+        let skip = records.len().saturating_sub(n);
+        records[skip..].iter().map(|r| (*r).to_owned()).collect()
+    }
+
     /// Moves a journal larger than `max_bytes` to `events.jsonl.1` (replacing an older one)
     /// and starts a new one.
     pub fn rotate_if_larger(&mut self, max_bytes: u64) -> Result<bool> {

@@ -18,7 +18,8 @@ use std::process::{Command, Stdio};
 use tmux_interface::{
     CapturePane, DisplayMessage, KillPane, KillServer, KillSession, KillWindow, ListClients,
     ListPanes, ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
-    SelectLayout, SelectPane, SendKeys, SetHook, SetOption, SplitWindow, SwitchClient, TmuxCommand,
+    SelectLayout, SelectPane, SelectWindow, SendKeys, SetHook, SetOption, SplitWindow,
+    SwitchClient, TmuxCommand,
 };
 
 pub use panes::{CONTROL_PANE_FORMAT, PANE_FORMAT, Pane};
@@ -1016,8 +1017,96 @@ impl Tmux {
         }
     }
 
-    /// Shows the session to the user: `switch-client` when already inside a client of this
-    /// server, otherwise `attach-session`, replacing this process (returns only on error).
+    /// Shows `pane` to the user, who comes back when they detach: inside the same tmux
+    /// server, the current client switches to it (`Ok(false)`: nothing to wait for);
+    /// elsewhere a client attaches to it in this terminal and the call returns once it
+    /// detaches (`Ok(true)`). Used by the dashboard, which gives up the terminal meanwhile.
+    pub fn visit(&self, session: &str, pane: &str) -> Result<bool, TmuxError> {
+        let select = vec![
+            SelectWindow::new().target_window(pane.to_owned()).build(),
+            SelectPane::new().target_pane(pane.to_owned()).build(),
+        ];
+        if self.same_server_as_client()? {
+            let mut cmds = select;
+            cmds.push(SwitchClient::new().target_session(pane.to_owned()).build());
+            return self.run(cmds).map(|_| false);
+        }
+        self.run(select)?;
+        let mut cmd = self.base_command();
+        cmd.args(["attach-session", "-t", &format!("={session}")]);
+        cmd.env_remove("TMUX");
+        let status = cmd.status().map_err(not_installed)?;
+        if status.success() {
+            Ok(true)
+        } else {
+            Err(TmuxError::Failed {
+                command: "attach-session".into(),
+                message: format!("tmux attach exited with {status}"),
+            })
+        }
+    }
+
+    /// Whether this process runs inside a client of this very server ($TMUX names it).
+    fn same_server_as_client(&self) -> Result<bool, TmuxError> {
+        let inside = std::env::var("TMUX")
+            .ok()
+            .and_then(|t| t.split(',').next().map(str::to_owned));
+        match inside {
+            Some(client_socket) => Ok(self
+                .server_info()?
+                .is_some_and(|s| s.socket_path == client_socket)),
+            None => Ok(false),
+        }
+    }
+
+    /// A pane's rows `top..=bottom` with their colours (`capture-pane -e -p`; negative
+    /// rows are history, 0 is the top of the screen), for the dashboard's preview.
+    pub fn capture_coloured(
+        &self,
+        pane: &str,
+        top: i64,
+        bottom: i64,
+    ) -> Result<Vec<u8>, TmuxError> {
+        self.run_bytes(
+            vec![
+                CapturePane::new()
+                    .stdout()
+                    .escape_sequences()
+                    .start_line(top.to_string())
+                    .end_line(bottom.to_string())
+                    .target_pane(pane.to_owned())
+                    .build(),
+            ],
+            None,
+        )
+    }
+
+    /// Presses `keys` (tmux key names such as `Enter`, `Escape`, `y`) in a pane, in order:
+    /// how the dashboard answers an agent CLI's approval prompt with its profile's keys.
+    /// Refuses a dead pane or one in copy mode.
+    pub fn press_keys(&self, pane: &str, keys: &[String]) -> Result<(), TmuxError> {
+        self.check_ready(pane)?;
+        let mut send = SendKeys::new().target_pane(pane.to_owned());
+        for k in keys {
+            send = send.key(k.clone());
+        }
+        self.run(vec![send.build()]).map(drop)
+    }
+
+    /// Sets `session`'s right-hand status line (what needs the human, for someone
+    /// attached to one of its panes).
+    pub fn set_status_right(&self, session: &str, text: &str) -> Result<(), TmuxError> {
+        let escaped = text.replace('#', "##");
+        self.run(vec![
+            SetOption::new()
+                .target_pane(format!("={session}:"))
+                .option("status-right")
+                .value(escaped)
+                .build(),
+        ])
+        .map(drop)
+    }
+
     pub fn attach(&self, session: &str) -> Result<(), TmuxError> {
         let inside = std::env::var("TMUX")
             .ok()

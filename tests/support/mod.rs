@@ -82,6 +82,8 @@ impl TestEnv {
             .current_dir(self.path())
             .env("ORCH_STATE_DIR", self.state.path())
             .env("HOME", self.home.path())
+            // Tests run the supervisor themselves, where they want one.
+            .env("ORCH_NO_SUPERVISE", "1")
             .env_remove("ORCH_LAYOUT")
             .env_remove("ORCH_SESSION")
             .env_remove("ORCH_SOCKET")
@@ -180,6 +182,7 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        self.stop_background_supervisors();
         self.kill_server();
         kill_stragglers(&self.socket);
         // tmux leaves its socket file behind; remove ours (and only ours).
@@ -187,6 +190,46 @@ impl Drop for TestEnv {
         let dir =
             std::env::var_os("TMUX_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
+    }
+}
+
+impl TestEnv {
+    /// SIGTERMs (then SIGKILLs) the supervisors `orch` or `orch layout up` started in the
+    /// background for this test: those whose lock is in this test's state dir and whose
+    /// command line names this test's socket.
+    fn stop_background_supervisors(&self) {
+        let ours = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"--socket" && w[1] == self.socket.as_bytes())
+            })
+        };
+        let pids: Vec<u32> = std::fs::read_dir(self.state.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("supervisor.lock")).ok())
+            .filter_map(|t| t.trim().parse().ok())
+            .filter(|pid| ours(*pid))
+            .collect();
+        let signal = |pid: u32, sig| {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, sig);
+            }
+        };
+        for pid in &pids {
+            signal(*pid, rustix::process::Signal::TERM);
+        }
+        for _ in 0..200 {
+            if pids.iter().all(|pid| !ours(*pid)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for pid in pids.into_iter().filter(|pid| ours(*pid)) {
+            signal(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 

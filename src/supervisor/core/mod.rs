@@ -182,11 +182,17 @@ pub struct Supervised {
     /// The latest screen reading, and since when it has read so.
     pub screen: Activity,
     screen_since: Option<Instant>,
-    screen_tail: Option<String>,
+    /// The last lines of the latest screen reading that matched nothing, or the question
+    /// of one that shows the agent waiting.
+    pub screen_tail: Option<String>,
     /// The latest hook report of this run, and when it came.
     hook: Option<(Activity, Instant)>,
     /// When the screen last matched one of the profile's patterns (this run).
     recognised_at: Option<Instant>,
+    /// The last line the agent printed (escapes removed), and how many output chunks it
+    /// printed so far: what a dashboard shows, and when to read its screen again.
+    pub last_line: Option<String>,
+    pub output_seq: u64,
     unrecognised_reported: bool,
     pub rss_bytes: Option<u64>,
     pub cpu_percent: Option<f64>,
@@ -231,6 +237,8 @@ impl Supervised {
             hook: None,
             recognised_at: None,
             unrecognised_reported: false,
+            last_line: None,
+            output_seq: 0,
             rss_bytes: None,
             cpu_percent: None,
             exit_status: None,
@@ -818,6 +826,7 @@ impl Core {
     fn output(&mut self, i: usize, bytes: &[u8], now: Instant, fx: &mut Vec<Effect>) {
         let a = &mut self.agents[i];
         a.last_output = Some(now);
+        a.output_seq = a.output_seq.wrapping_add(1);
         let name = a.name().to_owned();
         if a.state == ProcState::Stalled {
             a.state = ProcState::Running;
@@ -827,6 +836,9 @@ impl Core {
             )));
         }
         let lines = a.lines.push(bytes);
+        if let Some(last) = lines.iter().rev().find(|l| !l.trim().is_empty()) {
+            a.last_line = Some(last.trim_end().to_owned());
+        }
         let Some(storms) = a.storms.as_mut() else {
             return;
         };
