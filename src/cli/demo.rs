@@ -59,7 +59,7 @@ pub(super) fn run(args: DemoArgs) -> Result<ExitCode> {
     let verdict = if args.headless {
         runtime.block_on(headless(&mut demo, &story, stop))
     } else {
-        runtime.block_on(open_dashboard(&demo, &story, stop))
+        open_dashboard(&demo, &story, &runtime, stop)
     };
     match demo.end()? {
         Ending::Removed => {}
@@ -242,21 +242,43 @@ fn report_approval(result: Result<String>) {
     }
 }
 
-/// THE DASHBOARD GOES HERE. `orch demo` without `--headless` shows the running demo to a
-/// person until they quit; when this returns, the demo ends (and cleans up).
-///
-/// Until the dashboard (`crate::tui`) lands, this plays the same storyline and prints one
-/// human-readable line per event; `y` and Enter approves the rollback that waits, `q` and
-/// Enter (or Ctrl-C) quits. The dashboard replaces this body with its own call, given the
-/// demo's socket, state dir and layout (`context_of(demo)`, `demo.layout`), whose
-/// supervisor already runs.
-async fn open_dashboard(demo: &Demo, story: &Story, mut stop: Stop) -> Result<ExitCode> {
+/// `orch demo` without `--headless`: shows the running demo to a person until they quit;
+/// when this returns, the demo ends (and cleans up). In a terminal that is the dashboard,
+/// on the demo's own socket, state dir and layout, a client of the supervisor the demo
+/// runs (`q` quits); without one (stdin or stdout not a terminal), one line per event
+/// ([`progress`]).
+fn open_dashboard(
+    demo: &Demo,
+    story: &Story,
+    runtime: &tokio::runtime::Runtime,
+    stop: Stop,
+) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return runtime.block_on(progress(demo, story, stop));
+    }
+    let ctx = context_of(demo);
+    let _log = ctx.log_to(&demo.layout)?;
+    crate::tui::run(crate::tui::Options {
+        layout: demo.layout.clone(),
+        layout_file: Some(demo.workspace.layout_file.clone()),
+        tmux: demo.tmux(),
+        state: demo.workspace.state.clone(),
+        spawn: ctx.spawn()?,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo without a terminal to draw on: the same storyline, one human-readable line
+/// per event on stdout; `y` and Enter approves the rollback that waits, `q` and Enter (or
+/// Ctrl-C) quits.
+async fn progress(demo: &Demo, story: &Story, mut stop: Stop) -> Result<ExitCode> {
     let started = Instant::now();
     let mut journal = demo.journal()?;
     let mut progress = Progress::new(story.expect.clone());
     let mut approvals = Approvals::default();
     let mut waiting: Option<String> = None;
-    let mut keys = stdin_lines();
+    let mut keys = Some(stdin_lines());
     let mut tick = tokio::time::interval(POLL);
     let mut said_done = false;
     eprintln!(
@@ -267,8 +289,10 @@ async fn open_dashboard(demo: &Demo, story: &Story, mut stop: Stop) -> Result<Ex
         tokio::select! {
             biased;
             () = stop.recv() => return Ok(ExitCode::SUCCESS),
-            key = keys.recv() => match key.as_deref().map(str::trim) {
-                None | Some("q") => return Ok(ExitCode::SUCCESS),
+            key = recv_key(&mut keys) => match key.as_deref().map(str::trim) {
+                // Without input (stdin at its end) the demo runs until Ctrl-C.
+                None => keys = None,
+                Some("q") => return Ok(ExitCode::SUCCESS),
                 Some("y") => match waiting.take() {
                     Some(id) => {
                         approvals.reset();
@@ -296,6 +320,14 @@ async fn open_dashboard(demo: &Demo, story: &Story, mut stop: Stop) -> Result<Ex
                 }
             }
         }
+    }
+}
+
+/// The next line typed, or `None` once stdin ended (then never again: it waits forever).
+async fn recv_key(keys: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match keys {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
