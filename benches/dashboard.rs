@@ -9,6 +9,8 @@
 //!    idle agents: its CPU (% of one core) and the frames it drew over
 //!    `ORCH_BENCH_DASH_SECS` (60) seconds in which nothing happened, and its RSS.
 //! 4. The same with 200 agents: RSS, and CPU while idle.
+//! 5. 9 agents, the selected one printing a flood (`yes`): the dashboard's CPU and what
+//!    it draws (a flood must not become a render flood).
 //!
 //! Knobs: `ORCH_BENCH_DASH_SECS` (60), `ORCH_BENCH_DASH_KILLS` (30).
 
@@ -95,12 +97,23 @@ fn frame_time(n: usize) {
 }
 
 fn write_layout(dir: &Path, session: &str, n: usize) {
+    write_layout_with(dir, session, n, false);
+}
+
+/// `n` idle agents; with `flood`, the first one (the one the dashboard selects) prints
+/// as fast as it can.
+fn write_layout_with(dir: &Path, session: &str, n: usize, flood: bool) {
     let mut yaml = format!(
         "session: {session}\nmonitor: {{ tick: 1s }}\nsnapshot: {{ interval: 1h }}\n\
          defaults: {{ profile: shell, command: 'sleep 100000', restart: {{ policy: always, max_restarts: 1000, window: 1s, min_uptime: 100ms }} }}\nagents:\n"
     );
     for i in 0..n {
-        yaml.push_str(&format!("  - {{ name: a{i}, role: WORKER }}\n"));
+        let command = if flood && i == 0 {
+            ", command: 'yes flooding-the-pane'"
+        } else {
+            ""
+        };
+        yaml.push_str(&format!("  - {{ name: a{i}, role: WORKER{command} }}\n"));
     }
     std::fs::write(dir.join("orch.yaml"), yaml).expect("layout");
 }
@@ -221,11 +234,13 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The real dashboard in a viewer tmux server, idle for `secs`.
-fn idle(n: usize, secs: u64) {
-    let server = support::Server::new(&format!("dash-idle-{n}"));
-    let session = format!("di{n}");
-    write_layout(server.dir.path(), &session, n);
+/// The real dashboard in a viewer tmux server for `secs`, nothing happening (or, with
+/// `flood`, the selected agent printing as fast as it can).
+fn idle(n: usize, secs: u64, flood: bool) {
+    let tag = if flood { "flood" } else { "idle" };
+    let server = support::Server::new(&format!("dash-{tag}-{n}"));
+    let session = format!("d{tag}{n}");
+    write_layout_with(server.dir.path(), &session, n, flood);
     let viewer = format!("{}-viewer", server.socket);
     let state = server.dir.path().join("state");
     let status = Command::new("tmux")
@@ -326,8 +341,13 @@ fn idle(n: usize, secs: u64) {
         .find(|w| w.starts_with("frames="))
         .unwrap_or("frames=?")
         .to_owned();
+    let what = if flood {
+        "one of them (selected) flooding"
+    } else {
+        "idle"
+    };
     println!(
-        "dashboard idle, {n} agents, {secs} s: CPU {:.3} % of a core, {bytes} bytes drawn \
+        "dashboard, {n} agents, {what}, {secs} s: CPU {:.3} % of a core, {bytes} bytes drawn \
          meanwhile, RSS {:.1} MiB; {frames} in its whole run (start-up included)",
         cpu * 100.0,
         rss as f64 / 1024.0
@@ -339,6 +359,7 @@ fn main() {
     frame_time(9);
     frame_time(200);
     death_to_card();
-    idle(9, secs);
-    idle(200, secs.min(30));
+    idle(9, secs, false);
+    idle(200, secs.min(30), false);
+    idle(9, secs.min(30), true);
 }

@@ -238,10 +238,11 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
     viewer.dashboard(&env, "");
 
     // It brings the session up, starts the supervisor, and shows the nine agents.
-    let screen = viewer.wait("the nine agents", |s| {
-        NAMES.iter().all(|n| s.contains(n)) && s.contains("supervisor ")
+    // (A capture can catch a frame half drawn: each wait is for the whole of what it
+    // looks for.)
+    viewer.wait("the nine agents", |s| {
+        NAMES.iter().all(|n| s.contains(n)) && s.contains("supervisor ") && s.contains("agents (9)")
     });
-    assert!(screen.contains("agents (9)"), "{screen}");
     let supervisor = wait_for("the background supervisor", Duration::from_secs(10), || {
         supervisor_of(&env)
     });
@@ -258,16 +259,16 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
         rustix::process::Signal::KILL,
     )
     .expect("kill worker6");
-    let screen = viewer.wait("worker6's card to show it exited", |s| {
-        card_col(s, "worker6").contains("exited")
-    });
-    assert!(
-        screen.contains("agent_exited"),
-        "the events panel has it:\n{screen}"
+    // In the events panel too, and `exited` sorts before the running agents: worker6's
+    // card is in the first row.
+    viewer.wait(
+        "worker6's card to show it exited, first, and the event",
+        |s| {
+            card_col(s, "worker6").contains("exited")
+                && s.contains("agent_exited")
+                && s.lines().nth(2).is_some_and(|row| row.contains("worker6"))
+        },
     );
-    // `exited` sorts before the running agents: worker6's card is in the first row.
-    let first_row = screen.lines().nth(2).unwrap_or("");
-    assert!(first_row.contains("worker6"), "{screen}");
 
     // `?` shows the help, any key closes it.
     viewer.keys(&["?"]);
@@ -307,11 +308,14 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
             "worker1 breaks a\n\nOrch-Agent: worker1",
         ],
     );
-    let screen = viewer.wait("the rollback prompt with the culprit commit", |s| {
-        s.contains("y approve") && s.contains("worker1 breaks a")
+    // (A capture can catch a frame half drawn: wait for the whole prompt.)
+    viewer.wait("the rollback prompt: commit, files, failing output", |s| {
+        s.contains("y approve")
+            && s.contains("worker1 breaks a")
+            && s.contains("src/a.txt  +1 -1")
+            && s.contains("a.txt is BROKEN")
+            && s.contains("1 rollback")
     });
-    assert!(screen.contains("src/a.txt  +1 -1"), "{screen}");
-    assert!(screen.contains("1 rollback"), "{screen}");
     // The agents' own session says so too.
     wait_for("the tmux status line", Duration::from_secs(10), || {
         let status = env.tmux(&["show-options", "-v", "-t", "dash", "status-right"]);
@@ -507,13 +511,13 @@ fn capital_y_answers_an_agents_own_approval_prompt_without_attaching() {
     let viewer = Viewer::start(&env, "viewer", 160, 45);
     viewer.dashboard(&env, "");
     // Waiting at its approval prompt: marked, first, with the question on its card.
-    let screen = viewer.wait("worker1 waiting", |s| {
-        card_col(s, "worker1").contains("waiting")
+    viewer.wait("worker1 waiting, marked, with its question", |s| {
+        let card = card_col(s, "worker1");
+        card.contains("waiting")
+            && card.contains("! worker1")
+            && card.contains("? Would you like to run")
+            && s.contains("1 waiting")
     });
-    let card = card_col(&screen, "worker1");
-    assert!(card.contains("! worker1"), "{card}");
-    assert!(card.contains("? "), "the question:\n{card}");
-    assert!(screen.contains("1 waiting"), "{screen}");
     // Tab goes to it (it is already first and selected, so Tab wraps round to it).
     viewer.keys(&["Tab"]);
     viewer.wait("worker1 selected", |s| s.contains("┏ ! worker1"));
@@ -541,4 +545,59 @@ fn capital_y_answers_an_agents_own_approval_prompt_without_attaching() {
     viewer.keys(&["x"]);
     viewer.wait("cancelled", |s| s.contains("cancelled"));
     viewer.keys(&["q"]);
+}
+
+/// The processes `pid` started.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn sigterm_and_sighup_give_the_terminal_back() {
+    let env = TestEnv::new();
+    org9(&env);
+    let viewer = Viewer::start(&env, "viewer", 120, 40);
+    let shell: u32 = viewer
+        .format("#{pane_pid}")
+        .parse()
+        .expect("the shell's pid");
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::HUP] {
+        viewer.dashboard(&env, "");
+        viewer.wait("the dashboard", |s| s.contains("agents (9)"));
+        let dashboard = wait_for("the dashboard's process", Duration::from_secs(5), || {
+            children(shell).first().copied()
+        });
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(dashboard as i32).expect("pid"),
+            signal,
+        )
+        .expect("signal");
+        let screen = viewer.wait("the shell again", |s| {
+            !s.contains("agents (9)") && s.trim_end().ends_with("viewer$")
+        });
+        assert_eq!(
+            viewer.format("#{alternate_on}"),
+            "0",
+            "{signal:?}: {screen}"
+        );
+        wait_for("the dashboard gone", Duration::from_secs(5), || {
+            (!alive(dashboard)).then_some(())
+        });
+        viewer.type_line("clear");
+    }
+    viewer.type_line("stty -a > stty.txt");
+    let stty = wait_for("stty's answer", Duration::from_secs(10), || {
+        std::fs::read_to_string(env.path().join("stty.txt"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let flags: Vec<&str> = stty.split_whitespace().collect();
+    for flag in ["icanon", "echo", "isig"] {
+        assert!(flags.contains(&flag), "{flag} is off:\n{stty}");
+    }
+    assert!(supervisor_of(&env).is_some(), "the supervisor runs on");
 }

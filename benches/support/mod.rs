@@ -40,6 +40,8 @@ impl Server {
             .env_remove("ORCH_LAYOUT")
             .env_remove("ORCH_AGENT")
             .env_remove("ORCH_SESSION")
+            // Benchmarks run the supervisor themselves, where they want one.
+            .env("ORCH_NO_SUPERVISE", "1")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .output()

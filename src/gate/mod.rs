@@ -315,6 +315,13 @@ impl Gate {
         Ok(self.lock_state()?.proposals.clone())
     }
 
+    /// Every proposal, if nobody holds the state now (`None` otherwise): for a caller
+    /// that must never wait on the gate, such as the supervisor's loop, which the gate
+    /// itself may be waiting for while it holds the state.
+    pub fn try_list(&self) -> Option<Vec<Proposal>> {
+        self.state.try_lock().ok().map(|s| s.proposals.clone())
+    }
+
     /// The full id of the proposal `id` names (a unique prefix is enough).
     pub fn resolve_id(&self, id: &str) -> Result<String> {
         let state = self.lock_state()?;

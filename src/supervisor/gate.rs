@@ -114,11 +114,12 @@ impl Host for LoopHost {
 }
 
 impl GateSource {
-    /// How many rollback decisions wait for the human.
-    pub(super) fn pending(&self) -> usize {
+    /// How many rollback decisions wait for the human; `None` while the gate holds its
+    /// state (it may be waiting for the loop that asks: never block on it).
+    pub(super) fn pending(&self) -> Option<usize> {
         self.gate
-            .list()
-            .map_or(0, |list| crate::gate::state::pending_decisions(&list))
+            .try_list()
+            .map(|list| crate::gate::state::pending_decisions(&list))
     }
 
     /// Starts the gate of `layout` (`None` without a `quality:` section). A gate that

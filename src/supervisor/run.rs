@@ -195,7 +195,7 @@ struct Shell {
     published: HashMap<String, control::AgentView>,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
-    /// Pending rollbacks, counted after each of the gate's events.
+    /// Pending rollback decisions, as last counted.
     rollbacks: usize,
     /// What the session's tmux status line was last set to.
     status_shown: Option<String>,
@@ -565,6 +565,15 @@ impl Shell {
     /// 1 rollback`), so someone attached to an agent's pane sees it too; one tmux call
     /// when it changed, none otherwise.
     fn show_attention(&mut self) {
+        // Counted when the gate's state is free; the next tick catches up otherwise.
+        match &self.gate {
+            Some(g) => {
+                if let Some(n) = g.pending() {
+                    self.rollbacks = n;
+                }
+            }
+            None => self.rollbacks = 0,
+        }
         let what = control::attention(&self.views(), self.rollbacks);
         if self.status_shown.as_ref() == Some(&what) {
             return;
@@ -1302,7 +1311,6 @@ impl Shell {
         use super::gate::FromGate;
         match g {
             FromGate::Event(e) => {
-                self.rollbacks = self.gate.as_ref().map_or(0, |g| g.pending());
                 self.emit(e)?;
                 self.show_attention();
                 Ok(())

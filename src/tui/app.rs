@@ -1138,6 +1138,69 @@ mod tests {
     }
 
     #[test]
+    fn a_click_selects_and_the_wheel_and_page_keys_scroll_the_preview() {
+        use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+        let mut app = app_with(vec![
+            view("a", "running", "idle"),
+            view("b", "running", "idle"),
+        ]);
+        let g = crate::tui::view::geometry(&app);
+        let (_, rect) = g.cells.iter().find(|(n, _)| n == "b").expect("b's card");
+        let mouse = |kind, column, row| {
+            Input::Mouse(MouseEvent {
+                kind,
+                column,
+                row,
+                modifiers: KeyModifiers::NONE,
+            })
+        };
+        let intents = update(
+            &mut app,
+            mouse(
+                MouseEventKind::Down(MouseButton::Left),
+                rect.x + 2,
+                rect.y + 1,
+            ),
+        );
+        assert_eq!(app.selected.as_deref(), Some("b"));
+        assert!(
+            intents
+                .iter()
+                .any(|i| matches!(i, Intent::Preview { agent, scroll: 0, .. } if agent == "b"))
+        );
+        // The wheel over the preview goes back into the pane's history…
+        let p = g.preview;
+        let intents = update(&mut app, mouse(MouseEventKind::ScrollUp, p.x + 3, p.y + 3));
+        assert_eq!(app.preview.scroll, 3);
+        assert!(
+            intents
+                .iter()
+                .any(|i| matches!(i, Intent::Preview { scroll: 3, .. }))
+        );
+        // …and so do PgUp and PgDn.
+        update(
+            &mut app,
+            Input::Key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE)),
+        );
+        assert_eq!(app.preview.scroll, 13);
+        update(
+            &mut app,
+            Input::Key(KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE)),
+        );
+        update(
+            &mut app,
+            Input::Key(KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE)),
+        );
+        assert_eq!(app.preview.scroll, 0);
+        // Over the agents, the wheel moves the selection.
+        update(
+            &mut app,
+            mouse(MouseEventKind::ScrollUp, rect.x + 2, rect.y + 1),
+        );
+        assert_eq!(app.selected.as_deref(), Some("a"));
+    }
+
+    #[test]
     fn o_cycles_the_sort_order() {
         let mut big = view("a", "running", "idle");
         big.rss_bytes = Some(900);
