@@ -601,3 +601,60 @@ fn sigterm_and_sighup_give_the_terminal_back() {
     }
     assert!(supervisor_of(&env).is_some(), "the supervisor runs on");
 }
+
+#[test]
+fn the_demo_opens_the_dashboard_where_y_approves_its_rollback_and_q_cleans_up() {
+    let env = TestEnv::new();
+    let (tmux_tmpdir, tmpdir) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let viewer = Viewer::start(&env, "viewer", 160, 45);
+    viewer.wait("the shell prompt", |s| s.contains("viewer$"));
+    viewer.type_line(&format!(
+        "TMUX_TMPDIR='{}' TMPDIR='{}' '{}' demo",
+        tmux_tmpdir.path().display(),
+        tmpdir.path().display(),
+        env!("CARGO_BIN_EXE_orch"),
+    ));
+    // The dashboard on the demo's own session: nine agents, then the story's rollback,
+    // which waits for the human (`y`, with exactly one waiting).
+    let slow = Duration::from_secs(90);
+    let until = |what: &str, f: &dyn Fn(&str) -> bool| {
+        let mut last = String::new();
+        poll(slow, || {
+            last = viewer.screen();
+            f(&last).then_some(())
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; the screen:\n{last}"));
+    };
+    until("the demo's nine agents", &|s| {
+        s.contains("agents (9)") && NAMES.iter().all(|n| s.contains(n))
+    });
+    until("the rollback prompt", &|s| s.contains("y approve"));
+    viewer.keys(&["y"]);
+    until("the rollback executed", &|s| s.contains("executed"));
+    viewer.keys(&["q"]);
+    until("the shell again", &|s| {
+        !s.contains("agents (9)") && s.trim_end().ends_with("viewer$")
+    });
+    // Everything the demo made is gone: its workspace and its tmux server's socket.
+    wait_for("the workspace removed", Duration::from_secs(20), || {
+        std::fs::read_dir(tmpdir.path())
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+            .then_some(())
+    });
+    let uid = rustix::process::getuid().as_raw();
+    let sockets = tmux_tmpdir.path().join(format!("tmux-{uid}"));
+    wait_for(
+        "the demo's tmux server gone",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&sockets)
+                .map(|d| d.count() == 0)
+                .unwrap_or(true)
+                .then_some(())
+        },
+    );
+}
