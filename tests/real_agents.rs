@@ -370,14 +370,18 @@ fn conformance(cli: &Cli) {
     // 3. --when idle: queued while the CLI works, delivered once it is back.
     let busy = env.write("busy.txt", "Reply with the single word ping.");
     env.orch_ok(&["send", "--file", busy.to_str().expect("utf8"), "agent"]);
-    wait_for("the CLI to work", Duration::from_secs(20), || {
-        (status_activity(&env) == "working").then_some(())
+    // When the status that said "working" was asked for: the CLI went back to its prompt
+    // after that (a slow `orch status` under load must not move this later).
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+    };
+    let working_since = wait_for("the CLI to work", Duration::from_secs(20), || {
+        let asked = now_ms();
+        (status_activity(&env) == "working").then_some(asked - 50)
     });
-    let working_since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 1_000;
     let out = env.orch_ok(&[
         "send",
         "--when",
@@ -398,13 +402,14 @@ fn conformance(cli: &Cli) {
         }
     };
     assert_eq!(queued_delivery["submitted"], true, "{queued_delivery}");
-    // From the moment the CLI was back at its prompt (the last idle before the delivery).
+    // From the moment the CLI was back at its prompt (the last idle, or waiting at a
+    // dialog, before the delivery; the delivery's own submission then makes it work).
     let back = sup
         .seen
         .iter()
         .rfind(|e| {
             e["kind"] == "activity_changed"
-                && e["to"] == "idle"
+                && (e["to"] == "idle" || e["to"] == "waiting")
                 && (working_since..=event_ms(&queued_delivery)).contains(&event_ms(e))
         })
         .cloned()
