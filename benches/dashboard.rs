@@ -26,15 +26,6 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use rustix::process::{Pid, Signal, kill_process};
 
-const CLOCK_TICKS: f64 = 100.0;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -139,7 +130,7 @@ fn pane_pid(server: &support::Server, session: &str, agent: &str) -> Option<u32>
 }
 
 fn death_to_card() {
-    let kills = env_num("ORCH_BENCH_DASH_KILLS", 30) as usize;
+    let kills = support::env_num("ORCH_BENCH_DASH_KILLS", 30) as usize;
     let server = support::Server::new("dash-death");
     write_layout(server.dir.path(), "dd", 9);
     server.orch_with(&["layout", "up"], &[("ORCH_NO_SUPERVISE", "")]);
@@ -197,32 +188,12 @@ fn death_to_card() {
             }
         }
     });
-    let _ = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args([
-            "--socket",
-            &server.socket,
-            "layout",
-            "down",
-            "--no-snapshot",
-        ])
-        .current_dir(server.dir.path())
-        .env("ORCH_STATE_DIR", server.dir.path().join("state"))
-        .stdout(Stdio::null())
-        .status();
+    server.orch(&["layout", "down", "--no-snapshot"]);
     println!(
         "agent death -> card redrawn (subscribe stream, 9 agents, {kills} kills): p50 {} p99 {}",
         support::ms(pct(took.clone(), 0.5)),
         support::ms(pct(took, 0.99))
     );
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -296,10 +267,12 @@ fn idle(n: usize, secs: u64, flood: bool) {
     // What it writes to its terminal meanwhile: nothing, unless it redrew something.
     let written = server.dir.path().join("written");
     viewer_tmux(&["pipe-pane", "-o", &format!("cat > '{}'", written.display())]);
-    let before = cpu_ticks(pid);
+    let before = support::cpu_ticks(pid);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let cpu = (cpu_ticks(pid) - before) as f64 / CLOCK_TICKS / start.elapsed().as_secs_f64();
+    let cpu = (support::cpu_ticks(pid) - before) as f64
+        / support::CLOCK_TICKS
+        / start.elapsed().as_secs_f64();
     viewer_tmux(&["pipe-pane"]);
     let bytes = std::fs::metadata(&written).map_or(0, |m| m.len());
     viewer_tmux(&["send-keys", "q"]);
@@ -324,18 +297,7 @@ fn idle(n: usize, secs: u64, flood: bool) {
         .args(["-L", &viewer, "kill-server"])
         .stderr(Stdio::null())
         .status();
-    let _ = Command::new(env!("CARGO_BIN_EXE_orch"))
-        .args([
-            "--socket",
-            &server.socket,
-            "layout",
-            "down",
-            "--no-snapshot",
-        ])
-        .current_dir(server.dir.path())
-        .env("ORCH_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .status();
+    server.orch(&["layout", "down", "--no-snapshot"]);
     let frames = frames
         .split_whitespace()
         .find(|w| w.starts_with("frames="))
@@ -355,7 +317,7 @@ fn idle(n: usize, secs: u64, flood: bool) {
 }
 
 fn main() {
-    let secs = env_num("ORCH_BENCH_DASH_SECS", 60);
+    let secs = support::env_num("ORCH_BENCH_DASH_SECS", 60);
     frame_time(9);
     frame_time(200);
     death_to_card();

@@ -28,13 +28,6 @@ use orch::supervisor::event::{Event, EventKind};
 
 use support::{median, ms};
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 /// A repository in `dir` driven by the git command line, its configuration isolated.
 struct Git {
     dir: PathBuf,
@@ -195,7 +188,7 @@ fn commit_to_check_started() {
             }
         };
     wait("check_passed", None, &rx);
-    let n = env_num("ORCH_BENCH_COMMITS", 20);
+    let n = support::env_num("ORCH_BENCH_COMMITS", 20);
     let mut lat = Vec::new();
     for i in 1..=n {
         std::fs::write(dir.join("src/a.txt"), format!("{i}\n")).expect("write");
@@ -281,7 +274,7 @@ fn red_pass(n: usize, culprit: usize, check: &str) -> (Vec<(Instant, Event)>, us
 
 /// 2. Red result → proposal.
 fn red_to_proposal() {
-    let repeats = env_num("ORCH_BENCH_REPEATS", 15);
+    let repeats = support::env_num("ORCH_BENCH_REPEATS", 15);
     let mut one = Vec::new();
     let mut sixteen = Vec::new();
     for i in 0..repeats {
@@ -336,8 +329,8 @@ fn fast_import(git: &Git, n: usize) {
 
 /// 3. Executing a revert on a long history.
 fn revert_on_a_long_history() {
-    let history = env_num("ORCH_BENCH_HISTORY", 10_000);
-    let repeats = env_num("ORCH_BENCH_REPEATS", 10).min(10);
+    let history = support::env_num("ORCH_BENCH_HISTORY", 10_000);
+    let repeats = support::env_num("ORCH_BENCH_REPEATS", 10).min(10);
     let dir = tempfile::tempdir().expect("dir");
     let session = tempfile::tempdir().expect("session");
     let git = Git::init(dir.path());

@@ -25,15 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
-const CLOCK_TICKS: f64 = 100.0;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 struct Run {
     socket: String,
     dir: tempfile::TempDir,
@@ -183,16 +174,6 @@ fn signal(pid: u32, sig: Signal) {
     }
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
 fn pct(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -235,8 +216,8 @@ fn idle_layout(agents: usize, flood: bool) -> String {
 }
 
 fn detection_and_send(agents: usize) {
-    let kills = env_num("ORCH_BENCH_SCALE_KILLS", 40) as usize;
-    let sends = env_num("ORCH_BENCH_SCALE_SENDS", 5) as usize;
+    let kills = support::env_num("ORCH_BENCH_SCALE_KILLS", 40) as usize;
+    let sends = support::env_num("ORCH_BENCH_SCALE_SENDS", 5) as usize;
     let mut run = Run::start(&format!("kill{agents}"), &echo_layout(agents), false);
     let mut pids = run.started(agents);
     run.wait("start-up snapshot", Duration::from_secs(60), |e| {
@@ -337,19 +318,24 @@ fn measure(run: &Run, secs: u64) -> (f64, f64, f64) {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     };
-    let (s0, t0, c0, at) = (cpu_ticks(pid), cpu_ticks(server), calls(), Instant::now());
+    let (s0, t0, c0, at) = (
+        support::cpu_ticks(pid),
+        support::cpu_ticks(server),
+        calls(),
+        Instant::now(),
+    );
     std::thread::sleep(Duration::from_secs(secs));
     let el = at.elapsed().as_secs_f64();
-    let p = |t: u64| t as f64 / CLOCK_TICKS / el * 100.0;
+    let p = |t: u64| t as f64 / support::CLOCK_TICKS / el * 100.0;
     (
-        p(cpu_ticks(pid) - s0),
-        p(cpu_ticks(server) - t0),
+        p(support::cpu_ticks(pid) - s0),
+        p(support::cpu_ticks(server) - t0),
         (calls() - c0) as f64 / el,
     )
 }
 
 fn flood_and_idle(agents: usize) {
-    let secs = env_num("ORCH_BENCH_SCALE_SECS", 20);
+    let secs = support::env_num("ORCH_BENCH_SCALE_SECS", 20);
     {
         let mut run = Run::start(&format!("flood{agents}"), &idle_layout(agents, true), true);
         run.started(agents);
@@ -378,8 +364,8 @@ fn main() {
         .collect();
     println!(
         "orch at scale (release build, private tmux server per run; CPU resolution {:.2} % over {} s)",
-        100.0 / CLOCK_TICKS / env_num("ORCH_BENCH_SCALE_SECS", 20) as f64,
-        env_num("ORCH_BENCH_SCALE_SECS", 20)
+        100.0 / support::CLOCK_TICKS / support::env_num("ORCH_BENCH_SCALE_SECS", 20) as f64,
+        support::env_num("ORCH_BENCH_SCALE_SECS", 20)
     );
     for &n in &sizes {
         detection_and_send(n);

@@ -24,16 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 
-/// Linux `USER_HZ`: the unit of utime/stime in /proc/<pid>/stat.
-const CLOCK_TICKS: f64 = 100.0;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 /// One line `orch supervise` printed, stamped with when the bench read it.
 #[derive(Debug)]
 struct Event {
@@ -260,7 +250,7 @@ fn layout(agents: usize, restart: bool) -> String {
         );
     }
     yaml.push_str("agents:\n");
-    let lines = env_num("ORCH_BENCH_HISTORY_LINES", 0);
+    let lines = support::env_num("ORCH_BENCH_HISTORY_LINES", 0);
     let print = if lines > 0 {
         format!("seq 1 {lines}; ")
     } else {
@@ -338,8 +328,8 @@ fn summary(label: &str, mut v: Vec<f64>, target: &str) {
 }
 
 fn kill_bench() {
-    let kills = env_num("ORCH_BENCH_KILLS", 100) as usize;
-    let agents = env_num("ORCH_BENCH_KILL_AGENTS", 9).max(1) as usize;
+    let kills = support::env_num("ORCH_BENCH_KILLS", 100) as usize;
+    let agents = support::env_num("ORCH_BENCH_KILL_AGENTS", 9).max(1) as usize;
     if kills == 0 {
         return;
     }
@@ -442,8 +432,8 @@ fn kill_bench() {
 }
 
 fn idle_bench() {
-    let secs = env_num("ORCH_BENCH_IDLE_SECS", 60).max(1);
-    let settle = env_num("ORCH_BENCH_SETTLE_SECS", 5);
+    let secs = support::env_num("ORCH_BENCH_IDLE_SECS", 60).max(1);
+    let settle = support::env_num("ORCH_BENCH_SETTLE_SECS", 5);
     let sizes: Vec<usize> = std::env::var("ORCH_BENCH_IDLE_AGENTS")
         .unwrap_or_else(|_| "9,50,200".into())
         .split(',')
@@ -455,7 +445,7 @@ fn idle_bench() {
     println!(
         "idle supervisor, `exec sleep 3600` agents, {settle} s settle then {secs} s measured \
          (CPU resolution {:.3} % of one core)",
-        100.0 / CLOCK_TICKS / secs as f64
+        100.0 / support::CLOCK_TICKS / secs as f64
     );
     for agents in sizes {
         let mut sup = Supervisor::start(&format!("idle{agents}"), &layout(agents, false), true);
@@ -495,7 +485,7 @@ fn idle_bench() {
             .map(|e| e.kind.clone())
             .collect();
 
-        let pct_of = |ticks: u64| ticks as f64 / CLOCK_TICKS / elapsed * 100.0;
+        let pct_of = |ticks: u64| ticks as f64 / support::CLOCK_TICKS / elapsed * 100.0;
         rss.sort_by(f64::total_cmp);
         let target = if agents <= 9 {
             0.2

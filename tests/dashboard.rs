@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -101,6 +102,23 @@ impl Viewer {
         self.tmux(&["display-message", "-p", "-t", "v", f])
             .trim()
             .to_owned()
+    }
+
+    /// The terminal is in cooked mode (it echoes and reads lines), as the shell wants it:
+    /// `stty -a`, run at the prompt, says so (its answer goes to a file in `dir`).
+    fn assert_cooked(&self, dir: &Path) {
+        let file = dir.join("stty.txt");
+        let _ = std::fs::remove_file(&file);
+        self.type_line(&format!("stty -a > '{}'", file.display()));
+        let stty = wait_for("stty's answer", Duration::from_secs(10), || {
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+        let flags: Vec<&str> = stty.split_whitespace().collect();
+        for flag in ["icanon", "echo", "isig", "icrnl", "opost"] {
+            assert!(flags.contains(&flag), "{flag} is off:\n{stty}");
+        }
     }
 
     /// Runs the dashboard at the shell prompt.
@@ -397,17 +415,7 @@ fn a_panic_leaves_the_terminal_usable() {
         s.contains("ORCH_DASHBOARD_PANIC") && s.trim_end().ends_with("viewer$")
     });
     assert_eq!(viewer.format("#{alternate_on}"), "0", "{screen}");
-    // Cooked mode: the terminal echoes and reads lines again.
-    viewer.type_line("stty -a > stty.txt");
-    let stty = wait_for("stty's answer", Duration::from_secs(10), || {
-        std::fs::read_to_string(env.path().join("stty.txt"))
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    let flags: Vec<&str> = stty.split_whitespace().collect();
-    for flag in ["icanon", "echo", "isig", "icrnl", "opost"] {
-        assert!(flags.contains(&flag), "{flag} is off:\n{stty}");
-    }
+    viewer.assert_cooked(env.path());
     viewer.type_line("echo typed-back");
     viewer.wait("the echo", |s| {
         s.contains("typed-back\nviewer$") || s.contains("typed-back")
@@ -589,16 +597,7 @@ fn sigterm_and_sighup_give_the_terminal_back() {
         });
         viewer.type_line("clear");
     }
-    viewer.type_line("stty -a > stty.txt");
-    let stty = wait_for("stty's answer", Duration::from_secs(10), || {
-        std::fs::read_to_string(env.path().join("stty.txt"))
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
-    let flags: Vec<&str> = stty.split_whitespace().collect();
-    for flag in ["icanon", "echo", "isig"] {
-        assert!(flags.contains(&flag), "{flag} is off:\n{stty}");
-    }
+    viewer.assert_cooked(env.path());
     assert!(supervisor_of(&env).is_some(), "the supervisor runs on");
 }
 

@@ -186,21 +186,8 @@ fn request_once(
     req: &Request,
     patience: Option<Duration>,
 ) -> Result<Option<Reply>> {
-    let path = session_dir.join(CONTROL_SOCKET);
-    // The folder's descriptor (if any) stays open until the connection is made.
-    let short = short_socket_path(session_dir, &path);
-    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
-    let stream = match UnixStream::connect(connect_path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+    let Some(stream) = connect(session_dir)? else {
+        return Ok(None);
     };
     stream.set_read_timeout(patience)?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -215,25 +202,33 @@ fn request_once(
     ))
 }
 
-/// Sends a request without waiting for the reply, for callers that must not be held up
-/// (an agent CLI waits for its hooks): the line is in the socket's buffer when this
-/// returns, and the supervisor reads it when it gets to it. `Ok(false)` when no
-/// supervisor listens.
-pub fn notify(session_dir: &Path, req: &Request) -> Result<bool> {
+/// A connection to the session's supervisor; `None` when none listens.
+fn connect(session_dir: &Path) -> Result<Option<UnixStream>> {
     let path = session_dir.join(CONTROL_SOCKET);
+    // The folder's descriptor (if any) stays open until the connection is made.
     let short = short_socket_path(session_dir, &path);
     let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
-    let stream = match UnixStream::connect(connect_path) {
-        Ok(s) => s,
+    match UnixStream::connect(connect_path) {
+        Ok(s) => Ok(Some(s)),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(false);
+            Ok(None)
         }
-        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("connecting to {}", path.display())),
+    }
+}
+
+/// Sends a request without waiting for the reply, for callers that must not be held up
+/// (an agent CLI waits for its hooks): the line is in the socket's buffer when this
+/// returns, and the supervisor reads it when it gets to it. `Ok(false)` when no
+/// supervisor listens.
+pub fn notify(session_dir: &Path, req: &Request) -> Result<bool> {
+    let Some(stream) = connect(session_dir)? else {
+        return Ok(false);
     };
     stream.set_write_timeout(Some(Duration::from_secs(1)))?;
     let mut writer = &stream;
@@ -458,21 +453,12 @@ pub async fn subscribe(
     session_dir: &Path,
 ) -> Result<Option<tokio::io::Lines<tokio::io::BufReader<tokio::net::UnixStream>>>> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let path = session_dir.join(CONTROL_SOCKET);
-    let short = short_socket_path(session_dir, &path);
-    let connect_path = short.as_ref().map_or(path.as_path(), |(_, p)| p.as_path());
-    let mut stream = match tokio::net::UnixStream::connect(connect_path).await {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(e).with_context(|| format!("connecting to {}", path.display())),
+    // Connecting to a local socket does not block: the same connect as every request.
+    let Some(stream) = connect(session_dir)? else {
+        return Ok(None);
     };
+    stream.set_nonblocking(true)?;
+    let mut stream = tokio::net::UnixStream::from_std(stream)?;
     let req = serde_json::to_string(&Request::Subscribe)?;
     stream.write_all(format!("{req}\n").as_bytes()).await?;
     let mut lines = tokio::io::BufReader::new(stream).lines();
