@@ -417,7 +417,7 @@ pub fn update(app: &mut App, input: Input) -> Vec<Intent> {
         Input::Clock(ms) => app.now_ms = ms,
         Input::Lost(why) => {
             app.connected = false;
-            app.say(format!("lost the supervisor: {why}; reconnecting"), true);
+            app.say(format!("lost the supervisor: {why}"), true);
         }
     }
     app.fix_selection();
@@ -453,6 +453,16 @@ fn line_input(app: &mut App, line: &str, out: &mut Vec<Intent>) {
                 server_down,
                 agents,
             }) => {
+                if app
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.text.starts_with("lost the supervisor"))
+                {
+                    app.say(
+                        format!("connected to the supervisor (pid {supervisor_pid})"),
+                        false,
+                    );
+                }
                 app.session = session;
                 app.supervisor_pid = Some(supervisor_pid);
                 app.server_down = server_down;

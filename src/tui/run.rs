@@ -149,7 +149,7 @@ async fn event_loop(
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
-    tokio::spawn(subscription(dir.clone(), opts.spawn.clone(), tx.clone()));
+    tokio::spawn(subscription(dir.clone(), tx.clone()));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut keys = Some(EventStream::new());
@@ -328,35 +328,42 @@ fn strip_escapes(line: &str) -> String {
     out
 }
 
-/// Follows the supervisor's subscription, starting the supervisor again and
-/// resubscribing when it goes away.
-async fn subscription(dir: PathBuf, spawn: Spawn, tx: mpsc::UnboundedSender<Input>) {
+/// Follows the supervisor's subscription, subscribing again when it goes away (a new
+/// supervisor is picked up within a second). A lost supervisor is not started again
+/// from here: `orch layout down` in another terminal stops it on purpose.
+async fn subscription(dir: PathBuf, tx: mpsc::UnboundedSender<Input>) {
+    let mut said = false;
     loop {
         match crate::supervisor::control::subscribe(&dir).await {
-            Ok(Some(mut lines)) => loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => {
-                        if tx.send(Input::Line(line)).is_err() {
-                            return;
+            Ok(Some(mut lines)) => {
+                said = false;
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(line)) => {
+                            if tx.send(Input::Line(line)).is_err() {
+                                return;
+                            }
                         }
-                    }
-                    Ok(None) | Err(_) => {
-                        let _ =
-                            tx.send(Input::Lost("the supervisor closed the subscription".into()));
-                        break;
+                        Ok(None) | Err(_) => break,
                     }
                 }
-            },
-            Ok(None) => {
-                let _ = tx.send(Input::Lost("no supervisor runs".into()));
             }
+            Ok(None) if !said => {
+                said = true;
+                let _ = tx.send(Input::Lost(
+                    "no supervisor runs (`orch supervise`, or opening the dashboard again, starts one)"
+                        .into(),
+                ));
+            }
+            Ok(None) => {}
             Err(e) => {
                 let _ = tx.send(Input::Lost(format!("{e:#}")));
             }
         }
+        if tx.is_closed() {
+            return;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (spawn, dir) = (spawn.clone(), dir.clone());
-        let _ = tokio::task::spawn_blocking(move || spawn.ensure(&dir)).await;
     }
 }
 
