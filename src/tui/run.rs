@@ -337,14 +337,9 @@ async fn subscription(dir: PathBuf, tx: mpsc::UnboundedSender<Input>) {
         match crate::supervisor::control::subscribe(&dir).await {
             Ok(Some(mut lines)) => {
                 said = false;
-                loop {
-                    match lines.next_line().await {
-                        Ok(Some(line)) => {
-                            if tx.send(Input::Line(line)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) | Err(_) => break,
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(Input::Line(line)).is_err() {
+                        return;
                     }
                 }
             }
