@@ -83,7 +83,12 @@ impl TerminalGuard {
         HOOK.call_once(|| {
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
-                restore_terminal();
+                // The loop runs on the main thread: its panic ends the dashboard. One in a
+                // worker thread (an intent carried out) is caught there, and the screen
+                // stays the dashboard's.
+                if std::thread::current().name() == Some("main") {
+                    restore_terminal();
+                }
                 previous(info);
             }));
         });
