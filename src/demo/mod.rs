@@ -309,8 +309,9 @@ impl Workspace {
         Ok(layout)
     }
 
-    /// Kills the demo's tmux server (by its socket), what of the demo outlived it, and
-    /// removes the folder.
+    /// Kills the demo's tmux server (by its socket) and its transcript writer (by the pid
+    /// in its lock), and removes the folder. (The supervisor, stopped before, took its
+    /// control client and any running check with it.)
     fn remove(&mut self) -> Result<()> {
         if self.removed {
             return Ok(());
@@ -320,7 +321,7 @@ impl Workspace {
         if let Some(server) = &self.server {
             wait_gone(server.pid, Duration::from_secs(3));
         }
-        kill_leftovers(&self.socket);
+        stop_transcript_writers(&self.state);
         if let Some(server) = &self.server {
             let _ = std::fs::remove_file(&server.socket_path);
         }
@@ -414,37 +415,15 @@ fn wait_gone(pid: u32, timeout: Duration) {
     }
 }
 
-/// Processes whose command line names `name` (the demo's socket and workspace folder,
-/// unique to this demo), other than this one.
-pub fn processes_naming(name: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let needle = name.as_bytes();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
-        })
-        .collect()
-}
-
-/// SIGKILLs what of the demo outlived its tmux server: a control client or a check it
-/// started (they name its socket or workspace, which nothing else does).
-fn kill_leftovers(name: &str) {
-    for _ in 0..20 {
-        let left = processes_naming(name);
-        if left.is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-        for pid in processes_naming(name) {
-            if left.contains(&pid) {
-                crate::process::signal(pid, crate::process::Sig::Kill);
-            }
+/// Stops the transcript writers of the demo's sessions: a writer outlives its tmux
+/// server for a few seconds, and the workspace it writes into is about to go.
+fn stop_transcript_writers(state: &StateDir) {
+    let sessions = std::fs::read_dir(state.root()).into_iter().flatten().flatten();
+    for session in sessions {
+        let dir = session.path().join("transcripts");
+        if let Some(pid) = crate::session::transcript::writer::holder(&dir) {
+            crate::process::signal(pid, crate::process::Sig::Kill);
+            wait_gone(pid, Duration::from_secs(3));
         }
     }
 }

@@ -266,7 +266,8 @@ fn take_over(conn: &OwnedFd, redactors: &mut HashMap<Vec<String>, Rc<Redactor>>)
 /// The writer lock, waiting briefly: a pipe child probing [`alive`] holds it for an
 /// instant. `None` when another writer keeps it.
 fn take_lock(dir: &Path) -> Result<Option<File>> {
-    let file = crate::state::open_lock_file(&dir.join(LOCK))?;
+    use std::io::Write;
+    let mut file = crate::state::open_lock_file(&dir.join(LOCK))?;
     let start = Instant::now();
     while flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         if start.elapsed() > LOCK_WAIT {
@@ -274,7 +275,21 @@ fn take_lock(dir: &Path) -> Result<Option<File>> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Who holds it, for [`holder`]; the lock itself is what counts.
+    let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
     Ok(Some(file))
+}
+
+/// The pid of the writer that holds the lock of `dir`, if one does.
+pub fn holder(dir: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut file = File::open(dir.join(LOCK)).ok()?;
+    if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None;
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Whether a writer (running, starting or exiting) holds the lock of `dir`.
@@ -327,6 +342,16 @@ fn spawn(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_lock_names_its_holder_while_held() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(holder(dir.path()), None, "no lock file");
+        let lock = take_lock(dir.path()).expect("lock").expect("free");
+        assert_eq!(holder(dir.path()), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(holder(dir.path()), None, "released");
+    }
 
     #[test]
     fn a_transcript_over_its_limit_rotates_after_a_whole_line() {
