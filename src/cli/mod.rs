@@ -205,7 +205,7 @@ enum Hook {
 }
 
 fn parse_profile(s: &str) -> Result<crate::layout::Profile, String> {
-    serde_yaml::from_str(s).map_err(|_| format!("unknown profile {s:?}"))
+    crate::layout::Profile::from_name(s).ok_or_else(|| format!("unknown profile {s:?}"))
 }
 
 pub use crate::error::BadInput;

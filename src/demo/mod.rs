@@ -418,7 +418,10 @@ fn wait_gone(pid: u32, timeout: Duration) {
 /// Stops the transcript writers of the demo's sessions: a writer outlives its tmux
 /// server for a few seconds, and the workspace it writes into is about to go.
 fn stop_transcript_writers(state: &StateDir) {
-    let sessions = std::fs::read_dir(state.root()).into_iter().flatten().flatten();
+    let sessions = std::fs::read_dir(state.root())
+        .into_iter()
+        .flatten()
+        .flatten();
     for session in sessions {
         let dir = session.path().join("transcripts");
         if let Some(pid) = crate::session::transcript::writer::holder(&dir) {

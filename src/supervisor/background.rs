@@ -41,14 +41,6 @@ pub enum Started {
     Now(u32),
 }
 
-impl Started {
-    pub fn pid(self) -> u32 {
-        match self {
-            Started::Running(pid) | Started::Now(pid) => pid,
-        }
-    }
-}
-
 impl Spawn {
     /// Makes sure the session in `dir` has a supervisor that answers on its control
     /// socket, starting one in the background when none runs.

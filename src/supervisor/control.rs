@@ -71,14 +71,18 @@ pub struct AgentView {
     pub waiting_on: Option<String>,
 }
 
-/// What needs the human, e.g. `2 waiting · 1 fatal · 1 rollback`; empty when nothing
-/// does. The dashboard's title and the session's tmux status line say the same.
-pub fn attention<'a>(agents: impl IntoIterator<Item = &'a AgentView>, rollbacks: usize) -> String {
+/// What needs the human, e.g. `2 waiting · 1 fatal · 1 rollback`, from each agent's
+/// (state, activity); empty when nothing does. The dashboard's title and the session's
+/// tmux status line say the same.
+pub fn attention<'a>(
+    agents: impl IntoIterator<Item = (&'a str, &'a str)>,
+    rollbacks: usize,
+) -> String {
     let (mut waiting, mut fatal, mut stalled) = (0, 0, 0);
-    for a in agents {
-        waiting += usize::from(a.activity == "waiting");
-        fatal += usize::from(a.state == "fatal");
-        stalled += usize::from(a.state == "stalled");
+    for (state, activity) in agents {
+        waiting += usize::from(activity == "waiting");
+        fatal += usize::from(state == "fatal");
+        stalled += usize::from(state == "stalled");
     }
     [
         (waiting, "waiting"),

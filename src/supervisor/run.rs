@@ -574,7 +574,11 @@ impl Shell {
             }
             None => self.rollbacks = 0,
         }
-        let what = control::attention(&self.views(), self.rollbacks);
+        let agents = self.core.agents.iter();
+        let what = control::attention(
+            agents.map(|a| (a.state.as_str(), a.activity.as_str())),
+            self.rollbacks,
+        );
         if self.status_shown.as_ref() == Some(&what) {
             return;
         }
@@ -1232,37 +1236,12 @@ impl Shell {
         if self.core.server_down {
             return Ok(()); // nothing to capture; the newest good snapshot is what restores
         }
-        let reports = self.report();
-        // Panes that printed nothing since the last snapshot keep its contents. Without
-        // the control client nothing says which printed: every pane is read again (of
-        // those whose history only grew, just the new rows).
-        let mut reuse = self.snapshot_refs.clone();
-        if self.control.is_some() && self.reuse_ok {
-            reuse.unchanged = reuse
-                .previous
-                .keys()
-                .filter(|pane| !self.printed.contains(*pane))
-                .cloned()
-                .collect();
-        }
-        let taken = crate::snapshot::take_reusing(
-            &self.layout,
-            &self.tmux,
-            &self.state,
-            reason,
-            Some(&reports),
-            self.layout_file.as_deref(),
-            &reuse,
-        );
-        match taken {
-            Ok(t) => {
-                self.snapshot_refs = t.refs;
-                self.printed.clear();
-                self.reuse_ok = self.control.is_some();
+        match self.capture_snapshot(reason) {
+            Ok(written) => {
                 if let Some(back) = self.health.worked("snapshot", Instant::now()) {
                     self.emit(back)?;
                 }
-                self.emit(t.written.event(reason))
+                self.emit(written.event(reason))
             }
             // Reported once while snapshots keep failing (a full disk), not at every try.
             Err(e) if self.health.is_failing("snapshot") => {
@@ -1339,10 +1318,11 @@ impl Shell {
         }
     }
 
-    /// The snapshot before a rollback (reason `rollback`): like [`Shell::snapshot`], but
-    /// the gate learns whether it was written, since it must not move a branch otherwise.
-    fn snapshot_for_gate(&mut self) -> std::result::Result<bool, String> {
-        let reason = "rollback";
+    /// Writes a snapshot, reading again only what printed since the last one: panes that
+    /// printed nothing keep its contents. Without the control client nothing says which
+    /// printed, so every pane is read again (of those whose history only grew, just the
+    /// new rows).
+    fn capture_snapshot(&mut self, reason: &str) -> Result<crate::snapshot::Written> {
         let reports = self.report();
         let mut reuse = self.snapshot_refs.clone();
         if self.control.is_some() && self.reuse_ok {
@@ -1361,14 +1341,21 @@ impl Shell {
             Some(&reports),
             self.layout_file.as_deref(),
             &reuse,
-        );
-        match taken {
-            Ok(t) => {
-                self.snapshot_refs = t.refs;
-                self.printed.clear();
-                self.reuse_ok = self.control.is_some();
-                let event = t.written.event(reason);
-                self.emit(event).map_err(|e| format!("{e:#}"))?;
+        )?;
+        self.snapshot_refs = taken.refs;
+        self.printed.clear();
+        self.reuse_ok = self.control.is_some();
+        Ok(taken.written)
+    }
+
+    /// The snapshot before a rollback (reason `rollback`): like [`Shell::snapshot`], but
+    /// the gate learns whether it was written, since it must not move a branch otherwise.
+    fn snapshot_for_gate(&mut self) -> std::result::Result<bool, String> {
+        let reason = "rollback";
+        match self.capture_snapshot(reason) {
+            Ok(written) => {
+                self.emit(written.event(reason))
+                    .map_err(|e| format!("{e:#}"))?;
                 Ok(true)
             }
             Err(e) => {

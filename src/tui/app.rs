@@ -326,7 +326,9 @@ impl App {
     /// What needs the human, e.g. `2 waiting · 1 fatal · 1 rollback`; empty when nothing.
     pub fn summary(&self) -> String {
         crate::supervisor::control::attention(
-            self.agents.iter().map(|c| &c.view),
+            self.agents
+                .iter()
+                .map(|c| (c.view.state.as_str(), c.view.activity.as_str())),
             crate::gate::state::pending_decisions(&self.proposals),
         )
     }

@@ -295,42 +295,29 @@ impl PreviewReader {
 /// `height` rows of the pane ending `scroll` rows above its last non-blank row, with
 /// their colours.
 fn read_preview(tmux: &Tmux, pane: &str, scroll: u16, height: u16) -> ratatui::text::Text<'static> {
-    use ansi_to_tui::IntoText;
     let top = -(i64::from(scroll) + i64::from(height));
-    let Ok(bytes) = tmux.capture_coloured(pane, top, 10_000) else {
-        return ratatui::text::Text::raw("(the pane cannot be read)");
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<&str> = text.lines().collect();
-    while lines
-        .last()
-        .is_some_and(|l| strip_escapes(l).trim().is_empty())
-    {
-        lines.pop();
+    match tmux.capture_coloured(pane, top, 10_000) {
+        Ok(bytes) => preview_text(&bytes, scroll, height),
+        Err(_) => ratatui::text::Text::raw("(the pane cannot be read)"),
     }
-    let end = lines.len().saturating_sub(scroll as usize);
-    let start = end.saturating_sub(height as usize);
-    lines[start..end]
-        .join("\n")
-        .into_text()
-        .unwrap_or_else(|_| ratatui::text::Text::raw(""))
 }
 
-fn strip_escapes(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
+/// The `height` rows of a coloured capture that end `scroll` rows above its last row
+/// with something on it (a screen's blank rows below the prompt are not shown). Pure.
+fn preview_text(capture: &[u8], scroll: u16, height: u16) -> ratatui::text::Text<'static> {
+    use ansi_to_tui::IntoText;
+    let Ok(mut text) = capture.into_text() else {
+        return ratatui::text::Text::raw("(the pane's output cannot be read)");
+    };
+    let blank = |l: &ratatui::text::Line<'_>| l.spans.iter().all(|s| s.content.trim().is_empty());
+    while text.lines.last().is_some_and(blank) {
+        text.lines.pop();
     }
-    out
+    let end = text.lines.len().saturating_sub(scroll as usize);
+    let start = end.saturating_sub(height as usize);
+    text.lines.truncate(end);
+    text.lines.drain(..start);
+    text
 }
 
 /// Follows the supervisor's subscription, subscribing again when it goes away (a new
@@ -493,5 +480,35 @@ fn gate(
             Input::Proposals(Vec::new())
         }
         Err(e) => Input::Done(Err(format!("{e:#}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview_text;
+
+    fn rows(text: &ratatui::text::Text<'_>) -> Vec<String> {
+        text.lines
+            .iter()
+            .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_preview_ends_at_the_last_row_with_something_on_it_and_keeps_colours() {
+        let capture = b"one\n\x1b[31mtwo\x1b[0m\nthree\n$ \n\n   \n\x1b[0m\n";
+        let text = preview_text(capture, 0, 2);
+        assert_eq!(rows(&text), ["three", "$ "]);
+        // Two rows back into the history.
+        let text = preview_text(capture, 2, 2);
+        assert_eq!(rows(&text), ["one", "two"]);
+        let red = text.lines[1]
+            .spans
+            .iter()
+            .find(|s| s.content == "two")
+            .expect("two");
+        assert_eq!(red.style.fg, Some(ratatui::style::Color::Red));
+        // Scrolled past the top: what there is.
+        assert_eq!(rows(&preview_text(capture, 10, 3)), Vec::<String>::new());
     }
 }

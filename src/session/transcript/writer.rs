@@ -276,7 +276,9 @@ fn take_lock(dir: &Path) -> Result<Option<File>> {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Who holds it, for [`holder`]; the lock itself is what counts.
-    let _ = file.set_len(0).and_then(|()| write!(file, "{}", std::process::id()));
+    let _ = file
+        .set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()));
     Ok(Some(file))
 }
 
