@@ -657,3 +657,63 @@ fn the_demo_opens_the_dashboard_where_y_approves_its_rollback_and_q_cleans_up() 
         },
     );
 }
+
+#[test]
+fn r_s_and_capital_s_restart_stop_start_and_snapshot_through_the_supervisor() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: dash\nmonitor: { tick: 200ms }\nsnapshot: { interval: 1h }\nagents:\n\
+         \x20 - { name: boss1, role: BOSS, command: 'exec sleep 600' }\n\
+         \x20 - { name: worker1, role: WORKER, command: 'exec sleep 600' }\n",
+    );
+    let viewer = Viewer::start(&env, "viewer", 160, 45);
+    viewer.dashboard(&env, "");
+    viewer.wait("both running, boss1 selected", |s| {
+        card_col(s, "boss1").contains("running")
+            && card_col(s, "worker1").contains("running")
+            && s.contains("┏ boss1")
+    });
+    let before = env.pane_of("dash", "boss1").pid;
+    // r: a human's restart (no backoff, not a crash).
+    viewer.keys(&["r"]);
+    viewer.wait("the restart said", |s| {
+        s.contains("boss1: restart handed to the supervisor")
+    });
+    wait_for("boss1 running anew", Duration::from_secs(10), || {
+        (env.pane_of("dash", "boss1").pid != before).then_some(())
+    });
+    // s stops it (and it stays stopped), s again starts it.
+    viewer.keys(&["s"]);
+    viewer.wait("boss1 stopped", |s| {
+        card_col(s, "boss1").contains("stopped")
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        card_col(&viewer.screen(), "boss1").contains("stopped"),
+        "stays stopped"
+    );
+    viewer.keys(&["s"]);
+    viewer.wait("boss1 running again", |s| {
+        card_col(s, "boss1").contains("running")
+    });
+    // S: a snapshot, named in the status bar and on disk.
+    viewer.keys(&["S"]);
+    let screen = viewer.wait("the snapshot written", |s| s.contains(" written"));
+    let id = screen
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the snapshot's id")
+        .to_owned();
+    let snapshots = env.state.path().join("dash").join("snapshots");
+    assert!(
+        std::fs::read_dir(&snapshots)
+            .expect("snapshots")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&id)),
+        "snapshot {id} in {}",
+        snapshots.display()
+    );
+    viewer.keys(&["q"]);
+}
