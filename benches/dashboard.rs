@@ -297,6 +297,8 @@ fn idle(n: usize, secs: u64, flood: bool) {
         .args(["-L", &viewer, "kill-server"])
         .stderr(Stdio::null())
         .status();
+    let uid = rustix::process::getuid().as_raw();
+    let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{viewer}"));
     server.orch(&["layout", "down", "--no-snapshot"]);
     let frames = frames
         .split_whitespace()

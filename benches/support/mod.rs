@@ -68,6 +68,27 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A supervisor started in the background (by `orch` or `layout up`) for this
+        // server: the lock in our state dir names it, its command line our socket.
+        let ours = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"--socket" && w[1] == self.socket.as_bytes())
+            })
+        };
+        let locks = std::fs::read_dir(self.dir.path().join("state"))
+            .into_iter()
+            .flatten();
+        for entry in locks.flatten() {
+            let pid = std::fs::read_to_string(entry.path().join("supervisor.lock"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .filter(|pid| ours(*pid));
+            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .stderr(Stdio::null())
