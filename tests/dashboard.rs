@@ -401,7 +401,10 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
     )
     .expect("kill boss1");
     wait_for("boss1 restarted", Duration::from_secs(10), || {
-        (env.pane_of("dash", "boss1").pid != boss1).then_some(())
+        env.panes("dash")
+            .into_iter()
+            .find(|p| p.agent == "boss1" && p.pid != boss1 && !p.dead)
+            .map(|_| ())
     });
 }
 
