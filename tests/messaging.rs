@@ -580,3 +580,74 @@ fn snapshots_carry_the_last_and_the_pending_messages_through_a_restore() {
     assert_eq!(queued[0]["text"], "review PR 7");
     assert_eq!(queued[0]["priority"], "high");
 }
+
+/// A stand-in for a CLI starved of CPU: it echoes what it reads, but once Enter comes it
+/// draws nothing for 3 s, then submits. Every Enter it reads is logged.
+const SLOW_TO_SUBMIT: &str = r#"
+import os, sys, time, tty
+tty.setraw(0)
+log = open(sys.argv[1], "a")
+line = ""
+os.write(1, b"> ")
+while True:
+    for ch in os.read(0, 4096).decode(errors="replace"):
+        if ch == "\r":
+            log.write("enter\n"); log.flush()
+            time.sleep(3)
+            log.write("submitted: " + line + "\n"); log.flush()
+            os.write(1, b"\r\nworking on it\r\n> ")
+            line = ""
+        else:
+            line += ch
+            os.write(1, ch.encode())
+"#;
+
+#[test]
+fn a_cli_slow_to_take_enter_is_not_sent_a_second_one() {
+    let env = TestEnv::new();
+    let script = env.write("slow.py", SLOW_TO_SUBMIT);
+    let log = |a: &str| env.path().join(format!("{a}.log"));
+    let agent = |a: &str| {
+        format!(
+            "  - {{ name: {a}, role: WORKER, command: \"exec python3 '{}' '{}'\" }}\n",
+            script.display(),
+            log(a).display()
+        )
+    };
+    env.write(
+        "orch.yaml",
+        &format!("session: m\nagents:\n{}{}", agent("slow1"), agent("slow2")),
+    );
+    env.orch_ok(&["layout", "up"]);
+    for a in ["slow1", "slow2"] {
+        wait_for("the prompt", Duration::from_secs(10), || {
+            let pane = env.pane_of("m", a);
+            env.tmux(&["capture-pane", "-p", "-t", &pane.id])
+                .contains('>')
+                .then_some(())
+        });
+    }
+    // One agent, then both at once (one paste and one Enter for all of them).
+    let out = env.orch_ok(&["send", "slow1", "review the branch"]);
+    assert!(out.starts_with("slow1: delivered"), "{out}");
+    let out = env.orch_ok(&["send", "all", "merge it"]);
+    assert_eq!(out.matches(": delivered").count(), 2, "{out}");
+    // Submitted once each: while a screen stood still nobody pressed Enter again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        read(&log("slow1")),
+        "enter\nsubmitted: review the branch\nenter\nsubmitted: merge it\n"
+    );
+    assert_eq!(read(&log("slow2")), "enter\nsubmitted: merge it\n");
+    let audit = read(&audit_path(&env));
+    let delivered: Vec<serde_json::Value> = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"delivered\""))
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(delivered.len(), 3, "{audit}");
+    for v in delivered {
+        assert_eq!(v["submitted"], true, "{v}");
+        assert_eq!(v["retries"], 0, "{v}");
+    }
+}

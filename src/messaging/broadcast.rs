@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use super::deliver::{
-    Confirmation, DeliverError, Delivered, InputStyle, Options, SUBMIT_WITHIN, Signs,
-    looks_like_a_secret_prompt, tail_marker,
+    Confirmation, DeliverError, Delivered, EnterOutcome, EnterWatch, InputStyle, Options,
+    SUBMIT_WITHIN, Signs, UNCHANGED_PATIENCE, enter_at, looks_like_a_secret_prompt, tail_marker,
 };
 use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 
@@ -54,6 +54,8 @@ pub fn deliver_many(
     let all: Vec<usize> = (0..n).collect();
     let mut before = vec![(0, 0); n];
     let mut hidden = vec![false; n];
+    // The newest screen seen of each pane, against which an Enter's effect is judged.
+    let mut screens = vec![String::new(); n];
     for (i, look) in looks(tmux, panes, &all) {
         match look {
             Ok(p) if p.dead => results[i] = Some(Err(DeliverError::NotReady("dead"))),
@@ -64,6 +66,7 @@ pub fn deliver_many(
                     results[i] = Some(Err(DeliverError::NotReady("at a password prompt")));
                 }
                 before[i] = signs[i].count(&p.screen);
+                screens[i].clone_from(&p.screen);
             }
             Err(e) => results[i] = Some(Err(not_ready_or(e, false))),
         }
@@ -88,11 +91,18 @@ pub fn deliver_many(
         }
     }
     let window = opts.confirm_within + Duration::from_millis((safe.len() / 10_000) as u64 * 100);
+    let mut enter_no_sooner = start;
     poll(tmux, panes, window, &mut waiting, |i, look| match look {
-        Ok(p) => signs[i]
-            .landed(before[i], &p.screen)
-            .map(|c| confirmation[i] = c)
-            .is_some(),
+        Ok(p) => {
+            screens[i].clone_from(&p.screen);
+            let landed = signs[i].landed(before[i], &p.screen);
+            if let Some(c) = landed {
+                confirmation[i] = c;
+                let at = enter_at(start, Instant::now(), panes[i].1.settle);
+                enter_no_sooner = enter_no_sooner.max(at);
+            }
+            landed.is_some()
+        }
         Err(_) => false,
     });
     for &i in &waiting {
@@ -111,14 +121,16 @@ pub fn deliver_many(
         return finish(results, took, &retries, &confirmation, false);
     }
 
-    // Enter, no sooner than the slowest CLI's settle time; then once more where the
-    // input still holds the text.
+    // Enter, no sooner than the slowest CLI's settle time (after the paste was sent and
+    // after it was seen); then once more where the CLI redrew and its input still holds
+    // the text, or never redrew at all.
     let settle = landed
         .iter()
         .map(|&i| panes[i].1.settle)
         .max()
         .unwrap_or_default();
-    std::thread::sleep(settle.saturating_sub(start.elapsed()));
+    let enter_no_sooner = enter_no_sooner.max(start + settle);
+    std::thread::sleep(enter_no_sooner.saturating_duration_since(Instant::now()));
     let mut pending: Vec<usize> = landed
         .iter()
         .copied()
@@ -127,9 +139,37 @@ pub fn deliver_many(
     press_all(tmux, panes, &landed, opts, &mut results);
     for press in 0..2 {
         pending.retain(|i| results[*i].is_none());
-        poll(tmux, panes, SUBMIT_WITHIN, &mut pending, |i, look| {
-            look.as_ref().is_ok_and(|p| signs[i].submitted(p))
-        });
+        let now = Instant::now();
+        let mut watches: Vec<Option<EnterWatch>> = (0..n)
+            .map(|i| {
+                pending
+                    .contains(&i)
+                    .then(|| EnterWatch::new(&screens[i], now))
+            })
+            .collect();
+        let mut not_taken = Vec::new();
+        poll(
+            tmux,
+            panes,
+            UNCHANGED_PATIENCE + SUBMIT_WITHIN,
+            &mut pending,
+            |i, look| {
+                let (Ok(p), Some(watch)) = (look, watches[i].as_mut()) else {
+                    return false;
+                };
+                screens[i].clone_from(&p.screen);
+                match watch.observe(&signs[i], p, Instant::now()) {
+                    EnterOutcome::Submitted => true,
+                    EnterOutcome::Pending => false,
+                    EnterOutcome::NotTaken => {
+                        not_taken.push(i);
+                        true
+                    }
+                }
+            },
+        );
+        pending.append(&mut not_taken);
+        pending.sort_unstable();
         if pending.is_empty() {
             break;
         }

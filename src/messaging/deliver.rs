@@ -31,8 +31,14 @@ use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 /// Characters of the last line used to recognise the paste on the screen.
 pub const MARKER_CHARS: usize = 40;
 
-/// How long a submitted message may take to leave the input before Enter is pressed again.
+/// How long after the screen last changed a submitted message may take to leave the input
+/// before Enter is pressed again.
 pub(super) const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
+
+/// How long a screen may stay as it was when Enter was pressed before the Enter is taken
+/// as lost: a CLI starved of CPU draws nothing for seconds, and pressing again while it
+/// has not read the first would submit twice.
+pub(super) const UNCHANGED_PATIENCE: Duration = Duration::from_secs(8);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -236,6 +242,72 @@ impl Signs<'_> {
     }
 }
 
+/// What became of one press of Enter, so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EnterOutcome {
+    /// The input no longer holds the text.
+    Submitted,
+    /// Too early to say.
+    Pending,
+    /// The CLI took the Enter as something else (a newline), or never took it.
+    NotTaken,
+}
+
+/// Judges an Enter from the screens seen after it. The CLI reacts to an Enter by
+/// redrawing; only once it has redrawn, and then kept still for [`SUBMIT_WITHIN`] with
+/// the text still in its input, did it take the Enter as something other than a
+/// submission. A screen that never changes is given [`UNCHANGED_PATIENCE`]. Pure: the
+/// caller brings the clock.
+pub(super) struct EnterWatch {
+    pressed: Instant,
+    screen: String,
+    changed: Option<Instant>,
+}
+
+impl EnterWatch {
+    /// Enter pressed at `now` on a pane last seen showing `screen`.
+    pub(super) fn new(screen: &str, now: Instant) -> EnterWatch {
+        EnterWatch {
+            pressed: now,
+            screen: screen.to_owned(),
+            changed: None,
+        }
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        signs: &Signs<'_>,
+        input: &PaneInput,
+        now: Instant,
+    ) -> EnterOutcome {
+        if signs.submitted(input) {
+            return EnterOutcome::Submitted;
+        }
+        if input.screen != self.screen {
+            self.screen.clone_from(&input.screen);
+            self.changed = Some(now);
+        }
+        let given_up = match self.changed {
+            Some(at) => now.duration_since(at) >= SUBMIT_WITHIN,
+            None => now.duration_since(self.pressed) >= UNCHANGED_PATIENCE,
+        };
+        if given_up {
+            EnterOutcome::NotTaken
+        } else {
+            EnterOutcome::Pending
+        }
+    }
+}
+
+/// When Enter may be pressed: no sooner than the CLI's settle time after the paste was
+/// sent, and half of it after the paste was seen. A CLI's paste window opens when it reads
+/// the paste, which under load can be long after tmux sent it but is never after its
+/// screen showed it; unloaded, the text shows within milliseconds and the first bound is
+/// the one that counts.
+pub(super) fn enter_at(sent: Instant, seen: Instant, settle: Duration) -> Instant {
+    (sent + settle).max(seen + settle / 2)
+}
+
 /// Delivers `text` into `pane`: paste, confirm, Enter, confirm the submission.
 pub fn deliver(
     tmux: &Tmux,
@@ -265,6 +337,7 @@ pub fn deliver(
         tmux.paste(pane, safe)
     })?;
 
+    let mut last_screen = first.screen;
     let confirmation = if hidden {
         Confirmation::NoEcho
     } else {
@@ -272,7 +345,9 @@ pub fn deliver(
             opts.confirm_within + Duration::from_millis((safe.len() / 10_000) as u64 * 100);
         wait_until(window, || {
             let input = look(tmux, pane, true)?;
-            Ok(signs.landed(before, &input.screen))
+            let landed = signs.landed(before, &input.screen);
+            last_screen = input.screen;
+            Ok(landed)
         })?
         .ok_or_else(|| DeliverError::Failed {
             reason: format!(
@@ -291,17 +366,21 @@ pub fn deliver(
         });
     }
     // An Enter inside the CLI's paste window would be a newline in its input.
-    sleep(style.settle.saturating_sub(start.elapsed()));
+    let seen = Instant::now();
+    sleep(enter_at(start, seen, style.settle).saturating_duration_since(seen));
     for press in 0..2 {
         press_enter(tmux, pane, opts, &mut retries)?;
         if confirmation == Confirmation::NoEcho {
             break; // nothing on the screen can say more
         }
-        let gone = wait_until(SUBMIT_WITHIN, || {
+        let mut watch = EnterWatch::new(&last_screen, Instant::now());
+        let outcome = wait_until(UNCHANGED_PATIENCE + SUBMIT_WITHIN, || {
             let input = look(tmux, pane, true)?;
-            Ok(signs.submitted(&input).then_some(()))
+            let outcome = watch.observe(&signs, &input, Instant::now());
+            last_screen = input.screen;
+            Ok((outcome != EnterOutcome::Pending).then_some(outcome))
         })?;
-        if gone.is_some() {
+        if outcome == Some(EnterOutcome::Submitted) {
             break;
         }
         if press == 1 {
@@ -537,6 +616,83 @@ mod tests {
         };
         assert!(!signs.submitted(&input("$ echo hi", 0)));
         assert!(signs.submitted(&input("$ echo hi\nhi\n$ ", 2)));
+    }
+
+    #[test]
+    fn an_enter_is_judged_once_the_cli_redrew() {
+        let gemini = InputStyle::for_profile(Profile::Gemini);
+        let signs = Signs {
+            marker: tail_marker("hello gemini").expect("m"),
+            style: &gemini,
+        };
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let pasted = " > hello gemini\n workspace (/directory)\n";
+        let newline = " > hello gemini\n   \n workspace (/directory)\n";
+        let sent = " > hello gemini\n ⠼ Thinking... (esc to cancel, 1s)\n >   Type your message or @path/to/file\n";
+
+        // A starved CLI that has not redrawn yet: wait, however long SUBMIT_WITHIN is.
+        let mut w = EnterWatch::new(pasted, t0);
+        assert_eq!(
+            w.observe(&signs, &input(pasted, 0), ms(3_000)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(sent, 2), ms(6_000)),
+            EnterOutcome::Submitted
+        );
+
+        // It redrew the Enter as a newline: pressed again once it kept still.
+        let mut w = EnterWatch::new(pasted, t0);
+        assert_eq!(
+            w.observe(&signs, &input(newline, 1), ms(100)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(newline, 1), ms(1_500)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(newline, 1), ms(1_600)),
+            EnterOutcome::NotTaken
+        );
+
+        // Every redraw restarts the wait; a screen that never changes is given up on.
+        let mut w = EnterWatch::new(pasted, t0);
+        assert_eq!(
+            w.observe(&signs, &input(newline, 1), ms(1_000)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(pasted, 0), ms(2_000)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(pasted, 0), ms(3_600)),
+            EnterOutcome::NotTaken
+        );
+        let mut w = EnterWatch::new(pasted, t0);
+        let patience = UNCHANGED_PATIENCE.as_millis() as u64;
+        assert_eq!(
+            w.observe(&signs, &input(pasted, 0), ms(patience - 1)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(pasted, 0), ms(patience)),
+            EnterOutcome::NotTaken
+        );
+    }
+
+    #[test]
+    fn enter_waits_the_settle_after_the_paste_was_sent_and_half_after_it_showed() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let settle = Duration::from_millis(100);
+        // Unloaded: the text shows at once, the settle from sending counts.
+        assert_eq!(enter_at(t0, ms(15), settle), ms(100));
+        // Starved: the CLI read the paste late, its window is timed from then.
+        assert_eq!(enter_at(t0, ms(400), settle), ms(450));
+        assert_eq!(enter_at(t0, ms(400), Duration::ZERO), ms(400));
     }
 
     #[test]
