@@ -217,7 +217,18 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
     let re = regex::Regex::new(cli.answering).expect("answering pattern");
     let seen_before = re.find_iter(&before).count();
     let file = env.write(&format!("{what}.txt"), text);
-    let out = env.orch_ok(&["send", "--file", file.to_str().expect("utf8"), "agent"]);
+    let args = ["send", "--file", file.to_str().expect("utf8"), "agent"];
+    let sent = env.orch(&args);
+    assert!(
+        sent.status.success(),
+        "{}: {what}: orch {args:?} failed ({}):\n{}{}\nscreen:\n{}",
+        cli.profile,
+        sent.status,
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr),
+        screen(env, session)
+    );
+    let out = String::from_utf8_lossy(&sent.stdout).into_owned();
     let ms: u128 = out
         .strip_prefix("agent: delivered (")
         .and_then(|r| r.split(' ').next())
@@ -245,10 +256,15 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
 
 /// Ends the CLI's turn (its own give-up, or the key a person would press) and waits
 /// until orch reports it idle.
-fn back_to_prompt(env: &TestEnv, cli: &Cli, session: &str) {
+/// `last_key` is when the interrupt key was last pressed, across calls: Aider exits on two
+/// Ctrl-C within 2 s, and a slow `orch status` under load can make two calls press it so.
+fn back_to_prompt(env: &TestEnv, cli: &Cli, session: &str, last_key: &mut Option<Instant>) {
     let idle = |env: &TestEnv| (status_activity(env) == "idle").then_some(());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next_key = Instant::now() + Duration::from_millis(500);
+    if let Some(at) = *last_key {
+        next_key = next_key.max(at + Duration::from_secs(3));
+    }
     while idle(env).is_none() {
         assert!(
             Instant::now() < deadline,
@@ -262,10 +278,20 @@ fn back_to_prompt(env: &TestEnv, cli: &Cli, session: &str) {
             && Instant::now() >= next_key
         {
             env.tmux(&["send-keys", "-t", &format!("={session}:"), key]);
+            *last_key = Some(Instant::now());
             next_key = Instant::now() + Duration::from_secs(3);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The session's audit log, record by record.
+fn audit_records(env: &TestEnv, session: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.state.path().join(session).join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn event_ms(ev: &serde_json::Value) -> i64 {
@@ -328,6 +354,7 @@ fn conformance(cli: &Cli) {
         ),
     );
     let mut figures = Figures::default();
+    let mut last_key = None;
     let mut sup = Supervisor::start(&env);
     let started = sup.expect("agent_started", Some("agent"), Duration::from_secs(20));
 
@@ -348,24 +375,22 @@ fn conformance(cli: &Cli) {
         "Reply with the single word pong.",
         "one-line",
     );
-    back_to_prompt(&env, cli, &session);
+    back_to_prompt(&env, cli, &session, &mut last_key);
     let long: String = (1..=30)
         .map(|i| format!("{i:02}. check item {i} of the list and say whether it holds, briefly\n"))
         .collect();
     figures.thirty_lines_ms = send_submitted(&env, cli, &session, &long, "thirty-lines");
-    back_to_prompt(&env, cli, &session);
-    let audit = std::fs::read_to_string(env.state.path().join(&session).join("audit.jsonl"))
-        .unwrap_or_default();
+    back_to_prompt(&env, cli, &session, &mut last_key);
+    let audit = audit_records(&env, &session);
     let confirmations: Vec<String> = audit
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .iter()
         .filter(|v| v["kind"] == "delivered")
         .map(|v| {
             assert_eq!(v["submitted"], true, "{v}");
             v["confirmation"].as_str().unwrap_or_default().to_owned()
         })
         .collect();
-    assert_eq!(confirmations.len(), 2, "{audit}");
+    assert_eq!(confirmations.len(), 2, "{audit:#?}");
 
     // 3. --when idle: queued while the CLI works, delivered once it is back.
     let busy = env.write("busy.txt", "Reply with the single word ping.");
@@ -394,12 +419,18 @@ fn conformance(cli: &Cli) {
         "{}: while it works, the message waits: {out}",
         cli.profile
     );
-    back_to_prompt(&env, cli, &session);
-    // The supervisor also prints the deliveries it made of the earlier messages (under
-    // load `orch send` can leave one to it): the one wanted came after the CLI worked.
+    // Its id, from the audit log's newest `send` record: the supervisor also prints the
+    // deliveries it made of the earlier messages (under load `orch send` leaves them to
+    // it), and the busy message's own delivery may come after the CLI started working.
+    let queued_id = audit_records(&env, &session)
+        .into_iter()
+        .rfind(|v| v["kind"] == "send")
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .expect("the queued message is in the audit log");
+    back_to_prompt(&env, cli, &session, &mut last_key);
     let queued_delivery = loop {
         let ev = sup.expect("message_delivered", Some("agent"), Duration::from_secs(30));
-        if ev["from"] == "user" && event_ms(&ev) >= working_since {
+        if ev["id"] == queued_id.as_str() {
             break ev;
         }
     };
@@ -428,7 +459,7 @@ fn conformance(cli: &Cli) {
         cli.profile,
         figures.when_idle_after_prompt_ms
     );
-    back_to_prompt(&env, cli, &session);
+    back_to_prompt(&env, cli, &session, &mut last_key);
 
     // 4. Snapshot, kill the server: the supervisor restores, the CLI resumes with its
     //    real environment, the old processes are stopped, the handover is submitted.
