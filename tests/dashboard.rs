@@ -336,7 +336,7 @@ fn the_dashboard_runs_the_organisation_from_the_keyboard() {
     });
     // The agents' own session says so too.
     wait_for("the tmux status line", Duration::from_secs(10), || {
-        let status = env.tmux(&["show-options", "-v", "-t", "dash", "status-right"]);
+        let status = env.tmux(&["display-message", "-p", "-t", "=dash:", "#{E:status-right}"]);
         status.contains("1 rollback").then_some(())
     });
     viewer.keys(&["y"]);

@@ -117,6 +117,12 @@ fn the_supervisor_restores_a_session_whose_server_died() {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
     sup.expect("agent_restarted", Some("keeper"), Duration::from_secs(10));
+    // Its status line says what needs the human again, as before the server died.
+    support::wait_for("orch's status text", Duration::from_secs(10), || {
+        env.tmux(&["display-message", "-p", "-t", "=sd:", "#{E:status-right}"])
+            .starts_with("orch: ")
+            .then_some(())
+    });
 }
 
 #[test]

@@ -194,8 +194,29 @@ fn a_restarted_supervisor_adopts_running_agents_and_keeps_counters() {
 fn sigterm_stops_the_supervisor_and_leaves_agents_running() {
     let env = TestEnv::new();
     env.write("orch.yaml", LAYOUT);
+    // The user's own status line, on a server that runs before orch.
+    env.tmux(&["new-session", "-d", "-s", "keep", "sleep 600"]);
+    env.tmux(&["set-option", "-g", "status-right", "MY-CLOCK %H"]);
     let mut sup = Supervisor::start(&env);
     sup.expect("agent_started", Some("other"), Duration::from_secs(10));
+    let status = |what: &str| {
+        env.tmux(&["display-message", "-p", "-t", "=sup:", what])
+            .trim_end()
+            .to_owned()
+    };
+    // orch's text goes in front of it, with room for both.
+    wait_for("orch's status text", Duration::from_secs(10), || {
+        (status("#{@orch_attention}").starts_with("orch: ")
+            && status("#{status-right}") == "#{@orch_attention} MY-CLOCK %H")
+            .then_some(())
+    });
+    assert_eq!(status("#{status-right-length}"), "80");
+    assert_eq!(
+        env.tmux(&["display-message", "-p", "-t", "=keep:", "#{status-right}"])
+            .trim_end(),
+        "MY-CLOCK %H",
+        "another session's line is left alone"
+    );
     let hooks = env.tmux(&["show-hooks", "-t", "=sup:", "pane-died"]);
     assert!(
         hooks.contains("run-shell -b") && hooks.contains("'hook' 'pane-died'"),
@@ -204,8 +225,8 @@ fn sigterm_stops_the_supervisor_and_leaves_agents_running() {
     let pids: Vec<u32> = env.panes("sup").iter().map(|p| p.pid).collect();
     sup.signal(rustix::process::Signal::TERM);
     sup.expect("supervisor_stopped", None, Duration::from_secs(20));
-    let status = sup.child.wait().expect("wait");
-    assert!(status.success());
+    let exit = sup.child.wait().expect("wait");
+    assert!(exit.success());
     assert!(pids.iter().all(|&p| alive(p)));
     assert!(
         !env.tmux(&["show-hooks", "-t", "=sup:", "pane-died"])
@@ -213,6 +234,14 @@ fn sigterm_stops_the_supervisor_and_leaves_agents_running() {
         "hook removed"
     );
     assert!(!env.state.path().join("sup/control.sock").exists());
+    // The user's line is given back as it was: the session has none of its own again.
+    assert_eq!(status("#{status-right}"), "MY-CLOCK %H");
+    assert_eq!(status("#{status-right-length}"), "40");
+    let options = env.tmux(&["show-options", "-t", "=sup:"]);
+    assert!(
+        !options.contains("@orch_attention") && !options.contains("_before"),
+        "{options}"
+    );
 }
 
 #[test]

@@ -360,6 +360,8 @@ impl Shell {
         // Stops the gate, and kills a check that is running.
         self.gate = None;
         let _ = self.tmux.unset_pane_died_hook(&session);
+        // Nobody keeps the status text up to date any more: the user's own line comes back.
+        let _ = self.tmux.hide_attention(&session);
         let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
         self.persist(Instant::now());
         self.emit(
@@ -589,7 +591,7 @@ impl Shell {
         };
         match self
             .tmux
-            .set_status_right(self.layout.session.as_str(), &text)
+            .show_attention(self.layout.session.as_str(), &text)
         {
             Ok(()) => self.status_shown = Some(what),
             // The server may be gone; the next tick tries again.
@@ -879,6 +881,8 @@ impl Shell {
         tracing::warn!("the tmux server died");
         self.control = None;
         self.reuse_ok = false;
+        // A restored session has none of orch's status line yet.
+        self.status_shown = None;
         self.snapshot_refs = crate::snapshot::Reuse::default();
         self.timers.clear();
         self.feed(Msg::ServerGone).await?;

@@ -18,11 +18,40 @@ use std::process::{Command, Stdio};
 use tmux_interface::{
     CapturePane, DisplayMessage, KillPane, KillServer, KillSession, KillWindow, ListClients,
     ListPanes, ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
-    SelectLayout, SelectPane, SelectWindow, SendKeys, SetHook, SetOption, SplitWindow,
+    SelectLayout, SelectPane, SelectWindow, SendKeys, SetHook, SetOption, ShowOptions, SplitWindow,
     SwitchClient, TmuxCommand,
 };
 
 pub use panes::{CONTROL_PANE_FORMAT, PANE_FORMAT, Pane};
+
+/// The session option holding orch's status text, and how the status line names it.
+const ATTENTION_OPTION: &str = "@orch_attention";
+const ATTENTION_REF: &str = "#{@orch_attention}";
+/// The session's own `status-right` and `status-right-length` before orch's text was put
+/// in front (empty: it had none, the global one showed).
+const RIGHT_BEFORE: &str = "@orch_status_right_before";
+const LENGTH_BEFORE: &str = "@orch_status_length_before";
+/// Columns added to `status-right-length` for orch's text (`orch: 9 waiting · 2 rollbacks`).
+const ATTENTION_ROOM: usize = 40;
+
+/// `set-option` of one session option (`target` is `=session:`).
+fn set_session_option<'a>(target: &str, name: &'a str, value: &str) -> TmuxCommand<'a> {
+    SetOption::new()
+        .target_pane(target.to_owned())
+        .option(name)
+        .value(value.to_owned())
+        .build()
+}
+
+/// `show-options -qv` of one session option: its own value, empty when it has none.
+fn show_session_option<'a>(target: &str, name: &'a str) -> TmuxCommand<'a> {
+    ShowOptions::new()
+        .quiet()
+        .value()
+        .target_pane(target.to_owned())
+        .option(name)
+        .build()
+}
 
 /// Name of the throwaway first window of a new session. tmux creates a session's first
 /// window before any session option can be set, and `history-limit` only applies to panes
@@ -1093,18 +1122,81 @@ impl Tmux {
         self.run(vec![send.build()]).map(drop)
     }
 
-    /// Sets `session`'s right-hand status line (what needs the human, for someone
-    /// attached to one of its panes).
-    pub fn set_status_right(&self, session: &str, text: &str) -> Result<(), TmuxError> {
-        let escaped = text.replace('#', "##");
-        self.run(vec![
-            SetOption::new()
-                .target_pane(format!("={session}:"))
-                .option("status-right")
-                .value(escaped)
+    /// Shows `text` (what needs the human, for someone attached to one of the agents'
+    /// panes) in front of `session`'s right-hand status line, keeping what the user had
+    /// there. The text lives in a session option that the status line names; the first
+    /// call puts that name in front of the session's `status-right` (and makes room in
+    /// `status-right-length`), remembering both to give back in [`Tmux::hide_attention`].
+    pub fn show_attention(&self, session: &str, text: &str) -> Result<(), TmuxError> {
+        let target = format!("={session}:");
+        let local = self.run(vec![
+            set_session_option(&target, ATTENTION_OPTION, text),
+            show_session_option(&target, "status-right"),
+        ])?;
+        if local.contains(ATTENTION_REF) {
+            return Ok(());
+        }
+        let local_length = self.run(vec![show_session_option(&target, "status-right-length")])?;
+        let shown = self.run(vec![
+            DisplayMessage::new()
+                .print()
+                .target_pane(target.clone())
+                .message("#{status-right-length}\t#{status-right}")
                 .build(),
+        ])?;
+        let (length, right) = shown
+            .trim_end_matches('\n')
+            .split_once('\t')
+            .unwrap_or(("40", ""));
+        let length: usize = length.parse().unwrap_or(40);
+        self.run(vec![
+            set_session_option(&target, RIGHT_BEFORE, local.trim_end_matches('\n')),
+            set_session_option(&target, LENGTH_BEFORE, local_length.trim_end_matches('\n')),
+            set_session_option(&target, "status-right", &format!("{ATTENTION_REF} {right}")),
+            set_session_option(
+                &target,
+                "status-right-length",
+                &(length + ATTENTION_ROOM).to_string(),
+            ),
         ])
         .map(drop)
+    }
+
+    /// Gives `session`'s status line back as it was before [`Tmux::show_attention`]:
+    /// its own `status-right` and `status-right-length`, or the global ones it had.
+    pub fn hide_attention(&self, session: &str) -> Result<(), TmuxError> {
+        let target = format!("={session}:");
+        let got = |name: &str| {
+            self.run(vec![show_session_option(&target, name)])
+                .map(|v| v.trim_end_matches('\n').to_owned())
+        };
+        if !got("status-right")?.contains(ATTENTION_REF) {
+            return Ok(());
+        }
+        let restore = |name: &'static str, before: String| {
+            if before.is_empty() {
+                SetOption::new()
+                    .target_pane(target.clone())
+                    .unset()
+                    .option(name)
+                    .build()
+            } else {
+                set_session_option(&target, name, &before)
+            }
+        };
+        let right = restore("status-right", got(RIGHT_BEFORE)?);
+        let length = restore("status-right-length", got(LENGTH_BEFORE)?);
+        let mut commands = vec![right, length];
+        for name in [ATTENTION_OPTION, RIGHT_BEFORE, LENGTH_BEFORE] {
+            commands.push(
+                SetOption::new()
+                    .target_pane(target.clone())
+                    .unset()
+                    .option(name)
+                    .build(),
+            );
+        }
+        self.run(commands).map(drop)
     }
 
     pub fn attach(&self, session: &str) -> Result<(), TmuxError> {
