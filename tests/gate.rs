@@ -580,3 +580,66 @@ fn a_long_check_never_blocks_the_supervisor_and_dies_with_it() {
         "a killed check is no result: {state}"
     );
 }
+
+#[test]
+fn a_reloaded_layout_restarts_the_gate_with_its_new_settings() {
+    let env = TestEnv::new();
+    repo(&env);
+    let runs = env.home.path().join("runs");
+    let agent = sim("--work-every 1s");
+    let layout = |quality: &str| {
+        format!(
+            "session: gr\nmonitor: {{ tick: 200ms }}\nsnapshot: {{ interval: 1h }}\n{quality}agents:\n  - {{ name: w1, role: WORKER, command: \"{agent}\" }}\n"
+        )
+    };
+    env.write("orch.yaml", &layout(""));
+    let mut sup = Supervisor::start_with(&env, &[("GIT_CONFIG_NOSYSTEM", "1")]);
+    sup.expect("agent_started", Some("w1"), Duration::from_secs(10));
+    let no_gate = orch_git(&env, &["check"]);
+    assert_eq!(no_gate.status.code(), Some(2), "no quality: yet");
+
+    // `quality:` added: the gate starts and checks the branch.
+    let quality = |check: &str| {
+        format!(
+            "quality: {{ check: '{check}', timeout: 30s, retries: 0 }}\nrollback: {{ auto_max_risk: none }}\n"
+        )
+    };
+    env.write("orch.yaml", &layout(&quality(&check(&runs))));
+    sup.expect("config_reloaded", None, Duration::from_secs(10));
+    sup.expect("check_passed", None, Duration::from_secs(20));
+    let bad = commit(&env, &[("src/a.txt", "BROKEN\n")], "breaks a", "tester");
+    let failed = sup.expect("check_failed", None, Duration::from_secs(20));
+    assert_eq!(failed["commit"], bad.as_str());
+
+    // Another check command: the next commit is judged by it, not by the old one.
+    let runs2 = env.home.path().join("runs2");
+    let lenient = format!("echo run >> {}", runs2.display());
+    env.write("orch.yaml", &layout(&quality(&lenient)));
+    sup.expect("config_reloaded", None, Duration::from_secs(10));
+    let before = std::fs::read_to_string(&runs).unwrap_or_default();
+    let next = commit(&env, &[("src/b.txt", "still BROKEN a\n")], "b", "tester");
+    let passed = loop {
+        let ev = sup.expect("check_passed", None, Duration::from_secs(20));
+        if ev["commit"] == next.as_str() {
+            break ev;
+        }
+    };
+    assert_eq!(passed["branch"], "main");
+    assert!(
+        std::fs::read_to_string(&runs2)
+            .unwrap_or_default()
+            .contains("run")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap_or_default(),
+        before,
+        "the old check ran again"
+    );
+
+    // `quality:` taken away: no gate any more.
+    env.write("orch.yaml", &layout(""));
+    sup.expect("config_reloaded", None, Duration::from_secs(10));
+    wait_for("the gate to stop", Duration::from_secs(10), || {
+        (orch_git(&env, &["check"]).status.code() == Some(2)).then_some(())
+    });
+}

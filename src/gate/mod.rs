@@ -93,7 +93,7 @@ pub trait Host {
 }
 
 /// The gate's settings, from the layout.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub session: String,
     pub session_dir: PathBuf,

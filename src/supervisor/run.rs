@@ -108,6 +108,8 @@ pub fn supervise(
             subscribers: Vec::new(),
             published: HashMap::new(),
             gate: None,
+            gate_config: None,
+            gate_stopping: false,
             health: WriteHealth::default(),
             fds: super::fds::FdReserve::new(),
             orch_exe: opts.exe.clone(),
@@ -144,6 +146,8 @@ enum Input {
     },
     /// What the quality gate asks of the loop.
     Gate(super::gate::FromGate),
+    /// The gate of the layout before a reload has stopped: the new one can start.
+    GateStopped,
     /// A dashboard subscribes: the state now, then every event and change (see
     /// [`control::Request::Subscribe`]).
     Subscribe {
@@ -195,6 +199,10 @@ struct Shell {
     published: HashMap<String, control::AgentView>,
     /// The quality gate (`quality:`), on threads of its own.
     gate: Option<super::gate::GateSource>,
+    /// The settings the gate was started with (`None`: the layout has no `quality:`).
+    gate_config: Option<crate::gate::Config>,
+    /// The gate is stopping so that one with a reloaded layout's settings can start.
+    gate_stopping: bool,
     /// Pending rollback decisions, as last counted.
     rollbacks: usize,
     /// What the session's tmux status line was last set to.
@@ -280,10 +288,7 @@ impl Shell {
         // A snapshot now, so that the next ones (at an agent's exit, before its restart
         // waits for it) read only what was printed since, not whole histories.
         self.snapshot("supervisor_started")?;
-        let gate_tx = self.tx.clone();
-        self.gate = super::gate::GateSource::start(&self.layout, &self.dir, move |m| {
-            let _ = gate_tx.send(Input::Gate(m));
-        });
+        self.start_gate();
 
         let mut tick = every(self.layout.monitor.tick.0, false);
         let mut snapshots = every(self.layout.snapshot.interval.0, true);
@@ -462,6 +467,11 @@ impl Shell {
                 Ok(())
             }
             Input::Gate(g) => self.gate_input(g).await,
+            Input::GateStopped => {
+                self.gate_stopping = false;
+                self.start_gate();
+                Ok(())
+            }
             Input::LayoutLoaded { text, loaded } => self.apply_layout(text, *loaded).await,
             Input::Delivered(outcome) => {
                 self.draining = false;
@@ -1173,7 +1183,41 @@ impl Shell {
         };
         self.layout = new;
         self.activity = activity_profiles(&self.layout);
+        self.regate();
         self.feed(msg).await
+    }
+
+    /// Starts the gate of the layout as it is now, if it has `quality:`.
+    fn start_gate(&mut self) {
+        self.gate_config = crate::gate::Config::from_layout(&self.layout, &self.dir).ok();
+        let gate_tx = self.tx.clone();
+        self.gate = super::gate::GateSource::start(&self.layout, &self.dir, move |m| {
+            let _ = gate_tx.send(Input::Gate(m));
+        });
+    }
+
+    /// After a reload: a gate whose settings changed (its check, branches, limits, the
+    /// agents it knows, `quality:` added or taken away) is stopped and started again.
+    /// Stopping waits for a rollback that is moving a branch, so it happens off the loop,
+    /// and the new gate starts only once the old one is gone (two would share the
+    /// repository and the gate's state). Reloads meanwhile are taken by that start.
+    fn regate(&mut self) {
+        let wanted = crate::gate::Config::from_layout(&self.layout, &self.dir).ok();
+        if self.gate_stopping || wanted == self.gate_config {
+            return;
+        }
+        tracing::info!("the layout's quality gate settings changed: restarting the gate");
+        match self.gate.take() {
+            Some(old) => {
+                self.gate_stopping = true;
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    drop(old);
+                    let _ = tx.send(Input::GateStopped);
+                });
+            }
+            None => self.start_gate(),
+        }
     }
 
     /// Queues the agent's role instructions as its first message, delivered once it looks
@@ -1279,6 +1323,9 @@ impl Shell {
             None => {
                 let why = match &self.layout.quality {
                     None => anyhow::Error::new(crate::gate::BadInput::NoQuality),
+                    Some(_) if self.gate_stopping => anyhow::anyhow!(
+                        "the quality gate is restarting with the reloaded layout; try again in a moment"
+                    ),
                     Some(_) => {
                         anyhow::anyhow!("the quality gate did not start; `orch events` says why")
                     }
