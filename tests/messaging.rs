@@ -524,7 +524,11 @@ fn a_queued_message_survives_until_a_new_supervisor_delivers_it() {
             .filter(|t| t.contains("kept across orch restarts\n"))
     });
     assert_eq!(got, "kept across orch restarts\n");
-    assert_eq!(env.orch_ok(&["audit", "verify"]).lines().count(), 1);
+    // The audit record of the delivery is written once its submission was seen, after
+    // the text reached the file: verified before, it could be caught half written.
+    sup.expect("message_delivered", Some("w"), Duration::from_secs(10));
+    let verify = env.orch_ok(&["audit", "verify"]);
+    assert_eq!(verify.lines().count(), 1, "{verify}");
 }
 
 #[test]

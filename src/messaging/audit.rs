@@ -223,6 +223,11 @@ pub struct Verified {
 /// Checks the whole chain and its head. A missing file is an empty chain, unless a head
 /// says records were written.
 pub fn verify(path: &Path) -> Result<Verified, BrokenAt> {
+    // Under the log's lock, shared: an append writes its records and then the head under
+    // it, exclusive, and the two read between would look like records the head missed.
+    let _lock = std::fs::File::open(path)
+        .ok()
+        .filter(|f| flock(f, FlockOperation::LockShared).is_ok());
     let head = match std::fs::read(head_path(path)) {
         Ok(b) => Some(serde_json::from_slice::<Head>(&b).map_err(|e| BrokenAt {
             line: 0,
@@ -358,6 +363,31 @@ mod tests {
 
     fn records(v: Result<Verified, BrokenAt>) -> usize {
         v.expect("verifies").records
+    }
+
+    #[test]
+    fn a_verify_beside_a_writer_never_sees_records_past_the_head() {
+        let d = tempfile::tempdir().expect("tmp");
+        let path = d.path().join("audit.jsonl");
+        append(&path, "send", fields(0), SystemTime::UNIX_EPOCH).expect("append");
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for n in 1..=100 {
+                    append(&path, "send", fields(n), SystemTime::UNIX_EPOCH).expect("append");
+                }
+            })
+        };
+        let mut looks = 0;
+        while !writer.is_finished() {
+            let v = verify(&path).expect("verifies");
+            assert_eq!(v.past_head, 0, "after {} records", v.records);
+            assert!(!v.no_head);
+            looks += 1;
+        }
+        writer.join().expect("writer");
+        assert!(looks > 0);
+        assert_eq!(records(verify(&path)), 101);
     }
 
     #[test]
