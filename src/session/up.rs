@@ -85,6 +85,18 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
         });
     }
     let session = layout.session.as_str();
+    // Refused before anything is made for them (state folders, transcripts, worktrees).
+    if let UpTarget::NewSession = plan.target {
+        let (width, height) = NEW_SESSION_SIZE;
+        let room = pane_room(width, height);
+        if plan.missing.len() > room {
+            return Err(crate::cli::BadInput(format!(
+                "session {session}: {} agents do not fit in one {width}x{height} tmux window (at most about {room} panes); split them over several sessions",
+                plan.missing.len()
+            ))
+            .into());
+        }
+    }
     state.session_dir(session)?;
 
     let mut cwds: Vec<PathBuf> = Vec::with_capacity(plan.missing.len());
@@ -117,16 +129,6 @@ pub fn up(layout: &Layout, tmux: &Tmux, state: &StateDir) -> Result<UpReport> {
         },
         UpTarget::Window(id) => PanesTarget::Window { id },
     };
-    if let PanesTarget::NewSession { width, height, .. } = target {
-        let room = pane_room(width, height);
-        if specs.len() > room {
-            return Err(crate::cli::BadInput(format!(
-                "session {session}: {} agents do not fit in one {width}x{height} tmux window (at most about {room} panes); split them over several sessions",
-                specs.len()
-            ))
-            .into());
-        }
-    }
     let ids = match tmux.create_panes(target, layout.arrange.tmux_name(), &specs) {
         Ok(ids) => ids,
         Err(e) => {

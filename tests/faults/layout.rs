@@ -173,12 +173,16 @@ fn a_layout_too_big_for_its_window_leaves_no_pane_behind() {
         "orch.yaml",
         &workers(HEAD, 10_000, |_| "exec sleep 600".into()),
     );
-    let started = Instant::now();
     let out = env.orch(&["layout", "up"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("do not fit"), "{}", stderr(&out));
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!env.session_exists("h"));
+    assert_eq!(env.tmux(&["list-panes", "-a"]).lines().count(), 0);
+    // Nothing made for its agents either (it once wrote 10,000 transcript files, in
+    // seconds, before it refused).
+    let transcripts = env.state.path().join("h/transcripts");
+    assert!(!transcripts.join("a9999.log").exists());
+    assert!(!transcripts.join("a1000.log").exists());
 }
 
 #[test]
