@@ -181,36 +181,50 @@ pub fn run(args: AgentSimArgs) -> Result<ExitCode> {
                 deadlines.extend(idle_at);
             }
         }
-        let wait = deadlines
-            .into_iter()
-            .min()
-            .map_or(StdDuration::from_secs(3600), |d| d.saturating_sub(now));
-
-        if !stdin_open {
-            std::thread::sleep(wait);
+        let Some(line) = next_line(&lines, &mut stdin_open, deadlines, now) else {
+            continue;
+        };
+        if hung {
             continue;
         }
-        match lines.recv_timeout(wait) {
-            Ok(line) => {
-                if hung {
-                    continue;
-                }
-                if mode == Mode::Prompting && screens::redraws(profile) {
-                    // A TUI takes its dialog down once answered; without this the
-                    // answered dialog would stay in the screen tail and still read as
-                    // waiting. Cleared before the echo, so the echo stays visible.
-                    out.say(CLEAR_SCREEN);
-                }
-                out.say(&format!("received: {line}"));
-                if mode != Mode::Working {
-                    mode = Mode::Working;
-                    next_work = start.elapsed();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            // EOF must not end the agent: in a pane the tty stays open anyway, and tests
-            // run it with stdin closed.
-            Err(RecvTimeoutError::Disconnected) => stdin_open = false,
+        if mode == Mode::Prompting && screens::redraws(profile) {
+            // A TUI takes its dialog down once answered; without this the answered dialog
+            // would stay in the screen tail and still read as waiting. Cleared before the
+            // echo, so the echo stays visible.
+            out.say(CLEAR_SCREEN);
+        }
+        out.say(&format!("received: {line}"));
+        if mode != Mode::Working {
+            mode = Mode::Working;
+            next_work = start.elapsed();
+        }
+    }
+}
+
+/// The next line on stdin, waited for until the earliest of `deadlines` (an hour without
+/// any; `now` on the same clock); `None` when a deadline came first. EOF must not end the
+/// agent (in a pane the tty stays open anyway, and tests run it with stdin closed): once
+/// stdin is closed, `stdin_open` turns false and this only sleeps.
+fn next_line(
+    lines: &Receiver<String>,
+    stdin_open: &mut bool,
+    deadlines: Vec<StdDuration>,
+    now: StdDuration,
+) -> Option<String> {
+    let wait = deadlines
+        .into_iter()
+        .min()
+        .map_or(StdDuration::from_secs(3600), |d| d.saturating_sub(now));
+    if !*stdin_open {
+        std::thread::sleep(wait);
+        return None;
+    }
+    match lines.recv_timeout(wait) {
+        Ok(line) => Some(line),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => {
+            *stdin_open = false;
+            None
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{TestEnv, alive, poll, wait_for};
+use support::{ORGANISATION as NAMES, TestEnv, alive, poll, wait_for};
 
 /// A terminal: one pane of its own tmux server, running a shell.
 struct Viewer {
@@ -145,37 +145,8 @@ impl Drop for Viewer {
 }
 
 fn git(env: &TestEnv, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(env.path())
-        .env("HOME", env.home.path())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "worker1")
-        .env("GIT_AUTHOR_EMAIL", "worker1@example.com")
-        .env("GIT_COMMITTER_NAME", "worker1")
-        .env("GIT_COMMITTER_EMAIL", "worker1@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    support::git_as(env, env.path(), "worker1", args)
 }
-
-const NAMES: [&str; 9] = [
-    "president",
-    "boss1",
-    "boss2",
-    "worker1",
-    "worker2",
-    "worker3",
-    "worker4",
-    "worker5",
-    "worker6",
-];
 
 /// Nine agent-sims (worker6 is never restarted) in a repository whose gate waits for a
 /// human before any rollback.

@@ -5,35 +5,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{Supervisor, TestEnv, alive, wait_for};
 
-fn git_cmd(env: &TestEnv, dir: &Path, args: &[&str], who: &str) -> Command {
-    let mut c = Command::new("git");
-    c.args(args)
-        .current_dir(dir)
-        .env("HOME", env.home.path())
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", who)
-        .env("GIT_AUTHOR_EMAIL", format!("{who}@example.com"))
-        .env("GIT_COMMITTER_NAME", who)
-        .env("GIT_COMMITTER_EMAIL", format!("{who}@example.com"));
-    c
-}
-
 fn git(env: &TestEnv, args: &[&str]) -> String {
-    let out = git_cmd(env, env.path(), args, "tester")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    support::git_as(env, env.path(), "tester", args)
 }
 
 /// Writes `files`, commits them as `who` with `msg`; returns the commit.
@@ -42,7 +19,7 @@ fn commit(env: &TestEnv, files: &[(&str, &str)], msg: &str, who: &str) -> String
         env.write(f, text);
         git(env, &["add", f]);
     }
-    let out = git_cmd(env, env.path(), &["commit", "-q", "-m", msg], who)
+    let out = support::git_command(env, env.path(), who, &["commit", "-q", "-m", msg])
         .output()
         .expect("git commit");
     assert!(

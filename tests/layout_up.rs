@@ -234,24 +234,7 @@ fn commands_and_env_with_metacharacters_reach_the_agent_intact() {
 fn worktree_agents_get_their_own_checkout_and_keep_it() {
     let env = TestEnv::new();
     let repo = env.path();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(repo)
-            .env("HOME", env.home.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let git = |args: &[&str]| support::git_as(&env, repo, "t", args);
     git(&["init", "-q", "-b", "main"]);
     env.write("README", "hello\n");
     env.write(".gitignore", ".env\nout/\norch.yaml\n");

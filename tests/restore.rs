@@ -10,17 +10,7 @@ use orch::snapshot::format::{AgentSnapshot, BlobRef, FORMAT, Snapshot, WindowSha
 use orch::snapshot::restore::{document_checksum, handover_message};
 use support::{TestEnv, wait_for};
 
-const NAMES: [&str; 9] = [
-    "president",
-    "boss1",
-    "boss2",
-    "worker1",
-    "worker2",
-    "worker3",
-    "worker4",
-    "worker5",
-    "worker6",
-];
+use support::ORGANISATION as NAMES;
 
 /// A state dir whose path needs quoting in a shell: spaces and both quotes.
 fn awkward_state_dir(env: &TestEnv) -> PathBuf {

@@ -29,7 +29,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration as StdDuration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -272,42 +271,31 @@ pub fn run(path: &Path, default_profile: Profile) -> Result<ExitCode> {
             deadlines.extend(turn_ends);
         }
         let now = start.elapsed();
-        let wait = deadlines
-            .into_iter()
-            .min()
-            .map_or(StdDuration::from_secs(3600), |d| d.saturating_sub(now));
-        if !stdin_open {
-            std::thread::sleep(wait);
+        let Some(line) = super::next_line(&lines, &mut stdin_open, deadlines, now) else {
+            continue;
+        };
+        if mode == Mode::Hung {
             continue;
         }
-        match lines.recv_timeout(wait) {
-            Ok(line) => {
-                if mode == Mode::Hung {
-                    continue;
-                }
-                if mode == Mode::Prompting && !is_answer(&line) {
-                    // A dialog takes only its answers: it still asks.
-                    out.say(&format!("received: {line}"));
-                    out.say(screens::approval(profile));
-                    continue;
-                }
-                if mode == Mode::Prompting && screens::redraws(profile) {
-                    out.say(CLEAR_SCREEN);
-                }
-                out.say(&format!("received: {line}"));
-                // A task starts a turn: a CLI shows it is busy at once.
-                if let Some(status) = screens::working_status(profile, beat, now.as_secs()) {
-                    out.say(&status);
-                }
-                if mode == Mode::Idle && next >= steps.len() {
-                    turn_ends = Some(start.elapsed() + turn);
-                }
-                mode = Mode::Working;
-                next_beat = work_every.map(|e| start.elapsed() + e);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => stdin_open = false,
+        if mode == Mode::Prompting && !is_answer(&line) {
+            // A dialog takes only its answers: it still asks.
+            out.say(&format!("received: {line}"));
+            out.say(screens::approval(profile));
+            continue;
         }
+        if mode == Mode::Prompting && screens::redraws(profile) {
+            out.say(CLEAR_SCREEN);
+        }
+        out.say(&format!("received: {line}"));
+        // A task starts a turn: a CLI shows it is busy at once.
+        if let Some(status) = screens::working_status(profile, beat, now.as_secs()) {
+            out.say(&status);
+        }
+        if mode == Mode::Idle && next >= steps.len() {
+            turn_ends = Some(start.elapsed() + turn);
+        }
+        mode = Mode::Working;
+        next_beat = work_every.map(|e| start.elapsed() + e);
     }
 }
 

@@ -473,3 +473,43 @@ impl Drop for Supervisor {
         let _ = self.child.wait();
     }
 }
+
+/// The nine agents of the organisation the full-size tests run.
+pub const ORGANISATION: [&str; 9] = [
+    "president",
+    "boss1",
+    "boss2",
+    "worker1",
+    "worker2",
+    "worker3",
+    "worker4",
+    "worker5",
+    "worker6",
+];
+
+/// git in `dir` as `who` (author and committer), with the machine's global and system
+/// configuration kept out.
+pub fn git_command(env: &TestEnv, dir: &Path, who: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("git");
+    c.args(args)
+        .current_dir(dir)
+        .env("HOME", env.home.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", who)
+        .env("GIT_AUTHOR_EMAIL", format!("{who}@example.com"))
+        .env("GIT_COMMITTER_NAME", who)
+        .env("GIT_COMMITTER_EMAIL", format!("{who}@example.com"));
+    c
+}
+
+/// [`git_command`], which must succeed; returns its stdout, trimmed.
+pub fn git_as(env: &TestEnv, dir: &Path, who: &str, args: &[&str]) -> String {
+    let out = git_command(env, dir, who, args).output().expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
