@@ -31,6 +31,11 @@ use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 /// Characters of the last line used to recognise the paste on the screen.
 pub const MARKER_CHARS: usize = 40;
 
+/// The longest pause between two looks at one pane: each look is a tmux process of a few
+/// milliseconds, and a coarser step would add up to itself to every delivery (a CLI's
+/// redraw after Enter takes 100-300 ms).
+const MAX_POLL: Duration = Duration::from_millis(40);
+
 /// How long after the screen last changed a submitted message may take to leave the input
 /// before Enter is pressed again.
 pub(super) const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
@@ -416,8 +421,8 @@ fn look(tmux: &Tmux, pane: &str, pasted: bool) -> Result<PaneInput, DeliverError
     }
 }
 
-/// Polls `step` (10 ms, doubling to 100 ms) until it returns something or `window` has
-/// passed. A transient tmux failure is looked at again.
+/// Polls `step` (10 ms, doubling to [`MAX_POLL`]) until it returns something or `window`
+/// has passed. A transient tmux failure is looked at again.
 fn wait_until<T>(
     window: Duration,
     mut step: impl FnMut() -> Result<Option<T>, DeliverError>,
@@ -435,7 +440,7 @@ fn wait_until<T>(
             return Ok(None);
         }
         sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(MAX_POLL);
     }
 }
 
