@@ -99,6 +99,15 @@ fn audit_path(env: &TestEnv) -> PathBuf {
     env.state.path().join("m").join("audit.jsonl")
 }
 
+/// The audit log's `delivered` records.
+fn deliveries(env: &TestEnv) -> Vec<serde_json::Value> {
+    read(&audit_path(env))
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"delivered\""))
+        .map(|l| serde_json::from_str(l).expect("audit json"))
+        .collect()
+}
+
 #[test]
 fn hostile_messages_arrive_byte_exact_and_nothing_runs() {
     let env = TestEnv::new();
@@ -387,16 +396,11 @@ fn a_program_that_does_not_echo_gets_its_enter_and_the_audit_says_how() {
     }
     // Each one submitted on its own line: the second did not run into the first.
     expect_file(&file, "first message\nsecond message\n");
-    let audit = read(&audit_path(&env));
-    let delivered: Vec<&str> = audit
-        .lines()
-        .filter(|l| l.contains("\"kind\":\"delivered\""))
-        .collect();
-    assert_eq!(delivered.len(), 2, "{audit}");
-    for line in delivered {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        assert_eq!(v["confirmation"], "no_echo", "{line}");
-        assert_eq!(v["submitted"], true, "{line}");
+    let delivered = deliveries(&env);
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    for v in delivered {
+        assert_eq!(v["confirmation"], "no_echo", "{v}");
+        assert_eq!(v["submitted"], true, "{v}");
     }
     // A program asking for a password with echo off is not given a message as one.
     let file2 = env.path().join("pw.txt");
@@ -643,13 +647,80 @@ fn a_cli_slow_to_take_enter_is_not_sent_a_second_one() {
         "enter\nsubmitted: review the branch\nenter\nsubmitted: merge it\n"
     );
     assert_eq!(read(&log("slow2")), "enter\nsubmitted: merge it\n");
-    let audit = read(&audit_path(&env));
-    let delivered: Vec<serde_json::Value> = audit
-        .lines()
-        .filter(|l| l.contains("\"kind\":\"delivered\""))
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    assert_eq!(delivered.len(), 3, "{audit}");
+    let delivered = deliveries(&env);
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    for v in delivered {
+        assert_eq!(v["submitted"], true, "{v}");
+        assert_eq!(v["retries"], 0, "{v}");
+    }
+}
+
+/// A Gemini-like CLI that, on Enter, clears its screen to redraw everything (as Gemini
+/// CLI does when its banner, theme or terminal background change) and, starved of CPU,
+/// takes 3 s to draw again: its turn, then its empty input.
+const CLEARS_TO_REDRAW: &str = r#"#!/usr/bin/env python3
+import os, sys, time, tty
+tty.setraw(0)
+log = open(sys.argv[1], "a")
+line = ""
+os.write(1, b" >   Type your message or @path/to/file\r\n > ")
+while True:
+    for ch in os.read(0, 4096).decode(errors="replace"):
+        if ch == "\r":
+            log.write("enter\n"); log.flush()
+            os.write(1, b"\x1b[2J\x1b[3J\x1b[H")
+            time.sleep(3)
+            log.write("submitted: " + line + "\n"); log.flush()
+            os.write(1, (" > " + line + "\r\n \u280b Thinking... (esc to cancel, 0s)\r\n >   Type your message or @path/to/file\r\n").encode())
+            line = ""
+        else:
+            line += ch
+            os.write(1, ch.encode())
+"#;
+
+#[test]
+fn a_screen_cleared_for_a_slow_redraw_is_not_taken_for_a_refused_enter() {
+    let env = TestEnv::new();
+    // Named `gemini`, so orch reads its screen as Gemini CLI's: a turn or an empty input
+    // is what submitted looks like, and a blank screen is neither.
+    let script = env.write("bin/gemini", CLEARS_TO_REDRAW);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let log = |a: &str| env.path().join(format!("{a}.log"));
+    let agent = |a: &str| {
+        format!(
+            "  - {{ name: {a}, role: WORKER, profile: gemini, command: \"{} '{}'\" }}\n",
+            script.display(),
+            log(a).display()
+        )
+    };
+    env.write(
+        "orch.yaml",
+        &format!("session: m\nagents:\n{}{}", agent("gem1"), agent("gem2")),
+    );
+    env.orch_ok(&["layout", "up"]);
+    for a in ["gem1", "gem2"] {
+        wait_for("the prompt", Duration::from_secs(10), || {
+            let pane = env.pane_of("m", a);
+            env.tmux(&["capture-pane", "-p", "-t", &pane.id])
+                .contains("Type your message")
+                .then_some(())
+        });
+    }
+    // One agent, then both at once.
+    let out = env.orch_ok(&["send", "gem1", "review the branch"]);
+    assert!(out.starts_with("gem1: delivered"), "{out}");
+    let out = env.orch_ok(&["send", "all", "merge it"]);
+    assert_eq!(out.matches(": delivered").count(), 2, "{out}");
+    // One Enter each: a blank screen standing still for 3 s was no sign of a refusal.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        read(&log("gem1")),
+        "enter\nsubmitted: review the branch\nenter\nsubmitted: merge it\n"
+    );
+    assert_eq!(read(&log("gem2")), "enter\nsubmitted: merge it\n");
+    let delivered = deliveries(&env);
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
     for v in delivered {
         assert_eq!(v["submitted"], true, "{v}");
         assert_eq!(v["retries"], 0, "{v}");

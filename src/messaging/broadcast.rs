@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use super::deliver::{
-    Confirmation, DeliverError, Delivered, EnterOutcome, EnterWatch, InputStyle, Options,
-    SUBMIT_WITHIN, Signs, UNCHANGED_PATIENCE, enter_at, looks_like_a_secret_prompt, tail_marker,
+    Confirmation, DeliverError, Delivered, ENTER_WATCHED_FOR, EnterOutcome, EnterWatch, InputStyle,
+    Options, Signs, enter_at, looks_like_a_secret_prompt, tail_marker,
 };
 use crate::tmux::{PaneInput, Tmux, TmuxError, paste_safe};
 
@@ -148,26 +148,20 @@ pub fn deliver_many(
             })
             .collect();
         let mut not_taken = Vec::new();
-        poll(
-            tmux,
-            panes,
-            UNCHANGED_PATIENCE + SUBMIT_WITHIN,
-            &mut pending,
-            |i, look| {
-                let (Ok(p), Some(watch)) = (look, watches[i].as_mut()) else {
-                    return false;
-                };
-                screens[i].clone_from(&p.screen);
-                match watch.observe(&signs[i], p, Instant::now()) {
-                    EnterOutcome::Submitted => true,
-                    EnterOutcome::Pending => false,
-                    EnterOutcome::NotTaken => {
-                        not_taken.push(i);
-                        true
-                    }
+        poll(tmux, panes, ENTER_WATCHED_FOR, &mut pending, |i, look| {
+            let (Ok(p), Some(watch)) = (look, watches[i].as_mut()) else {
+                return false;
+            };
+            screens[i].clone_from(&p.screen);
+            match watch.observe(&signs[i], p, Instant::now()) {
+                EnterOutcome::Submitted => true,
+                EnterOutcome::Pending => false,
+                EnterOutcome::NotTaken => {
+                    not_taken.push(i);
+                    true
                 }
-            },
-        );
+            }
+        });
         pending.append(&mut not_taken);
         pending.sort_unstable();
         if pending.is_empty() {
@@ -175,13 +169,7 @@ pub fn deliver_many(
         }
         if press == 1 {
             for &i in &pending {
-                results[i] = Some(Err(DeliverError::Failed {
-                    reason: format!(
-                        "the text was pasted into pane {} and Enter pressed twice, but its input still holds it",
-                        panes[i].0
-                    ),
-                    pasted: true,
-                }));
+                results[i] = Some(Err(signs[i].not_submitted(panes[i].0, &screens[i])));
             }
             break;
         }

@@ -45,6 +45,11 @@ pub(super) const SUBMIT_WITHIN: Duration = Duration::from_millis(1500);
 /// has not read the first would submit twice.
 pub(super) const UNCHANGED_PATIENCE: Duration = Duration::from_secs(8);
 
+/// How long one Enter is watched at most: a redraw just before [`UNCHANGED_PATIENCE`]
+/// runs out may be followed by another patience of stillness (see [`EnterWatch`]).
+pub(super) const ENTER_WATCHED_FOR: Duration =
+    Duration::from_secs(2 * UNCHANGED_PATIENCE.as_secs());
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Press Enter after the paste is confirmed (`--no-enter` clears it).
@@ -230,13 +235,39 @@ impl Signs<'_> {
         (self.count(screen).1 > before.1).then_some(Confirmation::Placeholder)
     }
 
+    /// Whether the cursor's line shows the text or its placeholder. Pure.
+    fn held(&self, input: &PaneInput) -> bool {
+        let line = collapse(input.cursor_line());
+        line.contains(&self.marker) || self.style.placeholders.iter().any(|re| re.is_match(&line))
+    }
+
+    /// Whether the screen shows the text or its placeholder anywhere. A screen that shows
+    /// neither it nor a turn is one the CLI is still drawing (it cleared it to redraw, or
+    /// it is starting again), and says nothing about the Enter yet. Pure.
+    pub(super) fn shown(&self, screen: &str) -> bool {
+        let (marker, placeholders) = self.count(screen);
+        marker + placeholders > 0
+    }
+
+    /// The failure after a second Enter left `screen` still not showing a submission.
+    pub(super) fn not_submitted(&self, pane: &str, screen: &str) -> DeliverError {
+        let what = if self.shown(screen) {
+            "its input still holds it"
+        } else {
+            "its screen shows neither the text nor a turn starting"
+        };
+        DeliverError::Failed {
+            reason: format!(
+                "the text was pasted into pane {pane} and Enter pressed twice, but {what}"
+            ),
+            pasted: true,
+        }
+    }
+
     /// Whether the input no longer holds the text: it left the cursor's line and, for a
     /// CLI that draws one, the screen shows a turn starting or an empty input. Pure.
     pub(super) fn submitted(&self, input: &PaneInput) -> bool {
-        let line = collapse(input.cursor_line());
-        let holds = line.contains(&self.marker)
-            || self.style.placeholders.iter().any(|re| re.is_match(&line));
-        if holds {
+        if self.held(input) {
             return false;
         }
         self.style.submitted.is_empty()
@@ -260,9 +291,10 @@ pub(super) enum EnterOutcome {
 
 /// Judges an Enter from the screens seen after it. The CLI reacts to an Enter by
 /// redrawing; only once it has redrawn, and then kept still for [`SUBMIT_WITHIN`] with
-/// the text still in its input, did it take the Enter as something other than a
-/// submission. A screen that never changes is given [`UNCHANGED_PATIENCE`]. Pure: the
-/// caller brings the clock.
+/// the text still on the screen, did it take the Enter as something other than a
+/// submission. A screen that never changes, or one that shows neither the text nor a
+/// turn (cleared for a redraw the CLI has not finished), is given [`UNCHANGED_PATIENCE`].
+/// Pure: the caller brings the clock.
 pub(super) struct EnterWatch {
     pressed: Instant,
     screen: String,
@@ -292,8 +324,13 @@ impl EnterWatch {
             self.screen.clone_from(&input.screen);
             self.changed = Some(now);
         }
+        let still_for = if signs.shown(&input.screen) {
+            SUBMIT_WITHIN
+        } else {
+            UNCHANGED_PATIENCE
+        };
         let given_up = match self.changed {
-            Some(at) => now.duration_since(at) >= SUBMIT_WITHIN,
+            Some(at) => now.duration_since(at) >= still_for,
             None => now.duration_since(self.pressed) >= UNCHANGED_PATIENCE,
         };
         if given_up {
@@ -379,7 +416,7 @@ pub fn deliver(
             break; // nothing on the screen can say more
         }
         let mut watch = EnterWatch::new(&last_screen, Instant::now());
-        let outcome = wait_until(UNCHANGED_PATIENCE + SUBMIT_WITHIN, || {
+        let outcome = wait_until(ENTER_WATCHED_FOR, || {
             let input = look(tmux, pane, true)?;
             let outcome = watch.observe(&signs, &input, Instant::now());
             last_screen = input.screen;
@@ -389,12 +426,7 @@ pub fn deliver(
             break;
         }
         if press == 1 {
-            return Err(DeliverError::Failed {
-                reason: format!(
-                    "the text was pasted into pane {pane} and Enter pressed twice, but its input still holds it"
-                ),
-                pasted: true,
-            });
+            return Err(signs.not_submitted(pane, &last_screen));
         }
         retries += 1;
     }
@@ -686,6 +718,48 @@ mod tests {
             w.observe(&signs, &input(pasted, 0), ms(patience)),
             EnterOutcome::NotTaken
         );
+
+        // Cleared to redraw (or starting again), then starved: a blank screen that stands
+        // still is no sign the Enter was refused; it gets the patience, not SUBMIT_WITHIN.
+        let blank = "\n\n\n";
+        let mut w = EnterWatch::new(pasted, t0);
+        assert_eq!(
+            w.observe(&signs, &input(blank, 0), ms(100)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(blank, 0), ms(100 + patience - 1)),
+            EnterOutcome::Pending
+        );
+        assert_eq!(
+            w.observe(&signs, &input(sent, 2), ms(100 + patience)),
+            EnterOutcome::Submitted
+        );
+        let mut w = EnterWatch::new(pasted, t0);
+        w.observe(&signs, &input(blank, 0), ms(100));
+        assert_eq!(
+            w.observe(&signs, &input(blank, 0), ms(100 + patience)),
+            EnterOutcome::NotTaken
+        );
+        assert!(patience + 100 < ENTER_WATCHED_FOR.as_millis() as u64);
+    }
+
+    #[test]
+    fn a_failed_enter_says_what_the_screen_shows() {
+        let gemini = InputStyle::for_profile(Profile::Gemini);
+        let signs = Signs {
+            marker: tail_marker("hello gemini").expect("m"),
+            style: &gemini,
+        };
+        let reason = |screen| match signs.not_submitted("%1", screen) {
+            DeliverError::Failed { reason, pasted } => {
+                assert!(pasted);
+                reason
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(" > hello gemini\n").ends_with("its input still holds it"));
+        assert!(reason("\n\n").ends_with("its screen shows neither the text nor a turn starting"));
     }
 
     #[test]
