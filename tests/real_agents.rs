@@ -233,6 +233,31 @@ fn screen(env: &TestEnv, session: &str) -> String {
     env.tmux(&["capture-pane", "-p", "-J", "-t", &format!("={session}:")])
 }
 
+/// What a failure message shows: the pane (its process, whether it died), its screen and
+/// recent history, and the supervisor's newest events, so a failure seen only in CI can
+/// be understood from its log.
+fn diagnosis(env: &TestEnv, session: &str) -> String {
+    let target = format!("={session}:");
+    let pane = env.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &target,
+        "pane #{pane_id} pid #{pane_pid} command #{pane_current_command} dead #{pane_dead} (status #{pane_dead_status}) size #{pane_width}x#{pane_height} cursor #{cursor_x},#{cursor_y} alternate #{alternate_on}",
+    ]);
+    let history = env.tmux(&["capture-pane", "-p", "-J", "-S", "-60", "-t", &target]);
+    let events = std::fs::read_to_string(env.state.path().join(session).join("events.jsonl"))
+        .unwrap_or_default();
+    let events: Vec<&str> = events.lines().collect();
+    let newest = &events[events.len().saturating_sub(25)..];
+    format!(
+        "{}\nscreen and history (trailing blank lines dropped):\n{}\nnewest events:\n{}",
+        pane.trim_end(),
+        history.trim_end(),
+        newest.join("\n")
+    )
+}
+
 /// Sends `text` (by file), insists it was delivered and submitted, and waits for the CLI
 /// to show it is answering. Returns the delivery time orch reported.
 fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &str) -> u128 {
@@ -244,12 +269,12 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
     let sent = env.orch(&args);
     assert!(
         sent.status.success(),
-        "{}: {what}: orch {args:?} failed ({}):\n{}{}\nscreen:\n{}",
+        "{}: {what}: orch {args:?} failed ({}):\n{}{}\n{}",
         cli.profile,
         sent.status,
         String::from_utf8_lossy(&sent.stdout),
         String::from_utf8_lossy(&sent.stderr),
-        screen(env, session)
+        diagnosis(env, session)
     );
     let out = String::from_utf8_lossy(&sent.stdout).into_owned();
     let ms: u128 = out
@@ -258,9 +283,9 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| {
             panic!(
-                "{}: {what}: {out}\nscreen:\n{}",
+                "{}: {what}: {out}\n{}",
                 cli.profile,
-                screen(env, session)
+                diagnosis(env, session)
             )
         });
     // The CLI got it as a prompt: it tries to answer.
@@ -271,38 +296,55 @@ fn send_submitted(env: &TestEnv, cli: &Cli, session: &str, text: &str, what: &st
         panic!(
             "{}: {what} was reported delivered but the CLI never started answering:\n{}",
             cli.profile,
-            screen(env, session)
+            diagnosis(env, session)
         )
     });
     ms
 }
 
 /// Ends the CLI's turn (its own give-up, or the key a person would press) and waits
-/// until orch reports it idle.
+/// until orch reports it idle and its screen stands still.
 /// `last_key` is when the interrupt key was last pressed, across calls: Aider exits on two
 /// Ctrl-C within 2 s, and a slow `orch status` under load can make two calls press it so.
 fn back_to_prompt(env: &TestEnv, cli: &Cli, session: &str, last_key: &mut Option<Instant>) {
-    let idle = |env: &TestEnv| (status_activity(env) == "idle").then_some(());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next_key = Instant::now() + Duration::from_millis(500);
     if let Some(at) = *last_key {
         next_key = next_key.max(at + Duration::from_secs(3));
     }
-    while idle(env).is_none() {
+    // A hook can report the turn over before the CLI redraws, and a queued message can
+    // start the next turn right after: done only once orch says idle and the screen has
+    // stood still for a while (a turn's spinner never does), so the next send's "before"
+    // is the prompt, not the last turn's "Thinking...".
+    let mut still: Option<(String, Instant)> = None;
+    loop {
         assert!(
             Instant::now() < deadline,
-            "{}: never idle again (activity {}):\n{}",
+            "{}: never idle at a still screen again (activity {}):\n{}",
             cli.profile,
             status_activity(env),
-            screen(env, session)
+            diagnosis(env, session)
         );
-        // As a person would: press the CLI's interrupt key, again if it did not take.
-        if let Some(key) = cli.interrupt
-            && Instant::now() >= next_key
-        {
-            env.tmux(&["send-keys", "-t", &format!("={session}:"), key]);
-            *last_key = Some(Instant::now());
-            next_key = Instant::now() + Duration::from_secs(3);
+        if status_activity(env) == "idle" {
+            let now = screen(env, session);
+            match &still {
+                Some((seen, since)) if *seen == now => {
+                    if since.elapsed() >= Duration::from_millis(600) {
+                        return;
+                    }
+                }
+                _ => still = Some((now, Instant::now())),
+            }
+        } else {
+            still = None;
+            // As a person would: press the CLI's interrupt key, again if it did not take.
+            if let Some(key) = cli.interrupt
+                && Instant::now() >= next_key
+            {
+                env.tmux(&["send-keys", "-t", &format!("={session}:"), key]);
+                *last_key = Some(Instant::now());
+                next_key = Instant::now() + Duration::from_secs(3);
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
