@@ -590,20 +590,29 @@ fn snapshots_carry_the_last_and_the_pending_messages_through_a_restore() {
 }
 
 /// A stand-in for a CLI starved of CPU: it echoes what it reads, but once Enter comes it
-/// draws nothing for 3 s, then submits. Every Enter it reads is logged.
-const SLOW_TO_SUBMIT: &str = r#"
+/// draws nothing for 3 s, then submits. Every Enter it reads is logged. `slow LOG` keeps
+/// its screen as it was meanwhile; `clears LOG` is Gemini-like: it clears its whole
+/// screen to redraw (as Gemini CLI does when its banner, theme or terminal background
+/// change), then draws its turn and its empty input.
+const STARVED_CLI: &str = r#"#!/usr/bin/env python3
 import os, sys, time, tty
 tty.setraw(0)
-log = open(sys.argv[1], "a")
+clears = sys.argv[1] == "clears"
+log = open(sys.argv[2], "a")
 line = ""
-os.write(1, b"> ")
+os.write(1, b" >   Type your message or @path/to/file\r\n > " if clears else b"> ")
 while True:
     for ch in os.read(0, 4096).decode(errors="replace"):
         if ch == "\r":
             log.write("enter\n"); log.flush()
+            if clears:
+                os.write(1, b"\x1b[2J\x1b[3J\x1b[H")
             time.sleep(3)
             log.write("submitted: " + line + "\n"); log.flush()
-            os.write(1, b"\r\nworking on it\r\n> ")
+            if clears:
+                os.write(1, (" > " + line + "\r\n \u280b Thinking... (esc to cancel, 0s)\r\n >   Type your message or @path/to/file\r\n").encode())
+            else:
+                os.write(1, b"\r\nworking on it\r\n> ")
             line = ""
         else:
             line += ch
@@ -613,41 +622,48 @@ while True:
 #[test]
 fn a_cli_slow_to_take_enter_is_not_sent_a_second_one() {
     let env = TestEnv::new();
-    let script = env.write("slow.py", SLOW_TO_SUBMIT);
+    let script = env.write("slow.py", STARVED_CLI);
+    let command = format!("exec python3 '{}' slow", script.display());
+    // While a screen stood still nobody pressed Enter again.
+    each_submitted_once(&env, "shell", &command, ">");
+}
+
+/// Two agents `one` and `two` of `profile`, each running `command <its log>`, are sent a
+/// message each and then one to both (one paste and one Enter for all of them); each
+/// log, where the stand-in writes every Enter it reads and what it submitted, must show
+/// one Enter per message, and the audit no retry.
+fn each_submitted_once(env: &TestEnv, profile: &str, command: &str, prompt: &str) {
     let log = |a: &str| env.path().join(format!("{a}.log"));
     let agent = |a: &str| {
         format!(
-            "  - {{ name: {a}, role: WORKER, command: \"exec python3 '{}' '{}'\" }}\n",
-            script.display(),
+            "  - {{ name: {a}, role: WORKER, profile: {profile}, command: \"{command} '{}'\" }}\n",
             log(a).display()
         )
     };
     env.write(
         "orch.yaml",
-        &format!("session: m\nagents:\n{}{}", agent("slow1"), agent("slow2")),
+        &format!("session: m\nagents:\n{}{}", agent("one"), agent("two")),
     );
     env.orch_ok(&["layout", "up"]);
-    for a in ["slow1", "slow2"] {
+    for a in ["one", "two"] {
         wait_for("the prompt", Duration::from_secs(10), || {
             let pane = env.pane_of("m", a);
             env.tmux(&["capture-pane", "-p", "-t", &pane.id])
-                .contains('>')
+                .contains(prompt)
                 .then_some(())
         });
     }
-    // One agent, then both at once (one paste and one Enter for all of them).
-    let out = env.orch_ok(&["send", "slow1", "review the branch"]);
-    assert!(out.starts_with("slow1: delivered"), "{out}");
+    let out = env.orch_ok(&["send", "one", "review the branch"]);
+    assert!(out.starts_with("one: delivered"), "{out}");
     let out = env.orch_ok(&["send", "all", "merge it"]);
     assert_eq!(out.matches(": delivered").count(), 2, "{out}");
-    // Submitted once each: while a screen stood still nobody pressed Enter again.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        read(&log("slow1")),
+        read(&log("one")),
         "enter\nsubmitted: review the branch\nenter\nsubmitted: merge it\n"
     );
-    assert_eq!(read(&log("slow2")), "enter\nsubmitted: merge it\n");
-    let delivered = deliveries(&env);
+    assert_eq!(read(&log("two")), "enter\nsubmitted: merge it\n");
+    let delivered = deliveries(env);
     assert_eq!(delivered.len(), 3, "{delivered:?}");
     for v in delivered {
         assert_eq!(v["submitted"], true, "{v}");
@@ -655,74 +671,15 @@ fn a_cli_slow_to_take_enter_is_not_sent_a_second_one() {
     }
 }
 
-/// A Gemini-like CLI that, on Enter, clears its screen to redraw everything (as Gemini
-/// CLI does when its banner, theme or terminal background change) and, starved of CPU,
-/// takes 3 s to draw again: its turn, then its empty input.
-const CLEARS_TO_REDRAW: &str = r#"#!/usr/bin/env python3
-import os, sys, time, tty
-tty.setraw(0)
-log = open(sys.argv[1], "a")
-line = ""
-os.write(1, b" >   Type your message or @path/to/file\r\n > ")
-while True:
-    for ch in os.read(0, 4096).decode(errors="replace"):
-        if ch == "\r":
-            log.write("enter\n"); log.flush()
-            os.write(1, b"\x1b[2J\x1b[3J\x1b[H")
-            time.sleep(3)
-            log.write("submitted: " + line + "\n"); log.flush()
-            os.write(1, (" > " + line + "\r\n \u280b Thinking... (esc to cancel, 0s)\r\n >   Type your message or @path/to/file\r\n").encode())
-            line = ""
-        else:
-            line += ch
-            os.write(1, ch.encode())
-"#;
-
 #[test]
 fn a_screen_cleared_for_a_slow_redraw_is_not_taken_for_a_refused_enter() {
     let env = TestEnv::new();
     // Named `gemini`, so orch reads its screen as Gemini CLI's: a turn or an empty input
     // is what submitted looks like, and a blank screen is neither.
-    let script = env.write("bin/gemini", CLEARS_TO_REDRAW);
+    let script = env.write("bin/gemini", STARVED_CLI);
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    let log = |a: &str| env.path().join(format!("{a}.log"));
-    let agent = |a: &str| {
-        format!(
-            "  - {{ name: {a}, role: WORKER, profile: gemini, command: \"{} '{}'\" }}\n",
-            script.display(),
-            log(a).display()
-        )
-    };
-    env.write(
-        "orch.yaml",
-        &format!("session: m\nagents:\n{}{}", agent("gem1"), agent("gem2")),
-    );
-    env.orch_ok(&["layout", "up"]);
-    for a in ["gem1", "gem2"] {
-        wait_for("the prompt", Duration::from_secs(10), || {
-            let pane = env.pane_of("m", a);
-            env.tmux(&["capture-pane", "-p", "-t", &pane.id])
-                .contains("Type your message")
-                .then_some(())
-        });
-    }
-    // One agent, then both at once.
-    let out = env.orch_ok(&["send", "gem1", "review the branch"]);
-    assert!(out.starts_with("gem1: delivered"), "{out}");
-    let out = env.orch_ok(&["send", "all", "merge it"]);
-    assert_eq!(out.matches(": delivered").count(), 2, "{out}");
-    // One Enter each: a blank screen standing still for 3 s was no sign of a refusal.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        read(&log("gem1")),
-        "enter\nsubmitted: review the branch\nenter\nsubmitted: merge it\n"
-    );
-    assert_eq!(read(&log("gem2")), "enter\nsubmitted: merge it\n");
-    let delivered = deliveries(&env);
-    assert_eq!(delivered.len(), 3, "{delivered:?}");
-    for v in delivered {
-        assert_eq!(v["submitted"], true, "{v}");
-        assert_eq!(v["retries"], 0, "{v}");
-    }
+    // A blank screen standing still for 3 s was no sign of a refusal.
+    let command = format!("{} clears", script.display());
+    each_submitted_once(&env, "gemini", &command, "Type your message");
 }
