@@ -21,7 +21,6 @@ use super::control::Reply;
 use super::event::{Event, EventKind};
 use crate::gate::service::{self, Call};
 use crate::gate::{BadInput, Config, Gate, Host};
-use crate::layout::Layout;
 
 /// A burst of ref updates is over after this long without one…
 const QUIET: Duration = Duration::from_millis(30);
@@ -122,16 +121,14 @@ impl GateSource {
             .map(|list| crate::gate::state::pending_decisions(&list))
     }
 
-    /// Starts the gate of `layout` (`None` without a `quality:` section). A gate that
-    /// cannot start (the repository is not one) says why in an `escalated` event; the
-    /// rest of the supervisor carries on without it.
+    /// Starts the gate with the layout's settings `cfg`. A gate that cannot start (the
+    /// repository is not one) says why in an `escalated` event; the rest of the
+    /// supervisor carries on without it.
     pub(super) fn start(
-        layout: &Layout,
-        session_dir: &std::path::Path,
+        cfg: Config,
         sink: impl Fn(FromGate) + Send + Sync + 'static,
     ) -> Option<GateSource> {
         let sink: Sink = Arc::new(sink);
-        let cfg = Config::from_layout(layout, session_dir).ok()?;
         let gate = match Gate::open(cfg) {
             Ok(g) => Arc::new(g),
             Err(e) => {

@@ -1191,8 +1191,10 @@ impl Shell {
     fn start_gate(&mut self) {
         self.gate_config = crate::gate::Config::from_layout(&self.layout, &self.dir).ok();
         let gate_tx = self.tx.clone();
-        self.gate = super::gate::GateSource::start(&self.layout, &self.dir, move |m| {
-            let _ = gate_tx.send(Input::Gate(m));
+        self.gate = self.gate_config.clone().and_then(|cfg| {
+            super::gate::GateSource::start(cfg, move |m| {
+                let _ = gate_tx.send(Input::Gate(m));
+            })
         });
     }
 

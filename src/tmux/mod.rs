@@ -43,6 +43,15 @@ fn set_session_option<'a>(target: &str, name: &'a str, value: &str) -> TmuxComma
         .build()
 }
 
+/// `set-option -u` of one session option: the global one shows again.
+fn unset_session_option<'a>(target: &str, name: &'a str) -> TmuxCommand<'a> {
+    SetOption::new()
+        .target_pane(target.to_owned())
+        .unset()
+        .option(name)
+        .build()
+}
+
 /// `show-options -qv` of one session option: its own value, empty when it has none.
 fn show_session_option<'a>(target: &str, name: &'a str) -> TmuxCommand<'a> {
     ShowOptions::new()
@@ -1175,11 +1184,7 @@ impl Tmux {
         }
         let restore = |name: &'static str, before: String| {
             if before.is_empty() {
-                SetOption::new()
-                    .target_pane(target.clone())
-                    .unset()
-                    .option(name)
-                    .build()
+                unset_session_option(&target, name)
             } else {
                 set_session_option(&target, name, &before)
             }
@@ -1188,13 +1193,7 @@ impl Tmux {
         let length = restore("status-right-length", got(LENGTH_BEFORE)?);
         let mut commands = vec![right, length];
         for name in [ATTENTION_OPTION, RIGHT_BEFORE, LENGTH_BEFORE] {
-            commands.push(
-                SetOption::new()
-                    .target_pane(target.clone())
-                    .unset()
-                    .option(name)
-                    .build(),
-            );
+            commands.push(unset_session_option(&target, name));
         }
         self.run(commands).map(drop)
     }
