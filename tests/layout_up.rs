@@ -398,3 +398,53 @@ fn attach_shows_the_session_and_switches_the_client_from_inside_tmux() {
     );
     assert_eq!(client_session(), "other", "switched, not nested");
 }
+
+/// Gemini CLI runs headless, and exits, whenever `CI=true` or `GITHUB_ACTIONS=true`: its
+/// profile clears both in its pane, up and restored; the agent's own `env` still wins and
+/// other agents keep what orch was started with.
+#[test]
+fn a_gemini_agent_started_under_a_ci_runner_is_not_told_it_is_in_ci() {
+    let env = TestEnv::new();
+    let out = env.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir out");
+    env.write(
+        "orch.yaml",
+        &format!(
+            "session: ci\ndefaults:\n  command: 'env > \"$OUT/$ORCH_AGENT.env\"; exec sleep 600'\n  env: {{ OUT: '{}' }}\nagents:\n  - {{ name: gemini, role: WORKER, profile: gemini }}\n  - {{ name: pinned, role: WORKER, profile: gemini, env: {{ CI: 'true' }} }}\n  - {{ name: shell, role: WORKER }}\n",
+            out.display()
+        ),
+    );
+    let under_ci = |args: &[&str]| {
+        let output = env
+            .orch_command(args)
+            .env("CI", "true")
+            .env("GITHUB_ACTIONS", "true")
+            .output()
+            .expect("run orch");
+        support::succeeded(args, &output)
+    };
+    let check = |when: &str| {
+        for (agent, ci, actions) in [
+            ("gemini", "", ""),
+            ("pinned", "true", ""),
+            ("shell", "true", "true"),
+        ] {
+            let vars = read_env(&out, agent);
+            assert_eq!(
+                (vars.get("CI"), vars.get("GITHUB_ACTIONS")),
+                (Some(&ci.to_owned()), Some(&actions.to_owned())),
+                "{agent}, {when}"
+            );
+        }
+    };
+    under_ci(&["layout", "up"]);
+    check("after layout up");
+
+    under_ci(&["snapshot"]);
+    env.kill_server();
+    for agent in ["gemini", "pinned", "shell"] {
+        std::fs::remove_file(out.join(format!("{agent}.env"))).expect("rm");
+    }
+    under_ci(&["restore", "latest", "--no-handover"]);
+    check("after restore");
+}

@@ -423,7 +423,9 @@ fn conformance(cli: &Cli) {
     );
     let mut figures = Figures::default();
     let mut last_key = None;
-    let mut sup = Supervisor::start(&env);
+    // As under a CI runner, wherever the suite runs: the tmux server, made by the
+    // supervisor, passes these on to every pane, and Gemini CLI runs headless under them.
+    let mut sup = Supervisor::start_with(&env, &[("CI", "true"), ("GITHUB_ACTIONS", "true")]);
     let started = sup.expect("agent_started", Some("agent"), Duration::from_secs(20));
 
     // 1. At its prompt: idle.

@@ -13,7 +13,8 @@
 //! - which of the CLI's own signals report its activity (`hooks`, installed per pane by
 //!   [`hooks`]);
 //! - whether a restored agent is told about the restore as input or only shown it
-//!   (`handover`).
+//!   (`handover`);
+//! - which variables its pane needs to run the CLI interactively (`env`).
 //!
 //! The files are checked by the tests below; should one ever fail to parse, the profile
 //! degrades to one that recognises nothing (activity `unknown`, plain delivery).
@@ -48,6 +49,10 @@ pub struct CliProfile {
     /// dashboard's `Y`/`N`.
     #[serde(default)]
     pub approval: Option<ApprovalKeys>,
+    /// Variables set in the pane before the agent's own `env` (which wins): what the CLI
+    /// needs to run interactively there, whatever environment orch was started from.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Keys (as `tmux send-keys` names them) that answer an approval prompt.
@@ -159,6 +164,7 @@ fn parse(name: &str, text: &str) -> CliProfile {
             hooks: None,
             handover: HandoverStyle::Message,
             approval: None,
+            env: BTreeMap::new(),
         }
     })
 }
@@ -205,6 +211,11 @@ impl CliProfile {
             .next()
             .map(|w| w.rsplit('/').next().unwrap_or(w));
         program.is_some() && program == self.program.as_deref()
+    }
+
+    /// The profile's `env`, as a pane's variables.
+    pub fn pane_env(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.env.iter().map(|(k, v)| (k.clone(), v.clone()))
     }
 }
 
@@ -379,5 +390,17 @@ mod tests {
         assert_eq!(get(Profile::Claude).handover, HandoverStyle::Message);
         assert_eq!(get(Profile::Shell).stop_signal(), StopSignal::Hangup);
         assert_eq!(get(Profile::Codex).stop_signal(), StopSignal::Terminate);
+    }
+
+    #[test]
+    fn only_gemini_has_its_ci_variables_cleared() {
+        let vars: Vec<(String, String)> = get(Profile::Gemini).pane_env().collect();
+        assert_eq!(
+            vars,
+            [("CI", ""), ("GITHUB_ACTIONS", "")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        for p in ALL.into_iter().filter(|p| *p != Profile::Gemini) {
+            assert_eq!(get(p).pane_env().count(), 0, "{p:?}");
+        }
     }
 }

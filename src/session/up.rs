@@ -189,7 +189,7 @@ fn undo_up(tmux: &Tmux, session: &str, target: &UpTarget, agents: &[&str]) {
 }
 
 /// How an agent's pane is started: its cwd, command, and the ORCH_* variables of SPEC §4
-/// plus the agent's own `env`.
+/// plus its profile's `env` and then the agent's own.
 pub(crate) fn pane_spec<'a>(
     layout: &'a Layout,
     agent: &'a Agent,
@@ -216,6 +216,7 @@ pub(crate) fn pane_spec<'a>(
             env.push((key.to_owned(), agent.name.to_string()));
         }
     }
+    env.extend(crate::profile::get(agent.profile).pane_env());
     env.extend(agent.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let command = agent.command.as_deref().map(|c| {
         let hooked = with_activity_hooks(agent.profile, c, state, session);

@@ -471,7 +471,7 @@ struct AgentPlan {
     cwd: PathBuf,
     /// `sh -c 'cat REPLAY; exec …'`
     command: String,
-    /// The agent's own `env` from the saved layout.
+    /// Its profile's `env`, then the agent's own from the saved layout.
     env: Vec<(String, String)>,
     /// The replay file and the marker its script creates once it is replayed.
     replay: Option<(PathBuf, PathBuf)>,
@@ -518,7 +518,8 @@ fn plan_agent(
         .and_then(|a| a.get("profile"))
         .and_then(|p| serde_json::from_value::<Profile>(p.clone()).ok())
         .unwrap_or(Profile::Shell);
-    let mut env = agent_env(&agent.name, saved, src.live, notes);
+    let mut env: Vec<(String, String)> = crate::profile::get(profile).pane_env().collect();
+    env.extend(agent_env(&agent.name, saved, src.live, notes));
     let cwd = [
         agent.cwd.as_deref().map(PathBuf::from),
         saved
