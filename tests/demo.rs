@@ -261,8 +261,12 @@ fn headless_demo_tells_the_whole_story_and_leaves_nothing_behind() {
         .map_or(started.elapsed(), |(at, _)| at.duration_since(started));
     assert!(
         status.success(),
-        "orch demo --headless failed ({status}):\n{}",
-        err.join("\n")
+        "orch demo --headless failed ({status}):\n{}\nits events:\n{}",
+        err.join("\n"),
+        out.iter()
+            .map(|(at, l)| format!("{:>6.1} s {l}", at.duration_since(started).as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         took < Duration::from_secs(60),

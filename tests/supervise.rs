@@ -602,3 +602,101 @@ fn an_adopted_agent_that_dies_reports_its_exit_status_and_real_uptime() {
         .collect();
     assert_eq!(exits, [serde_json::json!(3), serde_json::json!(137)]);
 }
+
+/// Two agents that wait for `go`, then print 216 KB; `live` then sleeps, `dying` exits 3.
+/// Each run adds a line to `<agent>.runs` once it has printed.
+const FLOODING: &str = "session: flood
+defaults:
+  restart: { max_restarts: 2, window: 60s, min_uptime: 5s, backoff: { initial: 100ms, max: 200ms } }
+  command: 'while [ ! -e go ]; do sleep 0.02; done; i=0; while [ $i -lt 300 ]; do printf %0720d\\\\n 0; i=$((i+1)); done; echo run >> $ORCH_AGENT.runs; if [ $ORCH_AGENT = live ]; then exec sleep 600; fi; exit 3'
+agents:
+  - { name: live, role: WORKER }
+  - { name: dying, role: WORKER }
+";
+
+/// A control client attached to `session`, whose stdin stays open. `lagging`: it never
+/// reads what tmux sends it (as a `tmux -CC` terminal that is busy, or a supervisor
+/// starved of CPU), so tmux keeps the panes' output queued for it; else it reads all.
+fn control_client(env: &TestEnv, session: &str, lagging: bool) -> std::process::Child {
+    let before = control_clients(env);
+    let child = std::process::Command::new("tmux")
+        .args(["-L", &env.socket, "-C", "attach-session", "-t"])
+        .arg(format!("={session}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(if lagging {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tmux -C");
+    wait_for("the control client", Duration::from_secs(10), || {
+        (control_clients(env) > before).then_some(())
+    });
+    child
+}
+
+fn control_clients(env: &TestEnv) -> usize {
+    env.tmux(&["list-clients", "-F", "#{client_control_mode}"])
+        .lines()
+        .filter(|l| *l == "1")
+        .count()
+}
+
+fn runs(env: &TestEnv, agent: &str) -> usize {
+    std::fs::read_to_string(env.path().join(format!("{agent}.runs")))
+        .map_or(0, |t| t.lines().count())
+}
+
+fn server_pid(env: &TestEnv) -> String {
+    env.tmux(&["display-message", "-p", "#{pid}"])
+        .trim()
+        .to_owned()
+}
+
+/// tmux without the fix of tmux/tmux#5499 (3.3a to 3.7c at least) dies on the first output of a
+/// respawned pane when a control client is behind on it: `orch restart`, `orch start`
+/// and the supervisor's restarts must leave the server up.
+#[test]
+fn respawns_keep_the_tmux_server_up_while_a_control_client_lags() {
+    let env = TestEnv::new();
+    env.write("orch.yaml", FLOODING);
+    env.orch_ok(&["layout", "up"]);
+    let server = server_pid(&env);
+    // With only a lagging client attached tmux would stop reading the panes; a second,
+    // reading one keeps them flowing, as a user's terminal or the supervisor would.
+    let mut clients = [
+        control_client(&env, "flood", false),
+        control_client(&env, "flood", true),
+    ];
+    env.write("go", "");
+    wait_for("both floods", Duration::from_secs(20), || {
+        (runs(&env, "live") == 1 && env.pane_of("flood", "dying").dead).then_some(())
+    });
+
+    env.orch_ok(&["restart", "live"]);
+    env.orch_ok(&["start", "dying"]);
+    wait_for("the second floods", Duration::from_secs(20), || {
+        (runs(&env, "live") == 2 && runs(&env, "dying") == 2).then_some(())
+    });
+    // The server reads the new output before the agents write their `.runs` line.
+    assert_eq!(server_pid(&env), server, "the tmux server died");
+    assert!(!env.pane_of("flood", "live").dead);
+
+    // The supervisor's own restarts of a crashing agent, the lagging client still there.
+    let mut sup = Supervisor::start(&env);
+    env.orch_ok(&["start", "dying"]);
+    sup.expect("agent_fatal", Some("dying"), Duration::from_secs(30));
+    assert!(runs(&env, "dying") >= 5, "{} runs", runs(&env, "dying"));
+    assert_eq!(server_pid(&env), server, "the tmux server died");
+    assert!(
+        !sup.seen.iter().any(|e| e["kind"] == "server_died"),
+        "{:#?}",
+        sup.seen
+    );
+    for client in &mut clients {
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+}

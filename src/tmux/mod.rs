@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tmux_interface::{
-    CapturePane, DisplayMessage, KillPane, KillServer, KillSession, KillWindow, ListClients,
-    ListPanes, ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane, RespawnPane,
-    SelectLayout, SelectPane, SelectWindow, SendKeys, SetHook, SetOption, ShowOptions, SplitWindow,
-    SwitchClient, TmuxCommand,
+    AllowActions, CapturePane, DisplayMessage, KillPane, KillServer, KillSession, KillWindow,
+    ListClients, ListPanes, ListWindows, LoadBuffer, NewSession, NewWindow, PasteBuffer, PipePane,
+    RefreshClient, RespawnPane, SelectLayout, SelectPane, SelectWindow, SendKeys, SetHook,
+    SetOption, ShowOptions, SplitWindow, State, SwitchClient, TmuxCommand,
 };
 
 pub use panes::{CONTROL_PANE_FORMAT, PANE_FORMAT, Pane};
@@ -751,7 +751,16 @@ impl Tmux {
     /// Starts a pane's command again (`respawn-pane -k`, which also works while tmux has
     /// not yet noticed the old process died) and returns the new process id. Pane options
     /// (`@orch_agent`) and history survive a respawn.
+    ///
+    /// tmux up to 3.7c at least (tmux/tmux#5499, fixed on master in August 2026) keeps a
+    /// pane's read offsets across a respawn. When a control client (the supervisor's own,
+    /// or a user's `tmux -CC`) has not been sent all of the old process's output, as when
+    /// an agent printed and died at once, the server reads past the new process's first
+    /// output and dies with every session. Each such client is paused on the pane (its
+    /// unsent output dropped) and continued from the pane's offset in the same command
+    /// list, which leaves no reader behind.
     pub fn respawn_pane(&self, pane: &str, spec: &PaneSpec<'_>) -> Result<u32, TmuxError> {
+        let clients = self.control_clients_of_pane(pane);
         let mut respawn = RespawnPane::new()
             .kill()
             .target_pane(pane.to_owned())
@@ -763,7 +772,9 @@ impl Tmux {
             .target_pane(pane.to_owned())
             .message("#{pane_pid}")
             .build();
-        let mut cmds = vec![respawn];
+        let mut cmds = control_offsets(&clients, pane, State::Pause);
+        cmds.push(respawn);
+        cmds.extend(control_offsets(&clients, pane, State::Continue));
         // The pipe survives respawn-pane (tmux 3.3a), but its `cat` still holds the file it
         // opened, which a rotation may have renamed: open it again on the current file.
         cmds.extend(pipe_transcript(pane, spec));
@@ -965,6 +976,26 @@ impl Tmux {
             .target_session(format!("={session}:"))
             .hook_name("pane-died");
         self.run(vec![hook.build()]).map(drop)
+    }
+
+    /// Names of the control-mode clients attached to the session holding `pane`. One that
+    /// cannot be listed is left out: the respawn it is for goes ahead.
+    fn control_clients_of_pane(&self, pane: &str) -> Vec<String> {
+        let cmd = ListClients::new()
+            .target_session(pane.to_owned())
+            .format("#{client_control_mode}\t#{client_name}")
+            .build();
+        match self.run(vec![cmd]) {
+            Ok(out) => out
+                .lines()
+                .filter_map(|l| l.strip_prefix("1\t"))
+                .map(str::to_owned)
+                .collect(),
+            Err(e) => {
+                tracing::debug!(pane, "listing the control clients: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// Process ids of the control-mode clients attached to `session` (none without a
@@ -1438,6 +1469,23 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_owned();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `refresh-client -t CLIENT -A PANE:STATE` for each control client: `pause` drops the
+/// output not yet sent to it, `continue` makes it read on from the pane's own offset.
+fn control_offsets<'a>(clients: &[String], pane: &str, state: State) -> Vec<TmuxCommand<'a>> {
+    clients
+        .iter()
+        .map(|client| {
+            RefreshClient::new()
+                .target_client(client.clone())
+                .allow_actions(AllowActions {
+                    pane: pane.to_owned().into(),
+                    state: state.clone(),
+                })
+                .build()
+        })
+        .collect()
 }
 
 /// Identity of the pane that was just created (the active pane of `win`).
