@@ -760,7 +760,35 @@ impl Tmux {
     /// unsent output dropped) and continued from the pane's offset in the same command
     /// list, which leaves no reader behind.
     pub fn respawn_pane(&self, pane: &str, spec: &PaneSpec<'_>) -> Result<u32, TmuxError> {
-        let clients = self.control_clients_of_pane(pane);
+        self.respawn_listed(pane, spec, &self.control_clients_of_pane(pane))
+    }
+
+    /// [`Tmux::respawn_pane`], given the control clients as they were just listed.
+    fn respawn_listed(
+        &self,
+        pane: &str,
+        spec: &PaneSpec<'_>,
+        clients: &[String],
+    ) -> Result<u32, TmuxError> {
+        match self.respawn_among(pane, spec, clients) {
+            // A client gone since the listing fails its pause, and tmux drops the rest of
+            // the list with it, the respawn included: list them again, once.
+            Err(TmuxError::Failed { message, .. })
+                if !clients.is_empty() && message.contains("can't find client") =>
+            {
+                self.respawn_among(pane, spec, &self.control_clients_of_pane(pane))
+            }
+            other => other,
+        }
+    }
+
+    /// [`Tmux::respawn_pane`] with the control clients `clients` paused around it.
+    fn respawn_among(
+        &self,
+        pane: &str,
+        spec: &PaneSpec<'_>,
+        clients: &[String],
+    ) -> Result<u32, TmuxError> {
         let mut respawn = RespawnPane::new()
             .kill()
             .target_pane(pane.to_owned())
@@ -772,9 +800,9 @@ impl Tmux {
             .target_pane(pane.to_owned())
             .message("#{pane_pid}")
             .build();
-        let mut cmds = control_offsets(&clients, pane, State::Pause);
+        let mut cmds = control_offsets(clients, pane, State::Pause);
         cmds.push(respawn);
-        cmds.extend(control_offsets(&clients, pane, State::Continue));
+        cmds.extend(control_offsets(clients, pane, State::Continue));
         // The pipe survives respawn-pane (tmux 3.3a), but its `cat` still holds the file it
         // opened, which a rotation may have renamed: open it again on the current file.
         cmds.extend(pipe_transcript(pane, spec));
@@ -1685,6 +1713,57 @@ mod tests {
             let uid = rustix::process::getuid().as_raw();
             let _ = std::fs::remove_file(format!("/tmp/tmux-{uid}/{}", self.socket));
         }
+    }
+
+    #[test]
+    fn a_control_client_gone_since_the_listing_does_not_stop_the_respawn() {
+        let (server, tmux) = UnitServer::new("respawn");
+        let run = |args: &[&str]| server.run(args);
+        run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "r",
+            "sleep 600",
+        ]);
+        let pane = String::from_utf8_lossy(
+            &run(&["display-message", "-p", "-t", "=r", "#{pane_id}"]).stdout,
+        )
+        .trim()
+        .to_owned();
+        let pid = || {
+            String::from_utf8_lossy(
+                &run(&["display-message", "-p", "-t", &pane, "#{pane_pid}"]).stdout,
+            )
+            .trim()
+            .parse::<u32>()
+            .expect("pid")
+        };
+        let before = pid();
+        let cwd = std::env::temp_dir();
+        let spec = PaneSpec {
+            agent: "a",
+            role: "R",
+            cwd: &cwd,
+            env: Vec::new(),
+            command: Some("exec sleep 601".to_owned()),
+            transcript: None,
+            transcript_filter: None,
+        };
+        let gone = ["client-4194304".to_owned()];
+        // tmux drops the rest of a command list at its first error: nothing respawned.
+        let err = tmux
+            .respawn_among(&pane, &spec, &gone)
+            .expect_err("no such client");
+        assert!(err.to_string().contains("can't find client"), "{err}");
+        assert_eq!(pid(), before);
+        let new = tmux
+            .respawn_listed(&pane, &spec, &gone)
+            .expect("listed again");
+        assert_ne!(new, before);
+        assert_eq!(new, pid());
     }
 
     #[test]
