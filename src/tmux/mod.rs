@@ -1009,16 +1009,8 @@ impl Tmux {
     /// Names of the control-mode clients attached to the session holding `pane`. One that
     /// cannot be listed is left out: the respawn it is for goes ahead.
     fn control_clients_of_pane(&self, pane: &str) -> Vec<String> {
-        let cmd = ListClients::new()
-            .target_session(pane.to_owned())
-            .format("#{client_control_mode}\t#{client_name}")
-            .build();
-        match self.run(vec![cmd]) {
-            Ok(out) => out
-                .lines()
-                .filter_map(|l| l.strip_prefix("1\t"))
-                .map(str::to_owned)
-                .collect(),
+        match self.control_clients(pane.to_owned()) {
+            Ok(clients) => clients.into_iter().map(|(_, name)| name).collect(),
             Err(e) => {
                 tracing::debug!(pane, "listing the control clients: {e}");
                 Vec::new()
@@ -1029,21 +1021,28 @@ impl Tmux {
     /// Process ids of the control-mode clients attached to `session` (none without a
     /// server or such a session).
     pub fn control_client_pids(&self, session: &str) -> Result<Vec<u32>, TmuxError> {
-        let cmd = ListClients::new()
-            .target_session(format!("={session}"))
-            .format("#{client_pid}\t#{client_control_mode}")
-            .build();
-        match self.run(vec![cmd]) {
-            Ok(out) => Ok(out
-                .lines()
-                .filter_map(|l| {
-                    let (pid, control) = l.split_once('\t')?;
-                    (control == "1").then(|| pid.parse().ok()).flatten()
-                })
-                .collect()),
+        match self.control_clients(format!("={session}")) {
+            Ok(clients) => Ok(clients.into_iter().filter_map(|(pid, _)| pid).collect()),
             Err(TmuxError::NoServer(_) | TmuxError::Failed { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+
+    /// `(pid, name)` of each control-mode client attached to the session `target` names
+    /// (a session or one of its panes).
+    fn control_clients(&self, target: String) -> Result<Vec<(Option<u32>, String)>, TmuxError> {
+        let cmd = ListClients::new()
+            .target_session(target)
+            .format("#{client_control_mode}\t#{client_pid}\t#{client_name}")
+            .build();
+        Ok(self
+            .run(vec![cmd])?
+            .lines()
+            .filter_map(|l| {
+                let (pid, name) = l.strip_prefix("1\t")?.split_once('\t')?;
+                Some((pid.parse().ok(), name.to_owned()))
+            })
+            .collect())
     }
 
     /// Kills panes (and their processes) in one tmux process; a pane already gone is no
@@ -1703,6 +1702,18 @@ mod tests {
                 .output()
                 .expect("tmux")
         }
+
+        /// Starts the server with a detached session `name` running `command`.
+        fn session(&self, name: &str, command: &str) {
+            let args = ["-f", "/dev/null", "new-session", "-d", "-s", name, command];
+            assert!(self.run(&args).status.success(), "{args:?}");
+        }
+
+        /// `display-message -p -t TARGET FORMAT`, trimmed.
+        fn display(&self, target: &str, format: &str) -> String {
+            let out = self.run(&["display-message", "-p", "-t", target, format]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
     }
 
     impl Drop for UnitServer {
@@ -1718,28 +1729,13 @@ mod tests {
     #[test]
     fn a_control_client_gone_since_the_listing_does_not_stop_the_respawn() {
         let (server, tmux) = UnitServer::new("respawn");
-        let run = |args: &[&str]| server.run(args);
-        run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "r",
-            "sleep 600",
-        ]);
-        let pane = String::from_utf8_lossy(
-            &run(&["display-message", "-p", "-t", "=r", "#{pane_id}"]).stdout,
-        )
-        .trim()
-        .to_owned();
+        server.session("r", "sleep 600");
+        let pane = server.display("=r", "#{pane_id}");
         let pid = || {
-            String::from_utf8_lossy(
-                &run(&["display-message", "-p", "-t", &pane, "#{pane_pid}"]).stdout,
-            )
-            .trim()
-            .parse::<u32>()
-            .expect("pid")
+            server
+                .display(&pane, "#{pane_pid}")
+                .parse::<u32>()
+                .expect("pid")
         };
         let before = pid();
         let cwd = std::env::temp_dir();
@@ -1769,17 +1765,8 @@ mod tests {
     #[test]
     fn screens_of_several_panes_in_one_call() {
         let (server, tmux) = UnitServer::new("screens");
-        let run = |args: &[&str]| server.run(args);
-        run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "u",
-            "printf 'one\\n-dash first\\n'; exec sleep 30",
-        ]);
-        run(&["split-window", "-t", "u", "printf 'two\\n'; exec sleep 30"]);
+        server.session("u", "printf 'one\\n-dash first\\n'; exec sleep 30");
+        server.run(&["split-window", "-t", "u", "printf 'two\\n'; exec sleep 30"]);
         std::thread::sleep(std::time::Duration::from_millis(300));
         let panes = tmux.list_panes().expect("panes");
         let ids: Vec<&str> = panes.iter().map(|p| p.id.as_str()).collect();
