@@ -700,3 +700,42 @@ fn respawns_keep_the_tmux_server_up_while_a_control_client_lags() {
         let _ = client.wait();
     }
 }
+
+/// While its session is gone (the server kept by another), the supervisor starts no
+/// control client tick after tick: tmux 3.3a can crash when one attaches while it sends
+/// notifications (tmux/tmux#4980). It attaches again once the session is back.
+#[test]
+fn no_control_client_is_started_for_a_session_that_is_not_there() {
+    let env = TestEnv::new();
+    env.write(
+        "orch.yaml",
+        "session: gone\nmonitor: { tick: 100ms }\nagents:\n  - { name: a, role: WORKER, command: 'exec sleep 600', restart: { policy: never } }\n",
+    );
+    let mut sup = Supervisor::start(&env);
+    sup.expect("agent_started", Some("a"), Duration::from_secs(10));
+    wait_for(
+        "the supervisor's control client",
+        Duration::from_secs(10),
+        || (control_clients(&env) == 1).then_some(()),
+    );
+    env.tmux(&["new-session", "-d", "-s", "keep", "sleep 600"]);
+    env.tmux(&["kill-session", "-t", "=gone"]);
+    sup.expect("agent_exited", Some("a"), Duration::from_secs(10));
+    // Fifteen ticks without the session.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log: String = std::fs::read_dir(env.state.path().join("gone"))
+        .expect("session dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    let attempts = log.matches("tmux control client unavailable").count();
+    assert_eq!(attempts, 0, "{log}");
+
+    env.orch_ok(&["layout", "up"]);
+    wait_for(
+        "the control client attached again",
+        Duration::from_secs(10),
+        || (control_clients(&env) == 1).then_some(()),
+    );
+}

@@ -331,7 +331,7 @@ impl Shell {
                     self.survive("activity", r);
                     let r = self.drain_queues();
                     self.survive("queue", r);
-                    if self.control.is_none() {
+                    if self.control.is_none() && self.session_listed() {
                         self.connect_control().await;
                     }
                     self.show_attention();
@@ -890,6 +890,7 @@ impl Shell {
         }
         tracing::warn!("the tmux server died");
         self.control = None;
+        self.last_panes.clear();
         self.reuse_ok = false;
         // A restored session has none of orch's status line yet.
         self.status_shown = None;
@@ -1421,6 +1422,15 @@ impl Shell {
                 Err(why)
             }
         }
+    }
+
+    /// Whether the last pane listing showed the session. A control client attaching
+    /// while tmux 3.3a sends notifications can crash it (tmux/tmux#4980: a client not yet
+    /// identified is written to), so none is started, tick after tick, for a session that
+    /// is not there, as while its session is killed and made again.
+    fn session_listed(&self) -> bool {
+        let session = self.layout.session.as_str();
+        self.last_panes.iter().any(|p| p.session == session)
     }
 
     /// Attaches the control-mode client; on failure the other paths carry on without it
