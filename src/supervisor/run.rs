@@ -1425,9 +1425,9 @@ impl Shell {
     }
 
     /// Whether the last pane listing showed the session. A control client attaching
-    /// while tmux 3.3a sends notifications can crash it (tmux/tmux#4980: a client not yet
-    /// identified is written to), so none is started, tick after tick, for a session that
-    /// is not there, as while its session is killed and made again.
+    /// while tmux before 3.7 sends notifications can crash it (tmux/tmux#4980: a client
+    /// not yet identified is written to), so none is started, tick after tick, for a
+    /// session that is not there, as while its session is killed and made again.
     fn session_listed(&self) -> bool {
         let session = self.layout.session.as_str();
         self.last_panes.iter().any(|p| p.session == session)
